@@ -1,0 +1,3 @@
+from pepc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Host settings (`pepc.yaml`), kept apart from policy.
+
+Policy says what to filter; this file says how this host runs it. Only the
+dataclasses live here; `pepc.loader.load_config` reads and validates the
+file with the same diagnostics as policies.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from pepc.diagnostics import Severity
+from pepc.layout import Capacities
+from pepc.model import Action
+
+
+class XdpMode(enum.Enum):
+    AUTO = "auto"  # native, falling back to generic (skb) where the driver has no XDP
+    NATIVE = "native"
+    GENERIC = "generic"
+    OFFLOAD = "offload"
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    mode: XdpMode = XdpMode.AUTO
+
+
+@dataclass(frozen=True)
+class Config:
+    default_action: Action = Action.ALLOW
+    interfaces: tuple[Interface, ...] = ()
+    pin_root: str = "/sys/fs/bpf/pepc"
+    state_dir: str = "/var/lib/pepc"  # audit trail: <state_dir>/<instance>/audit.jsonl
+    run_dir: str = "/run/pepc"  # locks
+    capacities: Capacities = field(default_factory=Capacities)
+    event_cap: int = 100  # LOG_ONLY events per rule per second (per CPU)
+    metrics_listen: str = "127.0.0.1:9477"
+    severity: tuple[tuple[str, Severity], ...] = ()  # per-code overrides for `check`
+    source: str | None = None  # the file it came from, if any
+
+    def severity_of(self, code: str, default: Severity) -> Severity:
+        for c, sev in self.severity:
+            if c == code:
+                return sev
+        return default

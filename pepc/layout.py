@@ -1,0 +1,402 @@
+"""The data-plane binary layout, defined once.
+
+The header template renders these structs into C (with _Static_asserts on
+every size and offset), the plan encoder packs values with them, and the
+kernel layer decodes live map contents with them. Changing anything here
+changes the layout digest, which forces a program reload on apply.
+
+Byte order: fields typed `be16`/`be32` hold packet-order (network) bytes so
+the XDP program can compare them with header fields directly; everything
+else is little-endian, the byte order of the hosts pepc supports (x86_64,
+arm64) and therefore of their BPF programs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct as _struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# ctype name -> (C spelling, struct format char, size)
+CTYPES: dict[str, tuple[str, str, int]] = {
+    "u8": ("__u8", "B", 1),
+    "u16": ("__u16", "H", 2),
+    "u32": ("__u32", "I", 4),
+    "u64": ("__u64", "Q", 8),
+    "be16": ("__be16", "H", 2),
+    "be32": ("__be32", "I", 4),
+    "char": ("char", "s", 1),
+    "spin_lock": ("struct bpf_spin_lock", "I", 4),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    ctype: str
+    count: int = 1  # > 1: an array (chars: a fixed-size string)
+    doc: str = ""
+
+    @property
+    def size(self) -> int:
+        return CTYPES[self.ctype][2] * self.count
+
+    @property
+    def align(self) -> int:
+        return CTYPES[self.ctype][2]
+
+    @property
+    def c_decl(self) -> str:
+        ctype = CTYPES[self.ctype][0]
+        return f"{ctype} {self.name}[{self.count}]" if self.count > 1 else f"{ctype} {self.name}"
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A C struct laid out by the C rules (natural alignment, no packing).
+
+    Every declared field is explicit, padding included, so the C compiler
+    has nothing to insert and hashing keys see no uninitialised bytes.
+    """
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str = ""
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        out, off = {}, 0
+        for f in self.fields:
+            if off % f.align:
+                raise ValueError(f"{self.name}.{f.name} is misaligned at {off}: add explicit padding")
+            out[f.name] = off
+            off += f.size
+        return out
+
+    @property
+    def size(self) -> int:
+        last = self.fields[-1]
+        end = self.offsets[last.name] + last.size
+        align = max(f.align for f in self.fields)
+        if end % align:
+            raise ValueError(f"{self.name} needs tail padding to {align}")
+        return end
+
+    @property
+    def c_name(self) -> str:
+        return f"struct {self.name}"
+
+    def _format(self, f: Field) -> str:
+        ch = CTYPES[f.ctype][1]
+        if f.ctype == "char":
+            return f"{f.count}s"
+        if f.ctype.startswith("be"):
+            return ""  # packed by hand, big-endian
+        return f"{f.count}{ch}" if f.count > 1 else ch
+
+    def pack(self, values: Mapping[str, Any]) -> bytes:
+        """Pack named field values (missing fields and padding are zero).
+        Arrays take a sequence (chars take bytes); be* fields take host ints."""
+        out = bytearray(self.size)
+        offs = self.offsets
+        for f in self.fields:
+            v = values.get(f.name)
+            if v is None:
+                continue
+            off = offs[f.name]
+            if f.ctype == "char":
+                data = bytes(v)[: f.count]
+                out[off : off + len(data)] = data
+            elif f.ctype.startswith("be"):
+                fmt = ">" + CTYPES[f.ctype][1]
+                _struct.pack_into(fmt, out, off, v)
+            elif f.count > 1:
+                _struct.pack_into("<" + self._format(f), out, off, *v)
+            else:
+                _struct.pack_into("<" + self._format(f), out, off, v)
+        return bytes(out)
+
+    def unpack(self, data: bytes) -> dict[str, Any]:
+        if len(data) < self.size:
+            raise ValueError(f"{self.name}: {len(data)} bytes, need {self.size}")
+        offs = self.offsets
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            off = offs[f.name]
+            if f.name.startswith("_pad"):
+                continue
+            if f.ctype == "char":
+                out[f.name] = bytes(data[off : off + f.count]).rstrip(b"\0")
+            elif f.ctype.startswith("be"):
+                out[f.name] = _struct.unpack_from(">" + CTYPES[f.ctype][1], data, off)[0]
+            elif f.count > 1:
+                out[f.name] = list(_struct.unpack_from("<" + self._format(f), data, off))
+            else:
+                out[f.name] = _struct.unpack_from("<" + self._format(f), data, off)[0]
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "fields": [[f.name, f.ctype, f.count, self.offsets[f.name]] for f in self.fields],
+        }
+
+
+def _pad(n: int, idx: int = 0) -> Field:
+    return Field(f"_pad{idx}", "u8", n)
+
+
+U32_KEY = Struct("pepc_u32", (Field("v", "u32"),), "an array index")
+U64_VALUE = Struct("pepc_u64", (Field("v", "u64"),), "a counter")
+
+CTRL = Struct(
+    "pepc_ctrl",
+    (
+        Field("active_gen", "u32", doc="0 or 1: which generation of rules/masks/slots/gen the program reads"),
+        Field("flags", "u32"),
+        Field("layout_digest", "u8", 16, doc="digest of this layout, written at load"),
+    ),
+    "the single control word; flipping active_gen is the atomic switch",
+)
+
+GEN = Struct(
+    "pepc_gen",
+    (
+        Field("n_masks", "u32", doc="masks in use in this generation's masks map"),
+        Field("default_action", "u8"),
+        Field("_pad0", "u8", 3),
+        Field("event_cap", "u32", doc="LOG_ONLY events per rule per second per CPU"),
+        Field("n_rules", "u32"),
+        Field("policy_digest", "u8", 32),
+    ),
+    "per-generation settings",
+)
+
+MASK = Struct(
+    "pepc_mask",
+    (
+        Field("best_rank", "u64", doc="smallest rank of any entry under this mask"),
+        Field("src_mask", "be32"),
+        Field("dst_mask", "be32"),
+        Field("sport_mask", "be16"),
+        Field("dport_mask", "be16"),
+        Field("src_plen", "u8"),
+        Field("dst_plen", "u8"),
+        Field("sport_plen", "u8"),
+        Field("dport_plen", "u8"),
+        Field("proto_plen", "u8", doc="8: the protocol is part of the key; 0: wildcard"),
+        Field("_pad0", "u8", 7),
+    ),
+    "one tuple-space mask; masks are stored in ascending best_rank",
+)
+
+RULE_KEY = Struct(
+    "pepc_rule_key",
+    (
+        Field("src_plen", "u8"),
+        Field("dst_plen", "u8"),
+        Field("sport_plen", "u8"),
+        Field("dport_plen", "u8"),
+        Field("proto_plen", "u8"),
+        Field("proto", "u8"),
+        Field("_pad0", "u8", 2),
+        Field("src", "be32"),
+        Field("dst", "be32"),
+        Field("sport", "be16"),
+        Field("dport", "be16"),
+    ),
+    "the mask's shape plus the packet fields under that mask",
+)
+
+RULE_VAL = Struct(
+    "pepc_rule_val",
+    (
+        Field("rank", "u64", doc="position in the total order: smaller wins"),
+        Field("slot", "u32"),
+        Field("action", "u8"),
+        Field("_pad0", "u8", 3),
+    ),
+)
+
+RULE_ID_LEN = 64
+
+SLOT = Struct(
+    "pepc_slot",
+    (
+        Field("rate_bps", "u64"),
+        Field("burst_bytes", "u64"),
+        Field("order_key", "u64", doc="the id's place in string order (low bits of rank)"),
+        Field("priority", "u32"),
+        Field("action", "u8"),
+        Field("flags", "u8", doc="bit 0: slot in use"),
+        Field("id_len", "u16", doc="length of the full id in bytes (id is truncated to 64)"),
+        Field("id", "char", RULE_ID_LEN),
+    ),
+    "per-generation, per-rule settings, indexed by slot",
+)
+
+RULE_STATS = Struct(
+    "pepc_rule_stats",
+    (Field("packets", "u64"), Field("bytes", "u64"), Field("drops", "u64")),
+    "per-CPU per-rule counters, indexed by slot",
+)
+
+RL_STATE = Struct(
+    "pepc_rl_state",
+    (
+        Field("lock", "spin_lock"),
+        Field("_pad0", "u8", 4),
+        Field("tokens", "u64", doc="bytes available"),
+        Field("last_ns", "u64", doc="bpf_ktime_get_ns() of the last refill; 0: full bucket"),
+    ),
+    "token bucket of a RATE_LIMIT rule, shared by all CPUs, indexed by slot",
+)
+
+EV_BUDGET = Struct(
+    "pepc_evbudget",
+    (Field("window_ns", "u64"), Field("count", "u32"), Field("suppressed", "u32")),
+    "per-CPU per-rule event budget for the current one-second window",
+)
+
+EVENT = Struct(
+    "pepc_event",
+    (
+        Field("ts_ns", "u64"),
+        Field("slot", "u32"),
+        Field("src", "be32"),
+        Field("dst", "be32"),
+        Field("sport", "be16"),
+        Field("dport", "be16"),
+        Field("proto", "u8"),
+        Field("action", "u8"),
+        Field("_pad0", "u8", 2),
+        Field("len", "u32"),
+    ),
+    "a ring-buffer record for a LOG_ONLY hit",
+)
+
+STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, RULE_VAL, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
+
+#: Global counters (per-CPU array indexed by these). Order is ABI.
+COUNTERS: tuple[str, ...] = (
+    "packets",
+    "pass",
+    "drop",
+    "allow",
+    "block",
+    "log_only",
+    "rate_limit_pass",
+    "rate_limit_drop",
+    "default_pass",
+    "default_drop",
+    "non_ipv4",
+    "err_eth_truncated",
+    "err_vlan_truncated",
+    "err_ip_truncated",
+    "err_ip_bad_header",
+    "err_l4_truncated",
+    "fragments",
+    "events_sent",
+    "events_suppressed",
+    "events_lost",
+)
+
+XDP_DROP = 1
+XDP_PASS = 2
+
+SLOT_FLAG_USED = 1
+
+# The rank is a u64: 16 bits (65535 - priority), 8 bits (255 - specificity),
+# 40 bits order key of the rule id. Positions in a dense order would change
+# for every rule behind an inserted one; these keys change only for the
+# rules that change, so a one-rule edit is a one-rule delta.
+RANK_PRIO_SHIFT = 48
+RANK_SPEC_SHIFT = 40
+ORDER_KEY_BITS = 40
+
+
+@dataclass(frozen=True)
+class Capacities:
+    max_rules: int = 16384  # slots: per-rule counters, rate-limit state
+    max_entries: int = 131072  # hash entries per generation
+    max_masks: int = 128  # masks per generation (per-packet cost grows with this)
+    ring_bytes: int = 262144  # event ring buffer
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "max_rules": self.max_rules,
+            "max_entries": self.max_entries,
+            "max_masks": self.max_masks,
+            "ring_bytes": self.ring_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class MapDef:
+    name: str  # kernel map name (<= 15 chars)
+    kind: str  # BPF_MAP_TYPE_* suffix
+    key: Struct | None
+    value: Struct | None
+    max_entries: str  # capacity attribute name, or a literal
+    per_generation: bool = False  # exists as name_0 and name_1
+    doc: str = ""
+
+    def entries(self, caps: Capacities) -> int:
+        if self.max_entries.isdigit():
+            return int(self.max_entries)
+        if self.max_entries == "counters":
+            return len(COUNTERS)
+        return getattr(caps, self.max_entries)
+
+    def kernel_names(self) -> tuple[str, ...]:
+        if self.per_generation:
+            return (f"{self.name}_0", f"{self.name}_1")
+        return (self.name,)
+
+
+MAPS: tuple[MapDef, ...] = (
+    MapDef("pepc_ctrl", "ARRAY", U32_KEY, CTRL, "1", doc="active generation"),
+    MapDef("pepc_gen", "ARRAY", U32_KEY, GEN, "2", doc="per-generation settings, indexed by generation"),
+    MapDef("pepc_masks", "ARRAY", U32_KEY, MASK, "max_masks", True, "masks in ascending best rank"),
+    MapDef("pepc_rules", "HASH", RULE_KEY, RULE_VAL, "max_entries", True, "(mask shape, masked fields) -> rank, slot, action"),
+    MapDef("pepc_slots", "ARRAY", U32_KEY, SLOT, "max_rules", True, "per-rule settings by slot"),
+    MapDef("pepc_stats", "PERCPU_ARRAY", U32_KEY, RULE_STATS, "max_rules", doc="per-rule counters by slot"),
+    MapDef("pepc_rl", "ARRAY", U32_KEY, RL_STATE, "max_rules", doc="token buckets by slot"),
+    MapDef("pepc_evbudget", "PERCPU_ARRAY", U32_KEY, EV_BUDGET, "max_rules", doc="event budgets by slot"),
+    MapDef("pepc_counters", "PERCPU_ARRAY", U32_KEY, U64_VALUE, "counters", doc="global counters"),
+    MapDef("pepc_events", "RINGBUF", None, None, "ring_bytes", doc="LOG_ONLY events"),
+)
+
+
+def map_def(name: str) -> MapDef:
+    for m in MAPS:
+        if m.name == name:
+            return m
+    raise KeyError(name)
+
+
+def layout_description(caps: Capacities) -> dict:
+    """Everything a program's binary interface depends on."""
+    return {
+        "structs": [s.describe() for s in STRUCTS],
+        "maps": [
+            [m.name, m.kind, m.key.name if m.key else None, m.value.name if m.value else None, m.entries(caps), m.per_generation]
+            for m in MAPS
+        ],
+        "counters": list(COUNTERS),
+        "rank": [RANK_PRIO_SHIFT, RANK_SPEC_SHIFT, ORDER_KEY_BITS],
+        "capacities": caps.describe(),
+    }
+
+
+def layout_digest(caps: Capacities) -> str:
+    """32 hex digits; equal digests mean a live program can take a plan as is."""
+    blob = json.dumps(layout_description(caps), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def rank_of(priority: int, specificity: int, order_key: int) -> int:
+    return ((0xFFFF - priority) << RANK_PRIO_SHIFT) | ((0xFF - specificity) << RANK_SPEC_SHIFT) | order_key

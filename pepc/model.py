@@ -1,0 +1,220 @@
+"""The validated policy IR: what the loader produces and every later stage reads.
+
+Everything here is immutable and hashable so that stages can cache, compare
+and diff values freely. Every user-visible object carries the Location it
+was written at, because every finding must point at `file:line:column`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Action(enum.IntEnum):
+    """Rule actions. The integer values are the data-plane encoding (layout.py)."""
+
+    ALLOW = 1
+    BLOCK = 2
+    LOG_ONLY = 3
+    RATE_LIMIT = 4
+
+    @property
+    def passes(self) -> bool:
+        """The verdict of this action when no rate limit is exceeded."""
+        return self is not Action.BLOCK
+
+
+class Verdict(enum.Enum):
+    PASS = "PASS"
+    DROP = "DROP"
+
+
+class Protocol(enum.IntEnum):
+    """Rule protocols; values are IP protocol numbers, ANY is 0 (a wildcard)."""
+
+    ANY = 0
+    ICMP = 1
+    TCP = 6
+    UDP = 17
+
+    @property
+    def carries_ports(self) -> bool:
+        return self in (Protocol.TCP, Protocol.UDP)
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A 1-based position in a policy file, as shown to users."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return self.file
+
+
+@dataclass(frozen=True, order=True)
+class Prefix:
+    """An IPv4 prefix: `addr` is the network address as an int, host bits zero."""
+
+    addr: int
+    plen: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.plen <= 32:
+            raise ValueError(f"prefix length {self.plen} out of range")
+        if self.addr & ~self.mask & 0xFFFFFFFF:
+            raise ValueError("host bits set")
+
+    @property
+    def mask(self) -> int:
+        return (0xFFFFFFFF << (32 - self.plen)) & 0xFFFFFFFF
+
+    @property
+    def first(self) -> int:
+        return self.addr
+
+    @property
+    def last(self) -> int:
+        return self.addr | (~self.mask & 0xFFFFFFFF)
+
+    def contains(self, ip: int) -> bool:
+        return (ip & self.mask) == self.addr
+
+    def __str__(self) -> str:
+        return f"{ipaddress.IPv4Address(self.addr)}/{self.plen}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Prefix":
+        net = ipaddress.IPv4Network(text, strict=True)
+        return cls(int(net.network_address), net.prefixlen)
+
+
+ANY_PREFIX = Prefix(0, 0)
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """A port item: one port (lo == hi), one range as written, or any (0-65535).
+
+    Port 0 is not a port a rule can name: in the language 0 means "any".
+    """
+
+    lo: int
+    hi: int
+
+    @property
+    def is_any(self) -> bool:
+        return self.lo == 0 and self.hi == 0xFFFF
+
+    @property
+    def is_single(self) -> bool:
+        return self.lo == self.hi
+
+    def contains(self, port: int) -> bool:
+        return self.lo <= port <= self.hi
+
+    def __str__(self) -> str:
+        if self.is_any:
+            return "any"
+        if self.is_single:
+            return str(self.lo)
+        return f"{self.lo}-{self.hi}"
+
+
+ANY_PORT = PortRange(0, 0xFFFF)
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    prefixes: tuple[Prefix, ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    ports: tuple[PortRange, ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule, fully resolved: names replaced by prefixes and ports.
+
+    `src`/`dst` are never empty (any is ANY_PREFIX) and `sports`/`dports` are
+    never empty (any is ANY_PORT). `refs` keeps the names as written, for
+    reports; `field_locs` maps a field path such as "dst.port" to where it
+    was written so findings can point at the exact field.
+    """
+
+    id: str
+    action: Action
+    loc: Location
+    priority: int = 0
+    protocol: Protocol = Protocol.ANY
+    src: tuple[Prefix, ...] = (ANY_PREFIX,)
+    dst: tuple[Prefix, ...] = (ANY_PREFIX,)
+    sports: tuple[PortRange, ...] = (ANY_PORT,)
+    dports: tuple[PortRange, ...] = (ANY_PORT,)
+    rate_limit_bps: int = 0
+    burst_bytes: int = 0
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    enabled: bool = True
+    description: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    suppress: tuple[str, ...] = ()
+    allow_overlap: tuple[str, ...] = ()
+    legacy: bool = False
+    field_locs: tuple[tuple[str, Location], ...] = field(default=(), compare=False)
+
+    def loc_of(self, path: str) -> Location:
+        """Where `path` (e.g. "dst.port") was written, else the rule itself."""
+        for key, loc in self.field_locs:
+            if key == path:
+                return loc
+        return self.loc
+
+    @property
+    def has_port_constraint(self) -> bool:
+        return not (all(p.is_any for p in self.sports) and all(p.is_any for p in self.dports))
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def is_live(self, now: datetime) -> bool:
+        """Whether the rule exists for the data plane at `now`."""
+        return self.enabled and not self.is_expired(now)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A whole policy directory, validated. Rules are in load order."""
+
+    root: str
+    rules: tuple[Rule, ...]
+    networks: tuple[Network, ...] = ()
+    services: tuple[Service, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def live_rules(self, now: datetime) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.is_live(now))
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def next_expiry(self, now: datetime) -> datetime | None:
+        """The earliest future `expires_at` of an enabled rule (for watch timers)."""
+        times = [r.expires_at for r in self.rules if r.enabled and r.expires_at and r.expires_at > now]
+        return min(times) if times else None

@@ -1,0 +1,169 @@
+"""The compiled program: exactly what one generation of the data plane holds.
+
+`compile` produces a Program; `plan` serialises it; the simulator walks it
+the way the XDP program does; the reconciler diffs its map contents against
+the live maps. Map contents are produced here, in one place, with the
+structs of layout.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pepc import layout
+from pepc.model import Action, Location
+
+
+def prefix_mask(plen: int, bits: int) -> int:
+    return ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1) if plen else 0
+
+
+@dataclass(frozen=True, order=True)
+class MaskShape:
+    """Which bits of each field a tuple-space mask keeps."""
+
+    src_plen: int
+    dst_plen: int
+    sport_plen: int
+    dport_plen: int
+    proto_plen: int  # 8 or 0
+
+    @property
+    def has_ports(self) -> bool:
+        return bool(self.sport_plen or self.dport_plen)
+
+    def fields(self) -> dict[str, int]:
+        return {
+            "src_plen": self.src_plen,
+            "dst_plen": self.dst_plen,
+            "sport_plen": self.sport_plen,
+            "dport_plen": self.dport_plen,
+            "proto_plen": self.proto_plen,
+        }
+
+    def masks(self) -> tuple[int, int, int, int, int]:
+        """(src, dst, sport, dport, proto) bit masks in host integers."""
+        return (
+            prefix_mask(self.src_plen, 32),
+            prefix_mask(self.dst_plen, 32),
+            prefix_mask(self.sport_plen, 16),
+            prefix_mask(self.dport_plen, 16),
+            0xFF if self.proto_plen else 0,
+        )
+
+
+@dataclass(frozen=True)
+class Mask:
+    shape: MaskShape
+    best_rank: int
+
+    def value_bytes(self) -> bytes:
+        src, dst, sp, dp, _ = self.shape.masks()
+        return layout.MASK.pack(
+            {
+                "best_rank": self.best_rank,
+                "src_mask": src,
+                "dst_mask": dst,
+                "sport_mask": sp,
+                "dport_mask": dp,
+                **self.shape.fields(),
+            }
+        )
+
+
+@dataclass(frozen=True, order=True)
+class EntryKey:
+    shape: MaskShape
+    proto: int
+    src: int
+    dst: int
+    sport: int
+    dport: int
+
+    def key_bytes(self) -> bytes:
+        return layout.RULE_KEY.pack(
+            {**self.shape.fields(), "proto": self.proto, "src": self.src, "dst": self.dst, "sport": self.sport, "dport": self.dport}
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: EntryKey
+    rank: int
+    slot: int
+    action: Action
+    rule_id: str  # for reports; not in the map
+
+    def value_bytes(self) -> bytes:
+        return layout.RULE_VAL.pack({"rank": self.rank, "slot": self.slot, "action": int(self.action)})
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    slot: int
+    rule_id: str
+    action: Action
+    priority: int
+    order_key: int
+    rate_bps: int
+    burst_bytes: int
+    loc: Location
+
+    def value_bytes(self) -> bytes:
+        raw = self.rule_id.encode("utf-8")
+        return layout.SLOT.pack(
+            {
+                "rate_bps": self.rate_bps,
+                "burst_bytes": self.burst_bytes,
+                "order_key": self.order_key,
+                "priority": self.priority,
+                "action": int(self.action),
+                "flags": layout.SLOT_FLAG_USED,
+                "id_len": min(len(raw), 0xFFFF),
+                "id": raw[: layout.RULE_ID_LEN],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Program:
+    caps: layout.Capacities
+    default_action: Action
+    event_cap: int
+    masks: tuple[Mask, ...]  # ascending best_rank: the order the data plane walks
+    entries: tuple[Entry, ...]  # sorted by key
+    slots: tuple[SlotInfo, ...]  # sorted by slot
+    policy_digest: str  # 64 hex digits
+    layout_digest: str  # 32 hex digits
+
+    def gen_value(self) -> bytes:
+        return layout.GEN.pack(
+            {
+                "n_masks": len(self.masks),
+                "default_action": int(self.default_action),
+                "event_cap": self.event_cap,
+                "n_rules": len(self.slots),
+                "policy_digest": bytes.fromhex(self.policy_digest),
+            }
+        )
+
+    def map_contents(self) -> dict[str, dict[bytes, bytes]]:
+        """Contents of one generation, by logical map name (layout.MAPS).
+
+        `pepc_gen` has a single entry whose key is the placeholder index 0:
+        the reconciler writes it at the index of the generation it fills.
+        Unused array slots are zero in the kernel and absent here.
+        """
+        u32 = layout.U32_KEY.pack
+        return {
+            "pepc_gen": {u32({"v": 0}): self.gen_value()},
+            "pepc_masks": {u32({"v": i}): m.value_bytes() for i, m in enumerate(self.masks)},
+            "pepc_rules": {e.key.key_bytes(): e.value_bytes() for e in self.entries},
+            "pepc_slots": {u32({"v": s.slot}): s.value_bytes() for s in self.slots},
+        }
+
+    def slot_of(self, rule_id: str) -> int | None:
+        for s in self.slots:
+            if s.rule_id == rule_id:
+                return s.slot
+        return None
