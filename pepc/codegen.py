@@ -8,16 +8,14 @@ start one, splice lines or form a trigraph, so no policy can change the code.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jinja2
 
 from pepc import layout
 from pepc.model import Action, Policy
 from pepc.program import Program
+from pepc.resources import TEMPLATES_DIR
 from pepc.sources import display_location
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HEADER_TEMPLATE = "pepc_policy.h.j2"
 HEADER_NAME = "pepc_policy.h"
 
@@ -47,7 +45,7 @@ def c_comment_text(text: str, limit: int = 200) -> str:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=False,  # C, not HTML: escaping is c_comment_text's job
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
