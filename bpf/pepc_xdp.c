@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * pepc_xdp.c: the pepc data plane.
+ *
+ * One XDP program that evaluates the compiled policy of the active
+ * generation. Everything policy-specific lives in maps; the generated
+ * header only fixes the binary layout (structs, capacities, enums), so one
+ * object serves every policy of a given layout and an apply never reloads
+ * the program.
+ *
+ * Per packet:
+ *   1. parse Ethernet, up to two VLAN tags, IPv4 (options, fragments) and
+ *      the TCP/UDP ports; anything the matcher cannot see passes untouched
+ *      and is counted (non_ipv4, err_*);
+ *   2. read pepc_ctrl[0].active_gen ONCE and use that generation's maps for
+ *      the rest of the packet;
+ *   3. tuple space search: walk the masks in ascending best rank, look up
+ *      the masked packet fields in the rules hash, keep the smallest rank,
+ *      stop as soon as no later mask can beat it;
+ *   4. apply the winner's action (or the generation's default action) and
+ *      count it per rule slot and globally.
+ *
+ * pepc/frames.py mirrors the parser byte for byte and the kernel tests hold
+ * the two (and pepc.simulate) to the same answers.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "pepc_policy.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/*
+ * Clamps that keep the token-bucket arithmetic inside u64 without 128-bit
+ * math: rate * (ns % 1e9) < 2^34 * 2^30 and burst leaves headroom for
+ * tokens + refill. 2^34 bytes/s is ~137 Gbit/s; a larger configured rate
+ * behaves as 2^34.
+ */
+#define PEPC_RATE_MAX (1ULL << 34)
+#define PEPC_BURST_MAX (1ULL << 62)
+
+/* 802.1Q / 802.1ad tag; not part of the UAPI headers. */
+struct pepc_vlan_hdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+/* ------------------------------------------------------------------ maps */
+
+/*
+ * Why two maps per generation instead of a generation field in the key:
+ * an apply rewrites the inactive generation while packets keep reading the
+ * active one, then flips pepc_ctrl[0].active_gen with one map write. With
+ * separate maps the writer never touches a map the fast path is reading,
+ * the masks array of each generation can be rewritten in place, and the
+ * hash key stays 20 bytes (no generation byte to hash on every lookup).
+ * A map-in-map swap would do the same with an extra indirection per lookup.
+ */
+#define PEPC_GENERATION_MAPS(n)                                         \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, PEPC_MAX_MASKS);                    \
+		__type(key, __u32);                                     \
+		__type(value, struct pepc_mask);                        \
+	} pepc_masks_##n SEC(".maps");                                  \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH);                        \
+		__uint(max_entries, PEPC_MAX_ENTRIES);                  \
+		__type(key, struct pepc_rule_key);                      \
+		__type(value, struct pepc_rule_val);                    \
+	} pepc_rules_##n SEC(".maps");                                  \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, PEPC_MAX_RULES);                    \
+		__type(key, __u32);                                     \
+		__type(value, struct pepc_slot);                        \
+	} pepc_slots_##n SEC(".maps");
+
+PEPC_GENERATION_MAPS(0)
+PEPC_GENERATION_MAPS(1)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pepc_ctrl);
+} pepc_ctrl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct pepc_gen);
+} pepc_gen SEC(".maps");
+
+/* Indexed by rule slot; slots are stable across applies, so the counters,
+ * buckets and budgets below belong to a rule, not to a generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PEPC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pepc_rule_stats);
+} pepc_stats SEC(".maps");
+
+/*
+ * Token buckets are shared by all CPUs (a per-CPU bucket would let N CPUs
+ * pass N times the rate). Refill and charge are a read-modify-write of two
+ * fields, so they run under bpf_spin_lock; the critical section is a few
+ * arithmetic instructions and only RATE_LIMIT hits take it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PEPC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pepc_rl_state);
+} pepc_rl SEC(".maps");
+
+/* Event budgets are per CPU on purpose: the cap protects userspace from a
+ * flood, it need not be exact, and a shared budget would need a lock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PEPC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pepc_evbudget);
+} pepc_evbudget SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PEPC_CNT__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} pepc_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PEPC_RING_BYTES);
+} pepc_events SEC(".maps");
+
+/* --------------------------------------------------------------- helpers */
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&pepc_counters, &idx);
+
+	if (c)
+		*c += 1; /* per-CPU value: no atomics needed */
+}
+
+static __always_inline int verdict(int v)
+{
+	count(v == XDP_DROP ? PEPC_CNT_DROP : PEPC_CNT_PASS);
+	return v;
+}
+
+/* What the matcher sees of a packet (pepc.semantics.Packet). Addresses and
+ * ports stay in network byte order, like the masks and keys. */
+struct pepc_pkt {
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 has_ports;
+};
+
+/*
+ * Parse the frame into *pkt. Returns 1 when the packet is to be evaluated,
+ * 0 when it passes without evaluation (the reason already counted).
+ * pepc/frames.py:parse_frame is the same function in Python; keep them in
+ * step.
+ */
+static __always_inline int parse(void *data, void *data_end, struct pepc_pkt *pkt)
+{
+	struct ethhdr *eth = data;
+	struct pepc_vlan_hdr *vlan;
+	struct iphdr *iph;
+	void *cursor;
+	__be16 proto;
+	__u32 hlen, tot_len;
+	__u16 frag;
+
+	if ((void *)(eth + 1) > data_end) {
+		count(PEPC_CNT_ERR_ETH_TRUNCATED);
+		return 0;
+	}
+	proto = eth->h_proto;
+	cursor = eth + 1;
+
+	/* Up to two tags (QinQ); a third tag is "not IPv4" below. */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		vlan = cursor;
+		if ((void *)(vlan + 1) > data_end) {
+			count(PEPC_CNT_ERR_VLAN_TRUNCATED);
+			return 0;
+		}
+		proto = vlan->encap_proto;
+		cursor = vlan + 1;
+	}
+
+	if (proto != bpf_htons(ETH_P_IP)) {
+		count(PEPC_CNT_NON_IPV4);
+		return 0;
+	}
+
+	iph = cursor;
+	if ((void *)(iph + 1) > data_end) {
+		count(PEPC_CNT_ERR_IP_TRUNCATED);
+		return 0;
+	}
+	if (iph->version != 4 || iph->ihl < 5) {
+		count(PEPC_CNT_ERR_IP_BAD_HEADER);
+		return 0;
+	}
+	hlen = iph->ihl * 4;
+	if (cursor + hlen > data_end) {
+		count(PEPC_CNT_ERR_IP_TRUNCATED);
+		return 0;
+	}
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < hlen) {
+		count(PEPC_CNT_ERR_IP_BAD_HEADER);
+		return 0;
+	}
+
+	pkt->src = iph->saddr;
+	pkt->dst = iph->daddr;
+	pkt->proto = iph->protocol;
+	pkt->sport = 0;
+	pkt->dport = 0;
+	pkt->has_ports = 0;
+
+	frag = bpf_ntohs(iph->frag_off);
+	if (frag & 0x3fff) /* MF or a fragment offset */
+		count(PEPC_CNT_FRAGMENTS);
+
+	/* Ports exist only in the first fragment of TCP and UDP. Only the
+	 * first four L4 bytes are read (both protocols start with the two
+	 * ports), so a tiny first fragment that still carries the ports is
+	 * matched on them. The IP total length bounds the L4 data too: bytes
+	 * past it are Ethernet padding, not ports. */
+	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && !(frag & 0x1fff)) {
+		__be16 *ports = cursor + hlen;
+
+		if ((void *)(ports + 2) > data_end || hlen + 4 > tot_len) {
+			count(PEPC_CNT_ERR_L4_TRUNCATED);
+		} else {
+			pkt->sport = ports[0];
+			pkt->dport = ports[1];
+			pkt->has_ports = 1;
+		}
+	}
+	return 1;
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+struct pepc_lookup {
+	struct pepc_pkt pkt;
+	__u32 n_masks;
+	__u64 best_rank; /* ~0: no match yet */
+	__u32 slot;
+	__u8 action;
+};
+
+/*
+ * One step of the tuple space search. Returns 1 to stop the walk.
+ * `masks`/`rules` are compile-time constants in each caller below, so the
+ * verifier sees one map per call site and can inline the array lookup.
+ */
+static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *masks, void *rules)
+{
+	struct pepc_rule_key key;
+	struct pepc_rule_val *val;
+	struct pepc_mask *m;
+
+	m = bpf_map_lookup_elem(masks, &i);
+	/* Masks are sorted by the best rank they hold: once one cannot beat
+	 * the current winner, none after it can. */
+	if (!m || m->best_rank >= lk->best_rank)
+		return 1;
+	if ((m->sport_plen || m->dport_plen) && !lk->pkt.has_ports)
+		return 0;
+
+	__builtin_memset(&key, 0, sizeof(key)); /* padding is hashed too */
+	key.src_plen = m->src_plen;
+	key.dst_plen = m->dst_plen;
+	key.sport_plen = m->sport_plen;
+	key.dport_plen = m->dport_plen;
+	key.proto_plen = m->proto_plen;
+	key.proto = m->proto_plen ? lk->pkt.proto : 0;
+	key.src = lk->pkt.src & m->src_mask;
+	key.dst = lk->pkt.dst & m->dst_mask;
+	key.sport = lk->pkt.sport & m->sport_mask;
+	key.dport = lk->pkt.dport & m->dport_mask;
+
+	val = bpf_map_lookup_elem(rules, &key);
+	if (val && val->rank < lk->best_rank) {
+		lk->best_rank = val->rank;
+		lk->slot = val->slot;
+		lk->action = val->action;
+	}
+	return 0;
+}
+
+/*
+ * Why bpf_loop: the verifier checks a bpf_loop callback once, whatever the
+ * trip count, so verification stays fast at 128 masks and still works at
+ * 1024 or more. An open-coded bounded loop is explored iteration by
+ * iteration and runs into the verifier's complexity limit as max_masks
+ * grows. Since kernel 5.19 the verifier inlines bpf_loop with a known
+ * callback into a plain loop, so the per-mask cost is a direct call.
+ */
+static long lookup_gen0(__u32 i, void *ctx)
+{
+	return lookup_mask(i, ctx, &pepc_masks_0, &pepc_rules_0);
+}
+
+static long lookup_gen1(__u32 i, void *ctx)
+{
+	return lookup_mask(i, ctx, &pepc_masks_1, &pepc_rules_1);
+}
+
+/* ------------------------------------------------------------ rate limit */
+
+/* bytes earned in `ns` at `rate` bytes/s, exact in u64 (rate <= 2^34) */
+static __always_inline __u64 bytes_in(__u64 ns, __u64 rate)
+{
+	return (ns / NSEC_PER_SEC) * rate + (ns % NSEC_PER_SEC) * rate / NSEC_PER_SEC;
+}
+
+/* nanoseconds it takes to earn `bytes` (bytes <= what was earned) */
+static __always_inline __u64 ns_for(__u64 bytes, __u64 rate)
+{
+	return (bytes / rate) * NSEC_PER_SEC + (bytes % rate) * NSEC_PER_SEC / rate;
+}
+
+/* Returns XDP_PASS when `len` bytes fit the rule's bucket, else XDP_DROP. */
+static __always_inline int rate_limit(__u32 gen, __u32 slot, __u64 len)
+{
+	struct pepc_rl_state *b;
+	struct pepc_slot *s;
+	__u64 rate, burst, now;
+	int v = XDP_DROP;
+
+	s = gen ? bpf_map_lookup_elem(&pepc_slots_1, &slot) : bpf_map_lookup_elem(&pepc_slots_0, &slot);
+	b = bpf_map_lookup_elem(&pepc_rl, &slot);
+	if (!s || !b)
+		return XDP_PASS; /* unreachable: slot < max_rules was checked */
+	rate = s->rate_bps < PEPC_RATE_MAX ? s->rate_bps : PEPC_RATE_MAX;
+	burst = s->burst_bytes < PEPC_BURST_MAX ? s->burst_bytes : PEPC_BURST_MAX;
+	now = bpf_ktime_get_ns(); /* no helper calls under the lock */
+
+	bpf_spin_lock(&b->lock);
+	if (b->last_ns == 0 || b->tokens >= burst) {
+		/* new bucket (the reconciler zeroes a slot it hands out) or
+		 * full: time that passes adds nothing */
+		b->tokens = burst;
+		b->last_ns = now;
+	} else if (now > b->last_ns && rate) {
+		__u64 elapsed = now - b->last_ns;
+		__u64 need = burst - b->tokens;
+		__u64 add = need;
+
+		/* bytes_in() cannot overflow once elapsed is bounded by the
+		 * time to fill the bucket */
+		if (elapsed / NSEC_PER_SEC <= need / rate)
+			add = bytes_in(elapsed, rate);
+		if (add >= need) {
+			b->tokens = burst;
+			b->last_ns = now;
+		} else if (add) {
+			/* advance the clock only by the time the whole bytes
+			 * took, so fractions of a byte are not lost between
+			 * closely spaced packets */
+			b->tokens += add;
+			b->last_ns += ns_for(add, rate);
+		}
+	}
+	if (b->tokens >= len) {
+		b->tokens -= len;
+		v = XDP_PASS;
+	}
+	bpf_spin_unlock(&b->lock);
+	return v;
+}
+
+/* ---------------------------------------------------------------- events */
+
+static __always_inline void log_event(struct pepc_lookup *lk, __u32 cap, __u64 len)
+{
+	struct pepc_evbudget *budget;
+	struct pepc_event *ev;
+	__u64 now = bpf_ktime_get_ns();
+
+	budget = bpf_map_lookup_elem(&pepc_evbudget, &lk->slot);
+	if (!budget)
+		return;
+	if (now - budget->window_ns >= NSEC_PER_SEC) {
+		budget->window_ns = now;
+		budget->count = 0;
+		budget->suppressed = 0;
+	}
+	if (budget->count >= cap) {
+		budget->suppressed++;
+		count(PEPC_CNT_EVENTS_SUPPRESSED);
+		return;
+	}
+	budget->count++;
+
+	ev = bpf_ringbuf_reserve(&pepc_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(PEPC_CNT_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = now;
+	ev->slot = lk->slot;
+	ev->src = lk->pkt.src;
+	ev->dst = lk->pkt.dst;
+	ev->sport = lk->pkt.sport;
+	ev->dport = lk->pkt.dport;
+	ev->proto = lk->pkt.proto;
+	ev->action = PEPC_ACTION_LOG_ONLY;
+	ev->len = len;
+	bpf_ringbuf_submit(ev, 0);
+	count(PEPC_CNT_EVENTS_SENT);
+}
+
+/* --------------------------------------------------------------- program */
+
+SEC("xdp")
+int pepc_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 len = data_end - data;
+	struct pepc_lookup lk = { .best_rank = ~0ULL };
+	struct pepc_rule_stats *st;
+	struct pepc_ctrl *ctrl;
+	struct pepc_gen *g;
+	__u32 zero = 0, gen, n;
+	int v;
+
+	count(PEPC_CNT_PACKETS);
+	if (!parse(data, data_end, &lk.pkt))
+		return verdict(XDP_PASS);
+
+	ctrl = bpf_map_lookup_elem(&pepc_ctrl, &zero);
+	if (!ctrl)
+		return verdict(XDP_PASS);
+	/* The one read of the generation: everything below uses `gen`, so a
+	 * flip in the middle of this packet cannot mix two policies. */
+	gen = *(volatile __u32 *)&ctrl->active_gen & 1;
+	g = bpf_map_lookup_elem(&pepc_gen, &gen);
+	if (!g)
+		return verdict(XDP_PASS);
+
+	n = g->n_masks < PEPC_MAX_MASKS ? g->n_masks : PEPC_MAX_MASKS;
+	lk.n_masks = n;
+	if (gen)
+		bpf_loop(n, lookup_gen1, &lk, 0);
+	else
+		bpf_loop(n, lookup_gen0, &lk, 0);
+
+	if (lk.best_rank == ~0ULL) {
+		if (g->default_action == PEPC_ACTION_BLOCK) {
+			count(PEPC_CNT_DEFAULT_DROP);
+			return verdict(XDP_DROP);
+		}
+		count(PEPC_CNT_DEFAULT_PASS);
+		return verdict(XDP_PASS);
+	}
+
+	switch (lk.action) {
+	case PEPC_ACTION_BLOCK:
+		count(PEPC_CNT_BLOCK);
+		v = XDP_DROP;
+		break;
+	case PEPC_ACTION_LOG_ONLY:
+		count(PEPC_CNT_LOG_ONLY);
+		log_event(&lk, g->event_cap, len);
+		v = XDP_PASS;
+		break;
+	case PEPC_ACTION_RATE_LIMIT:
+		v = rate_limit(gen, lk.slot, len);
+		count(v == XDP_PASS ? PEPC_CNT_RATE_LIMIT_PASS : PEPC_CNT_RATE_LIMIT_DROP);
+		break;
+	default: /* PEPC_ACTION_ALLOW */
+		count(PEPC_CNT_ALLOW);
+		v = XDP_PASS;
+		break;
+	}
+
+	st = bpf_map_lookup_elem(&pepc_stats, &lk.slot);
+	if (st) {
+		st->packets++;
+		st->bytes += len;
+		if (v == XDP_DROP)
+			st->drops++;
+	}
+	return verdict(v);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,135 @@
+"""Whole-generation writes and counter reads on an Instance.
+
+`write_generation` writes a compiled Program into one generation in full
+(clear, then batch-write): what tests and a fresh load need. The reconciler
+writes minimal deltas instead, through the same BpfMap calls.
+"""
+
+from __future__ import annotations
+
+from pepc import layout
+from pepc.compiler import pack
+from pepc.kernel.loader import Instance
+from pepc.program import Program
+
+_U32 = layout.U32_KEY.pack
+
+
+def u32(i: int) -> bytes:
+    return _U32({"v": i})
+
+
+def read_ctrl(inst: Instance) -> dict:
+    raw = inst.map("pepc_ctrl").lookup(u32(0))
+    return layout.CTRL.unpack(raw or bytes(layout.CTRL.size))
+
+
+def init_ctrl(inst: Instance, layout_digest: str, active_gen: int = 0) -> None:
+    """Write the control word of a freshly loaded object."""
+    inst.map("pepc_ctrl").update(
+        u32(0), layout.CTRL.pack({"active_gen": active_gen & 1, "layout_digest": bytes.fromhex(layout_digest)})
+    )
+
+
+def active_gen(inst: Instance) -> int:
+    return read_ctrl(inst)["active_gen"] & 1
+
+
+def set_active(inst: Instance, gen: int) -> None:
+    """Flip the data plane to generation `gen` with one map write.
+
+    The write rewrites the whole 24-byte control value, but only the low
+    byte of active_gen differs between the old and the new value, so a
+    packet reading concurrently sees either generation, never a torn value.
+    """
+    ctrl = read_ctrl(inst)
+    ctrl["active_gen"] = gen & 1
+    inst.map("pepc_ctrl").update(u32(0), layout.CTRL.pack(ctrl))
+
+
+def write_generation(inst: Instance, gen: int, program: Program) -> None:
+    """Make generation `gen` hold exactly `program` (full rewrite)."""
+    if gen not in (0, 1):
+        raise ValueError("a generation is 0 or 1")
+    contents = pack.map_contents(program)
+    masks = inst.map(f"pepc_masks_{gen}")
+    rules = inst.map(f"pepc_rules_{gen}")
+    slots = inst.map(f"pepc_slots_{gen}")
+
+    # masks: rewrite the whole array (n_masks bounds the walk, but stale
+    # rows would still be confusing in dumps)
+    mask_vals = [contents["pepc_masks"].get(u32(i), bytes(masks.value_size)) for i in range(masks.max_entries)]
+    masks.update_batch([u32(i) for i in range(masks.max_entries)], mask_vals)
+
+    rules.clear()
+    r = contents["pepc_rules"]
+    if r:
+        rules.update_batch(list(r), list(r.values()))
+
+    slot_vals = [contents["pepc_slots"].get(u32(i), bytes(slots.value_size)) for i in range(slots.max_entries)]
+    slots.update_batch([u32(i) for i in range(slots.max_entries)], slot_vals)
+
+    inst.map("pepc_gen").update(u32(gen), contents["pepc_gen"][u32(0)])
+
+
+def reset_rule_state(inst: Instance, slots: list[int] | None = None) -> None:
+    """Zero per-rule counters, token buckets and event budgets (all slots
+    when `slots` is None)."""
+    for name in ("pepc_stats", "pepc_rl", "pepc_evbudget"):
+        m = inst.map(name)
+        keys = [u32(s) for s in slots] if slots is not None else m.keys()
+        if not keys:
+            continue
+        if m.percpu:
+            m.update_batch_percpu(keys, [m.zero_value()] * len(keys))  # type: ignore[list-item]
+        else:
+            m.update_batch(keys, [bytes(m.value_size)] * len(keys))
+
+
+def load_program(inst: Instance, program: Program, gen: int | None = None) -> int:
+    """Write `program` into the inactive generation (or `gen`) and make it
+    active; returns the generation now active."""
+    target = (1 - active_gen(inst)) if gen is None else gen
+    write_generation(inst, target, program)
+    set_active(inst, target)
+    return target
+
+
+def read_counters(inst: Instance) -> dict[str, int]:
+    """Global counters by layout.COUNTERS name, summed over CPUs."""
+    out = {name: 0 for name in layout.COUNTERS}
+    for key, vals in inst.map("pepc_counters").items_percpu():
+        i = int.from_bytes(key, "little")
+        if i < len(layout.COUNTERS):
+            out[layout.COUNTERS[i]] = sum(int.from_bytes(v[:8], "little") for v in vals)
+    return out
+
+
+def _sum_stats(vals: list[bytes]) -> dict[str, int]:
+    tot = {"packets": 0, "bytes": 0, "drops": 0}
+    for v in vals:
+        s = layout.RULE_STATS.unpack(v)
+        for k in tot:
+            tot[k] += s[k]
+    return tot
+
+
+def read_rule_stats(inst: Instance, slot: int) -> dict[str, int]:
+    """packets/bytes/drops of one rule slot, summed over CPUs."""
+    vals = inst.map("pepc_stats").lookup_percpu(u32(slot))
+    return _sum_stats(vals or [])
+
+
+def read_all_rule_stats(inst: Instance) -> dict[int, dict[str, int]]:
+    """Every slot with a non-zero counter, summed over CPUs (one batch read)."""
+    out = {}
+    for key, vals in inst.map("pepc_stats").items_percpu():
+        tot = _sum_stats(vals)
+        if any(tot.values()):
+            out[int.from_bytes(key, "little")] = tot
+    return out
+
+
+def read_bucket(inst: Instance, slot: int) -> dict:
+    raw = inst.map("pepc_rl").lookup(u32(slot))
+    return layout.RL_STATE.unpack(raw or bytes(layout.RL_STATE.size))
