@@ -1,0 +1,190 @@
+"""Exact region search over boxes: divide and conquer, never sampling.
+
+Every search starts from a box C and a list of candidate boxes and splits C
+along a boundary of a box that cuts it, until each piece is *uniform*: every
+relevant candidate either contains the whole piece or misses it. The answer
+for a uniform piece is read off exactly, so the searches are exact; they
+prune pieces whose answer is already known and stop at the first piece that
+answers the question, so they cost far less than the full arrangement.
+
+Candidates are tuples whose first ten fields are a box (see geometry.py);
+field 10 is a tag the caller chooses (a rule index). Lists given "in rank
+order" are sorted best first.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from pepc.checker.geometry import Box
+
+#: How many cutting boxes `_cut` looks at to place a cut; the median of an
+#: even sample keeps pieces balanced without sorting every boundary.
+_SAMPLE = 24
+
+
+def _covering(bs: list, C: Box) -> int:
+    """Index of the first box in bs that contains C, or -1."""
+    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = C
+    for i, b in enumerate(bs):
+        if (
+            b[0] <= c0 and b[1] >= c1 and b[2] <= c2 and b[3] >= c3 and b[4] <= c4
+            and b[5] >= c5 and b[6] <= c6 and b[7] >= c7 and b[8] <= c8 and b[9] >= c9
+        ):
+            return i
+    return -1
+
+
+def _meet(bs: list, C: Box) -> list:
+    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = C
+    return [
+        b for b in bs
+        if b[0] <= c1 and b[1] >= c0 and b[2] <= c3 and b[3] >= c2 and b[4] <= c5
+        and b[5] >= c4 and b[6] <= c7 and b[7] >= c6 and b[8] <= c9 and b[9] >= c8
+    ]
+
+
+def _cut(C: Box, bs: list) -> tuple[int, int]:
+    """A cut (field index of a lower bound, value) strictly inside C, at a
+    boundary of one of bs (boxes that meet C without containing it).
+
+    The dimension with the most distinct boundaries in an even sample of bs
+    is cut at their median: pieces shrink geometrically when boxes are many.
+    """
+    step = len(bs) // _SAMPLE + 1
+    sample = bs[::step]
+    best_k, best_vals = -1, ()
+    for k in (4, 8, 2, 6, 0):  # dst, dport, src, sport, class: most selective first
+        lo, hi = C[k], C[k + 1]
+        vals = set()
+        for b in sample:
+            if b[k] > lo:
+                vals.add(b[k])
+            if b[k + 1] < hi:
+                vals.add(b[k + 1] + 1)
+        if len(vals) > len(best_vals):
+            best_k, best_vals = k, vals
+    if best_k < 0:
+        # Only possible when the sample missed the cutting boxes: every box
+        # in bs cuts C somewhere, so scan them all.
+        for b in bs:
+            for k in (4, 8, 2, 6, 0):
+                if b[k] > C[k]:
+                    return k, b[k]
+                if b[k + 1] < C[k + 1]:
+                    return k, b[k + 1] + 1
+        raise AssertionError("no box cuts the region")
+    ordered = sorted(best_vals)
+    return best_k, ordered[len(ordered) // 2]
+
+
+def _split(C: Box, k: int, v: int) -> tuple[Box, Box]:
+    left = C[: k + 1] + (v - 1,) + C[k + 2 :]
+    right = C[:k] + (v,) + C[k + 1 :]
+    return left, right  # type: ignore[return-value]
+
+
+def find_free(C: Box, boxes: list) -> Box | None:
+    """A piece of C that no box of `boxes` meets; None when their union
+    covers C."""
+    stack = [(C, _meet(boxes, C))]
+    while stack:
+        C, bs = stack.pop()
+        if not bs:
+            return C
+        if _covering(bs, C) >= 0:
+            continue
+        k, v = _cut(C, bs)
+        left, right = _split(C, k, v)
+        lb = [b for b in bs if b[k] < v]
+        rb = [b for b in bs if b[k + 1] >= v]
+        # the emptier piece first: a free piece is found sooner there
+        if len(lb) <= len(rb):
+            stack.append((right, rb))
+            stack.append((left, lb))
+        else:
+            stack.append((left, lb))
+            stack.append((right, rb))
+    return None
+
+
+def find_bad(C: Box, blockers: list, worse: list, is_same: Callable[[tuple], bool], default_same: bool) -> Box | None:
+    """A piece of C where the searched rule wins and removing it would
+    change the action.
+
+    `blockers` are the boxes ranked before the rule's atom (where one meets
+    C the rule may not win); `worse` are other rules' boxes ranked after it,
+    in rank order: at a point the rule wins, the first of them containing
+    the point decides the action without the rule (none: the default).
+    Returns a uniform piece where the rule wins and that decision differs,
+    or None when there is no such point.
+    """
+    stack = [(C, _meet(blockers, C), _meet(worse, C))]
+    while stack:
+        C, bl, wl = stack.pop()
+        if bl and _covering(bl, C) >= 0:
+            continue
+        i = _covering(wl, C)
+        if i >= 0:
+            wl = wl[: i + 1]  # later boxes never decide inside C
+        if (i >= 0 or default_same) and all(is_same(w) for w in wl):
+            continue
+        if not bl:
+            if not wl:
+                return C  # the default decides, and it differs
+            first = wl[0]
+            if not is_same(first):
+                # first in rank order: it decides wherever it reaches in C
+                return (
+                    max(C[0], first[0]), min(C[1], first[1]), max(C[2], first[2]), min(C[3], first[3]),
+                    max(C[4], first[4]), min(C[5], first[5]), max(C[6], first[6]), min(C[7], first[7]),
+                    max(C[8], first[8]), min(C[9], first[9]),
+                )
+        cutting = bl + (wl[:-1] if i >= 0 else wl)
+        k, v = _cut(C, cutting)
+        left, right = _split(C, k, v)
+        stack.append((right, [b for b in bl if b[k + 1] >= v], [w for w in wl if w[k + 1] >= v]))
+        stack.append((left, [b for b in bl if b[k] < v], [w for w in wl if w[k] < v]))
+    return None
+
+
+def partition(C: Box, blockers: list, worse: list, own: int) -> Iterator[tuple[Box, int | None, int | None]]:
+    """Uniform pieces of C with who decides them, for naming related rules.
+
+    Yields `(piece, winner, successor)`: `winner` is the tag of the first
+    blocker (rank order) containing the piece, or None when no blocker
+    does and the searched rule wins it; then `successor` is the tag of the
+    first `worse` box containing it (None: the default action). Pieces a
+    blocker tagged `own` wins (the rule's own better atom) are skipped:
+    they are reported from that atom.
+    """
+    stack = [(C, _meet(blockers, C), _meet(worse, C))]
+    while stack:
+        C, bl, wl = stack.pop()
+        i = _covering(bl, C)
+        if i >= 0:
+            bl = bl[: i + 1]
+            if i == 0:
+                if bl[0][10] != own:
+                    yield C, bl[0][10], None
+                continue
+            cutting = bl[:i]
+        elif bl:
+            cutting = bl
+        else:
+            j = _covering(wl, C)
+            if j >= 0:
+                wl = wl[: j + 1]
+                if j == 0:
+                    yield C, None, wl[0][10]
+                    continue
+                cutting = wl[:j]
+            elif wl:
+                cutting = wl
+            else:
+                yield C, None, None
+                continue
+        k, v = _cut(C, cutting)
+        left, right = _split(C, k, v)
+        stack.append((right, [b for b in bl if b[k + 1] >= v], [w for w in wl if w[k + 1] >= v]))
+        stack.append((left, [b for b in bl if b[k] < v], [w for w in wl if w[k] < v]))
