@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+import fastjsonschema
 import jsonschema
 import jsonschema.exceptions
 from referencing import Registry, Resource
@@ -45,6 +46,29 @@ def validator(name: str) -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(s)
     cls.check_schema(s)
     return cls(s, registry=_registry())
+
+
+@functools.cache
+def fast_validator(name: str):
+    """The same schema compiled to Python by fastjsonschema: ~50x faster, but
+    it stops at the first error and words errors for machines. Used only to
+    say "valid" quickly; any document it rejects is validated again by
+    jsonschema, which reports every error (see findings_for)."""
+    by_uri = {schema(n.removesuffix(".schema.json"))["$id"]: schema(n.removesuffix(".schema.json")) for n in SCHEMA_FILES}
+    return fastjsonschema.compile(
+        schema(name),
+        handlers={"https": lambda uri: by_uri[uri.split("#")[0]]},
+        use_default=False,
+        use_formats=False,
+    )
+
+
+def is_valid_fast(name: str, instance: Any) -> bool:
+    try:
+        fast_validator(name)(instance)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
@@ -126,6 +150,8 @@ def findings_for(
 ) -> list[tuple[tuple, Finding]]:
     """Validate `instance` against schema `name`; each finding with the path
     (within the document, `prefix` + jsonschema's path) it is about."""
+    if is_valid_fast(name, instance):
+        return []
     out: list[tuple[tuple, Finding]] = []
     for err in validator(name).iter_errors(instance):
         out.extend(_translate(err, instance, marks, root_pos, prefix, code, unknown_code))
