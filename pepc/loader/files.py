@@ -40,7 +40,7 @@ def discover(root: str | os.PathLike) -> tuple[list[SourceFile], list[Finding]]:
         st = os.stat(root_s)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return [], [Finding("symlink-loop", f"{root_s}: symbolic link loop", here)]
+            return [], [Finding("symlink-loop", "symbolic link loop: the link resolves to itself", here)]
         return [], [Finding("io-error", f"cannot read {root_s}: {err.strerror or err}", here)]
     if not stat.S_ISDIR(st.st_mode):
         return [], [Finding("not-a-directory", f"{root_s} is not a directory", here)]
@@ -71,10 +71,10 @@ def discover(root: str | os.PathLike) -> tuple[list[SourceFile], list[Finding]]:
                 st = os.stat(entry.path)  # follows links
             except OSError as err:
                 if err.errno == errno.ELOOP:
-                    findings.append(Finding("symlink-loop", f"{display}: symbolic link loop", Location(display)))
+                    findings.append(Finding("symlink-loop", "symbolic link loop: the link resolves to itself", Location(display)))
                 elif _is_policy_name(entry.name):
                     findings.append(
-                        Finding("io-error", f"cannot read {display}: {err.strerror or err}", Location(display))
+                        Finding("io-error", f"cannot read the file: {err.strerror or err}", Location(display))
                     )
                 continue
             if stat.S_ISDIR(st.st_mode):
@@ -95,11 +95,11 @@ def discover(root: str | os.PathLike) -> tuple[list[SourceFile], list[Finding]]:
             elif _is_policy_name(entry.name):
                 if not stat.S_ISREG(st.st_mode):
                     findings.append(
-                        Finding("io-error", f"{display} is not a regular file", Location(display))
+                        Finding("io-error", "not a regular file (a device, FIFO or socket cannot hold policy)", Location(display))
                     )
                     continue
                 found.append((rel + (entry.name,), SourceFile(entry.path, display)))
-    found.sort(key=lambda item: item[0])
+    found.sort(key=lambda item: "/".join(item[0]))  # like `find | LC_ALL=C sort`
     files = [sf for _, sf in found]
     if not files and not findings:
         findings.append(
@@ -118,7 +118,7 @@ def read_source(path: str, display: str, *, max_file_bytes: int = DEFAULT_MAX_FI
                 return None, [_too_large(display, size, max_file_bytes)]
             data = fh.read(max_file_bytes + 1)  # the file may grow while we read
     except OSError as err:
-        return None, [Finding("io-error", f"cannot read {display}: {err.strerror or err}", here)]
+        return None, [Finding("io-error", f"cannot read the file: {err.strerror or err}", here)]
     if len(data) > max_file_bytes:
         return None, [_too_large(display, len(data), max_file_bytes)]
     try:
@@ -138,8 +138,8 @@ def read_source(path: str, display: str, *, max_file_bytes: int = DEFAULT_MAX_FI
 def _too_large(display: str, size: int, limit: int) -> Finding:
     return Finding(
         "file-too-large",
-        f"{display} is {size} bytes, over the limit of {limit} bytes",
-        Location(display),
+        f"the file is {size} bytes, over the limit of {limit} bytes",
+        Location(display, 1, 1),
         help="split it into several files (the limit guards against runaway or hostile input)",
     )
 

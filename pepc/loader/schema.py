@@ -205,7 +205,10 @@ def _translate(err, root_instance, marks, root_pos, prefix, code, unknown_code) 
             for m in missing
         ]
     if kind in ("anyOf", "oneOf") and err.context:
-        best = jsonschema.exceptions.best_match(err.context)
+        # Prefer the branch whose type fits: "expected a string" is no help
+        # for a mapping that has a wrong value inside.
+        fitting = [e for e in err.context if not (e.validator == "type" and not e.relative_path)]
+        best = jsonschema.exceptions.best_match(fitting or err.context)
         return _translate(best, root_instance, marks, root_pos, prefix, code, unknown_code)
 
     help_text = None

@@ -1,0 +1,513 @@
+"""The loader: reading, validation and resolution into the IR."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from pepc.config import Config, XdpMode
+from pepc.diagnostics import PolicyError, Severity
+from pepc.loader import lifecycle_findings, load_config, load_policy, parse_text
+from pepc.model import ANY_PORT, ANY_PREFIX, Action, Location, PortRange, Prefix, Protocol
+
+UTC = timezone.utc
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+def load(tmp_path: Path, text: str, name: str = "p.yaml"):
+    d = tmp_path / "policies.d"
+    write(d, {name: text})
+    return load_policy(d)
+
+
+def errors(tmp_path: Path, text: str, name: str = "p.yaml", **more: str):
+    d = tmp_path / "policies.d"
+    write(d, {name: text, **more})
+    with pytest.raises(PolicyError) as info:
+        load_policy(d)
+    return list(info.value.findings)
+
+
+def codes(findings) -> list[str]:
+    return [f.code for f in findings]
+
+
+def one_rule(tmp_path: Path, body: str):
+    policy = load(tmp_path, "policies:\n" + textwrap.indent(textwrap.dedent(body), "  "))
+    assert len(policy.rules) == 1
+    return policy.rules[0]
+
+
+# --- the example directory ------------------------------------------------------
+
+
+def test_examples_load(examples):
+    policy = load_policy(examples)
+    ids = [r.id for r in policy.rules]
+    assert len(ids) == len(set(ids)) >= 10
+    admins = next(n for n in policy.networks if n.name == "admins")
+    assert [str(p) for p in admins.prefixes] == ["198.51.100.0/24", "100.64.0.0/16"]
+    legacy = [r for r in policy.rules if r.legacy]
+    assert {r.id for r in legacy} == {"legacy_backup_ssh", "legacy_ntp_replies"}
+    assert all(r.rate_limit_bps == 0 for r in legacy)
+    assert {r.action for r in policy.rules} == set(Action)
+    assert policy.files[-1].endswith("legacy/pepctl-export.json")
+    rl = policy.rule("api_rate_limit")
+    assert (rl.rate_limit_bps, rl.burst_bytes) == (1048576, 262144)
+
+
+def test_display_paths_join_the_path_as_given(tmp_path, monkeypatch):
+    write(tmp_path / "policies.d", {"web.yaml": "policies: [{id: a, action: ALLOW}]\n"})
+    monkeypatch.chdir(tmp_path)
+    policy = load_policy("policies.d/")
+    assert policy.root == "policies.d/"
+    assert policy.rules[0].loc == Location("policies.d/web.yaml", 1, 12)
+    assert policy.files == ("policies.d/web.yaml",)
+
+
+def test_files_are_read_recursively_in_sorted_order_skipping_dotfiles(tmp_path):
+    d = write(
+        tmp_path / "p",
+        {
+            "b.yaml": "policies: [{id: b, action: ALLOW}]",
+            "a/z.yml": "policies: [{id: az, action: ALLOW}]",
+            "a.json": '[{"id": "aj", "action": "ALLOW"}]',
+            ".hidden.yaml": "this is: [not read",
+            "notes.txt": "ignored",
+        },
+    )
+    policy = load_policy(d)
+    assert [r.id for r in policy.rules] == ["aj", "az", "b"]
+
+
+def test_multi_document_files_and_all_three_forms(tmp_path):
+    policy = load(
+        tmp_path,
+        """\
+        networks: {lan: 10.0.0.0/8}
+        policies:
+          - {id: native, action: ALLOW, src: {ip: lan}}
+        ---
+        {id: single, action: BLOCK, src: {ip: 1.2.3.4}}
+        ---
+        - {id: list1, action: ALLOW}
+        - {id: list2, action: ALLOW}
+        ---
+        # an empty document is fine
+        """,
+    )
+    assert [(r.id, r.legacy) for r in policy.rules] == [
+        ("native", False),
+        ("single", True),
+        ("list1", True),
+        ("list2", True),
+    ]
+
+
+# --- values -----------------------------------------------------------------------
+
+
+def test_every_field(tmp_path):
+    r = one_rule(
+        tmp_path,
+        """\
+        - id: full
+          description: all of it
+          priority: 7
+          action: rate_limit
+          rate_limit_bps: 1000
+          src: {ip: [10.0.0.0/8, 192.168.1.7], port: "1024-65535", protocol: udp}
+          dst: {ip: 0.0.0.0, port: [53, "5353-5353"], protocol: ANY}
+          created_at: 1706875200
+          expires_at: "2030-01-01T01:00:00+01:00"
+          enabled: true
+          labels: {team: dns, tier: 1}
+          suppress: [shadowed]
+          allow_overlap: [other]
+        """,
+    )
+    assert r.action is Action.RATE_LIMIT
+    assert r.priority == 7
+    assert r.protocol is Protocol.UDP
+    assert r.src == (Prefix.parse("10.0.0.0/8"), Prefix.parse("192.168.1.7/32"))
+    assert r.dst == (ANY_PREFIX,)
+    assert r.sports == (PortRange(1024, 65535),)
+    assert r.dports == (PortRange(53, 53), PortRange(5353, 5353))  # equal ends: a single port
+    assert r.rate_limit_bps == 1000 and r.burst_bytes == 1000  # burst: one second's worth
+    assert r.created_at == datetime(2024, 2, 2, 12, 0, tzinfo=UTC)
+    assert r.expires_at == datetime(2030, 1, 1, 0, 0, tzinfo=UTC)
+    assert r.labels == (("team", "dns"), ("tier", "1"))
+    assert r.suppress == ("shadowed",) and r.allow_overlap == ("other",)
+    assert r.description == "all of it"
+    assert r.loc_of("src.protocol").line == 7
+    assert r.loc_of("dst.port[1]").line == 8
+    assert r.loc_of("expires_at").line == 10
+    assert r.loc_of("protocol") == r.loc_of("src.protocol")
+
+
+def test_defaults(tmp_path):
+    r = one_rule(tmp_path, "- {id: d, action: ALLOW}")
+    assert (r.priority, r.protocol, r.src, r.dst, r.sports, r.dports) == (
+        0,
+        Protocol.ANY,
+        (ANY_PREFIX,),
+        (ANY_PREFIX,),
+        (ANY_PORT,),
+        (ANY_PORT,),
+    )
+    assert r.enabled and r.expires_at is None and not r.legacy
+
+
+@pytest.mark.parametrize("port", ["0", "any", "ANY", '"0"', "[80, any]"])
+def test_port_any_spellings(tmp_path, port):
+    r = one_rule(tmp_path, f"- {{id: p, action: ALLOW, dst: {{port: {port}}}}}")
+    assert r.dports == (ANY_PORT,)
+
+
+@pytest.mark.parametrize("ip", ["any", "0.0.0.0", "0.0.0.0/0", "[1.2.3.4, any]"])
+def test_ip_any_spellings(tmp_path, ip):
+    r = one_rule(tmp_path, f"- {{id: p, action: ALLOW, src: {{ip: {ip}}}}}")
+    assert r.src == (ANY_PREFIX,)
+
+
+def test_json_strings_stay_strings(tmp_path):
+    d = write(tmp_path / "p", {"x.json": '{"id": "0", "action": "ALLOW", "dst": {"port": "0", "ip": "10.0.0.1"}}'})
+    r = load_policy(d).rules[0]
+    assert r.id == "0" and r.dports == (ANY_PORT,)
+
+
+def test_json_syntax_errors_are_located(tmp_path):
+    f = errors(tmp_path, '{"id": "a",\n "action": "ALLOW"\n "src": {}}', name="x.json")
+    assert codes(f) == ["yaml-syntax"]
+    assert f[0].loc.line == 3
+
+
+@pytest.mark.parametrize(
+    "text, scalar",
+    [("yes", "yes"), ("on", "on"), ("No", "No"), ("0777", "0777"), ("1_000", "1_000"), ("2026-12-01", "2026-12-01")],
+)
+def test_yaml11_gotchas_stay_strings(text, scalar):
+    parsed = parse_text(f"k: {text}\n", "f.yaml")
+    assert parsed.docs[0].value == {"k": scalar}
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("true", True), ("false", False), ("~", None), ("", None), ("12", 12), ("0x1F", 31), ("0o17", 15), ("1.5", 1.5), ("-3", -3)],
+)
+def test_core_schema_scalars(text, value):
+    assert parse_text(f"k: {text}\n", "f.yaml").docs[0].value == {"k": value}
+
+
+def test_yes_is_not_a_boolean(tmp_path):
+    f = errors(tmp_path, "policies:\n  - {id: a, action: ALLOW, enabled: yes}\n")
+    assert codes(f) == ["schema"]
+    assert "true or false" in f[0].help and f[0].loc.line == 2
+
+
+def test_octal_looking_port_is_rejected(tmp_path):
+    f = errors(tmp_path, "policies:\n  - {id: a, action: ALLOW, dst: {port: 0777}}\n")
+    assert codes(f) == ["bad-port"] and "leading zero" in f[0].message
+
+
+def test_underscored_port_is_rejected(tmp_path):
+    f = errors(tmp_path, "policies:\n  - {id: a, action: ALLOW, dst: {port: 1_000}}\n")
+    assert codes(f) == ["bad-port"]
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [("70000", "out of range"), ('"90-80"', "empty"), ('"0-80"', "starts at port 1"), ('"80-70000"', "above 65535"), ('"http"', "undefined")],
+)
+def test_bad_ports(tmp_path, value, fragment):
+    f = errors(tmp_path, f"policies:\n  - {{id: a, action: ALLOW, dst: {{port: {value}}}}}\n")
+    assert len(f) == 1 and fragment in f[0].message
+    assert f[0].loc.line == 2 and f[0].loc.column > 30
+
+
+def test_host_bits_set_suggests_the_network(tmp_path):
+    f = errors(tmp_path, "policies:\n  - {id: a, action: ALLOW, src: {ip: 10.1.2.3/8}}\n")
+    assert codes(f) == ["bad-cidr"]
+    assert "10.0.0.0/8" in f[0].help
+    assert f[0].loc == Location(str(tmp_path / "policies.d" / "p.yaml"), 2, 38)
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.256", "10.0.0.1/33", "010.0.0.1", "::1", "a b"])
+def test_bad_addresses(tmp_path, ip):
+    f = errors(tmp_path, f"policies:\n  - {{id: a, action: ALLOW, src: {{ip: '{ip}'}}}}\n")
+    assert codes(f) == ["bad-cidr"]
+
+
+def test_protocols_are_case_insensitive_and_must_agree(tmp_path):
+    r = one_rule(tmp_path, "- {id: a, action: ALLOW, src: {protocol: tcp}, dst: {protocol: Any}}")
+    assert r.protocol is Protocol.TCP
+    f = errors(tmp_path, "policies:\n  - id: a\n    action: ALLOW\n    src: {protocol: TCP}\n    dst: {protocol: UDP}\n")
+    assert codes(f) == ["protocol-mismatch"]
+    assert f[0].loc.line == 5 and f[0].related[0].loc.line == 4
+
+
+def test_bad_protocol(tmp_path):
+    assert codes(errors(tmp_path, "policies: [{id: a, action: ALLOW, protocol: SCTP}]")) == ["bad-protocol"]
+
+
+def test_icmp_with_ports_loads(tmp_path):
+    r = one_rule(tmp_path, "- {id: a, action: ALLOW, protocol: ICMP, dst: {port: 80}}")
+    assert r.protocol is Protocol.ICMP and r.has_port_constraint
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("action: RATE_LIMIT", "needs rate_limit_bps"),
+        ("action: RATE_LIMIT, rate_limit_bps: 0", "must be > 0"),
+        ("action: ALLOW, rate_limit_bps: 5", "only RATE_LIMIT"),
+        ("action: BLOCK, burst_bytes: 5", "burst"),
+    ],
+)
+def test_bad_rate_limits(tmp_path, body, fragment):
+    f = errors(tmp_path, f"policies:\n  - {{id: a, {body}}}\n")
+    assert codes(f) == ["bad-rate-limit"] and fragment in f[0].message
+
+
+def test_zero_rate_on_allow_is_fine(tmp_path):
+    assert one_rule(tmp_path, "- {id: a, action: ALLOW, rate_limit_bps: 0}").rate_limit_bps == 0
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1706875200", datetime(2024, 2, 2, 12, 0, tzinfo=UTC)),
+        ('"1706875200"', datetime(2024, 2, 2, 12, 0, tzinfo=UTC)),
+        ("1706875200.5", datetime(2024, 2, 2, 12, 0, 0, 500000, tzinfo=UTC)),
+        ("2026-12-01T00:00:00Z", datetime(2026, 12, 1, tzinfo=UTC)),
+        ('"2026-12-01T05:30:00.123456789+05:30"', datetime(2026, 12, 1, 0, 0, 0, 123456, tzinfo=UTC)),
+    ],
+)
+def test_timestamps(tmp_path, value, expected):
+    r = one_rule(tmp_path, f"- {{id: a, action: ALLOW, expires_at: {value}}}")
+    assert r.expires_at == expected and r.expires_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("value", ["2026-12-01", "2026-12-01T00:00:00", "tomorrow", "2026-13-01T00:00:00Z", "-5", "1e400", "true"])
+def test_bad_timestamps(tmp_path, value):
+    f = errors(tmp_path, f"policies:\n  - {{id: a, action: ALLOW, expires_at: {value}}}\n")
+    assert codes(f) in (["bad-timestamp"], ["schema"])
+    assert f[0].loc.line == 2
+
+
+def test_hostile_ids_load(tmp_path):
+    ids = ["*/ #include <x>", "a\nb", "nul\x00byte", "\u202eevil", "' OR 1=1; --", "{{ jinja }}"]
+    body = "".join(f"  - {{id: {_dq(i)}, action: ALLOW}}\n" for i in ids)
+    policy = load(tmp_path, "policies:\n" + body)
+    assert [r.id for r in policy.rules] == ids
+
+
+def _dq(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\x00", "\\0") + '"'
+
+
+# --- names ----------------------------------------------------------------------------
+
+
+def test_networks_and_services_nest(tmp_path):
+    policy = load(
+        tmp_path,
+        """\
+        networks:
+          a: 10.0.0.0/8
+          b: [a, 192.168.0.0/16, a]
+          c: [b]
+        services:
+          dns: 53
+          infra: [dns, "8000-8100", 22]
+        policies:
+          - {id: r, action: ALLOW, src: {ip: c}, dst: {port: infra}}
+        """,
+    )
+    r = policy.rules[0]
+    assert [str(p) for p in r.src] == ["10.0.0.0/8", "192.168.0.0/16"]
+    assert [str(p) for p in r.dports] == ["53", "8000-8100", "22"]
+    assert {n.name for n in policy.networks} == {"a", "b", "c"}
+
+
+def test_names_are_global_across_files(tmp_path):
+    d = write(
+        tmp_path / "p",
+        {"a.yaml": "networks: {lan: 10.0.0.0/8}\n", "b.yaml": "policies: [{id: r, action: ALLOW, src: {ip: lan}}]\n"},
+    )
+    assert load_policy(d).rules[0].src == (Prefix.parse("10.0.0.0/8"),)
+
+
+def test_unknown_names_say_did_you_mean(tmp_path):
+    f = errors(
+        tmp_path,
+        "networks: {office: 10.0.0.0/8}\nservices: {https: 443}\n"
+        "policies: [{id: r, action: ALLOW, src: {ip: ofice}, dst: {port: htps}}]\n",
+    )
+    assert codes(f) == ["unknown-network", "unknown-service"]
+    assert "office" in f[0].help and "https" in f[1].help
+
+
+def test_duplicate_definitions_across_files(tmp_path):
+    f = errors(tmp_path, "networks: {lan: 10.0.0.0/8}\n", **{"q.yaml": "networks: {lan: 11.0.0.0/8}\n"})
+    assert codes(f) == ["duplicate-network"]
+    assert f[0].loc.file.endswith("q.yaml") and f[0].related[0].loc.file.endswith("p.yaml")
+
+
+def test_cyclic_networks(tmp_path):
+    f = errors(tmp_path, "networks:\n  a: [b]\n  b: [c, 10.0.0.0/8]\n  c: [a]\npolicies: [{id: r, action: ALLOW, src: {ip: a}}]\n")
+    assert codes(f) == ["cyclic-reference"]
+    assert "a -> b -> c -> a" in f[0].message
+
+
+def test_self_referencing_service(tmp_path):
+    assert codes(errors(tmp_path, "services: {s: [s, 80]}\n")) == ["cyclic-reference"]
+
+
+def test_duplicate_ids(tmp_path):
+    f = errors(tmp_path, "policies: [{id: x, action: ALLOW}]\n", **{"q.json": '[{"id": "x", "action": "BLOCK"}]'})
+    assert codes(f) == ["duplicate-id"]
+    assert f[0].loc.file.endswith("q.json") and f[0].related[0].loc.file.endswith("p.yaml")
+
+
+# --- shape ---------------------------------------------------------------------------
+
+
+def test_unknown_keys_say_did_you_mean(tmp_path):
+    f = errors(tmp_path, "policies:\n  - id: a\n    action: ALLOW\n    dts: {ip: 1.2.3.4}\n    src: {ipp: any}\n")
+    assert codes(f) == ["unknown-key", "unknown-key"]
+    assert "'dst'" in f[0].message and f[0].loc.line == 4 and f[0].loc.column == 5
+    assert "'ip'" in f[1].message and f[1].loc.line == 5
+
+
+def test_every_error_is_reported(tmp_path):
+    f = errors(
+        tmp_path,
+        """\
+        policies:
+          - {id: a, action: ALLOW, priority: 70000}
+          - {id: b, action: PERMIT}
+          - {id: c, action: ALLOW, src: {ip: 10.0.0.1/8}}
+          - {action: ALLOW}
+          - {id: e, action: ALLOW, expires_at: never}
+        """,
+    )
+    assert sorted(codes(f)) == ["bad-cidr", "bad-timestamp", "schema", "schema", "schema"]
+    assert [x.loc.line for x in f] == [2, 3, 4, 5, 6]
+
+
+def test_wrong_types(tmp_path):
+    f = errors(tmp_path, "policies:\n  - {id: [1], action: ALLOW, src: 5, priority: high}\n")
+    assert codes(f) == ["schema"] * 3
+    assert all(x.loc.line == 2 for x in f)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    ["just a string", "[1, 2]", "{name: x}", "42"],
+)
+def test_documents_that_are_no_policy(tmp_path, doc):
+    f = errors(tmp_path, doc + "\n")
+    assert set(codes(f)) == {"schema"} and f[0].loc.line == 1
+
+
+def test_suppress_codes_are_checked(tmp_path):
+    f = errors(tmp_path, "policies: [{id: a, action: ALLOW, suppress: [shadowd, yaml-syntax]}]\n")
+    assert codes(f) == ["schema", "schema"]
+    assert "'shadowed'" in f[0].message
+
+
+def test_unsupported_tags(tmp_path):
+    f = errors(tmp_path, "policies: !!python/object:os.system [{id: a, action: ALLOW}]\n")
+    assert "schema" in codes(f)
+
+
+# --- lifecycle --------------------------------------------------------------------
+
+
+def test_lifecycle_findings(tmp_path):
+    policy = load(
+        tmp_path,
+        """\
+        policies:
+          - {id: old, action: BLOCK, expires_at: "2024-01-01T00:00:00Z"}
+          - {id: off, action: BLOCK, enabled: false}
+          - {id: live, action: BLOCK, expires_at: "2030-01-01T00:00:00Z"}
+        """,
+    )
+    found = lifecycle_findings(policy, datetime(2026, 1, 1, tzinfo=UTC))
+    assert [(f.code, f.rule, f.severity) for f in found] == [
+        ("expired", "old", Severity.INFO),
+        ("disabled", "off", Severity.INFO),
+    ]
+    assert found[0].loc.line == 2
+    assert lifecycle_findings(policy, datetime(2023, 1, 1, tzinfo=UTC))[0].code == "disabled"
+
+
+# --- configuration ------------------------------------------------------------------
+
+
+def test_config_defaults_when_missing(tmp_path):
+    (tmp_path / "policies.d").mkdir()
+    assert load_config(None, tmp_path / "policies.d") == Config()
+
+
+def test_example_config(examples):
+    cfg = load_config(None, examples)
+    assert cfg.default_action is Action.BLOCK
+    assert cfg.interfaces[0].name == "eth0" and cfg.interfaces[0].mode is XdpMode.AUTO
+    assert cfg.capacities.max_rules == 1024
+    assert cfg.source and cfg.source.endswith("pepc.yaml")
+
+
+def test_config_all_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "default_action: block\ninterfaces: [eth0, {name: eth1, mode: generic}]\npin_root: /x\nstate_dir: /s\n"
+        "run_dir: /r\ncapacities: {max_rules: 10, max_entries: 20, max_masks: 3, ring_bytes: 8192}\n"
+        "event_cap: 5\nmetrics_listen: '[::1]:9000'\nseverity: {conflict: error, correlation: warning}\n"
+    )
+    cfg = load_config(p, tmp_path)
+    assert cfg.default_action is Action.BLOCK
+    assert [(i.name, i.mode) for i in cfg.interfaces] == [("eth0", XdpMode.AUTO), ("eth1", XdpMode.GENERIC)]
+    assert (cfg.pin_root, cfg.state_dir, cfg.run_dir, cfg.event_cap) == ("/x", "/s", "/r", 5)
+    assert cfg.capacities.ring_bytes == 8192 and cfg.capacities.max_masks == 3
+    assert cfg.severity_of("conflict", Severity.WARNING) is Severity.ERROR
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("default_action: LOG_ONLY\n", "not an action"),
+        ("defualt_action: BLOCK\n", "'default_action'"),
+        ("capacities: {ring_bytes: 5000}\n", "power of two"),
+        ("severity: {shadowd: info}\n", "'shadowed'"),
+        ("severity: {yaml-syntax: info}\n", "cannot be changed"),
+        ("interfaces: [{name: eth0, mode: turbo}]\n", "turbo"),
+        ("metrics_listen: nowhere\n", "host:port"),
+    ],
+)
+def test_bad_config(tmp_path, text, fragment):
+    p = tmp_path / "pepc.yaml"
+    p.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        load_config(p, tmp_path)
+    f = info.value.findings
+    assert f[0].code == "bad-config" and fragment in f[0].message, f
+    assert f[0].loc.line == 1
+
+
+def test_explicit_config_must_exist(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        load_config(tmp_path / "nope.yaml", tmp_path)
+    assert info.value.findings[0].code == "bad-config"
