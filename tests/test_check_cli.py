@@ -1,0 +1,123 @@
+"""`pepc check`: exit codes, formats, options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pepc.cli import main
+
+from conftest import ROOT
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def test_examples_are_clean(capsys, examples):
+    rc, out, _ = run(capsys, "check", str(examples))
+    assert rc == 0, out
+    assert "0 errors" in out
+
+
+def test_examples_clean_through_the_console_script(examples):
+    exe = Path(sys.executable).with_name("pepc")
+    proc = subprocess.run([str(exe), "check", "policies.d/"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "policies.d/20-blocklist.yaml" in proc.stdout  # the expired example rule, as info
+
+
+def test_examples_json(capsys, examples):
+    rc, out, _ = run(capsys, "check", "--format", "json", str(examples))
+    doc = json.loads(out)
+    assert rc == 0 and doc["ok"] is True
+    assert doc["summary"]["files"] == 4 and doc["summary"]["rules"] >= 10
+    assert {"expired", "disabled"} <= {f["code"] for f in doc["findings"]}
+    assert all(f["severity"] != "error" for f in doc["findings"])
+
+
+def test_fail_on(capsys, examples):
+    # The examples hold an expired and a disabled rule: info findings.
+    assert run(capsys, "check", "--fail-on", "error", str(examples))[0] == 0
+    rc, out, _ = run(capsys, "check", "--fail-on", "info", "--format", "json", str(examples))
+    assert rc == 1 and json.loads(out)["ok"] is False
+
+
+def test_now_moves_the_clock(capsys, examples):
+    _, out, _ = run(capsys, "check", "--format", "json", "--now", "2024-01-01T00:00:00Z", str(examples))
+    assert "expired" not in {f["code"] for f in json.loads(out)["findings"]}
+    _, out, _ = run(capsys, "check", "--format", "json", "--now", "2031-01-01T00:00:00Z", str(examples))
+    expired = {f["rule"] for f in json.loads(out)["findings"] if f["code"] == "expired"}
+    assert {"block_abuser", "block_scanner_2024", "legacy_backup_ssh"} <= expired
+
+
+def test_bad_now_is_bad_usage(capsys, examples):
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--now", "yesterday", str(examples)])
+    assert info.value.code == 2
+    assert "yesterday" in capsys.readouterr().err
+
+
+def test_output_file(capsys, examples, tmp_path):
+    target = tmp_path / "report.sarif"
+    rc, out, _ = run(capsys, "check", "--format", "sarif", "--output", str(target), str(examples))
+    assert rc == 0 and out == ""
+    assert json.loads(target.read_text())["version"] == "2.1.0"
+
+
+def test_output_to_unwritable_place_is_an_environment_error(capsys, examples, tmp_path):
+    rc, _, err = run(capsys, "check", "--output", str(tmp_path / "no" / "such" / "dir" / "r.txt"), str(examples))
+    assert rc == 3 and "cannot write" in err
+
+
+def _policy(tmp_path: Path, text: str) -> Path:
+    d = tmp_path / "policies.d"
+    d.mkdir(exist_ok=True)
+    (d / "p.yaml").write_text(text)
+    return d
+
+
+def test_load_errors_exit_2_in_every_format(capsys, tmp_path):
+    d = _policy(tmp_path, "policies: [{id: a, action: ALLOW, src: {ip: 1.2.3.4/8}}]\n")
+    for fmt in ("text", "json", "sarif", "github"):
+        rc, out, _ = run(capsys, "check", "--format", fmt, str(d))
+        assert rc == 2 and "bad-cidr" in out
+    rc, out, _ = run(capsys, "check", "--format", "json", str(d))
+    assert json.loads(out)["ok"] is False
+
+
+def test_config_beside_the_directory_is_read(capsys, tmp_path):
+    d = _policy(tmp_path, "policies: [{id: a, action: ALLOW}]\n")
+    (tmp_path / "pepc.yaml").write_text("default_action: DENY\n")
+    rc, out, _ = run(capsys, "check", str(d))
+    assert rc == 2 and "bad-config" in out and "pepc.yaml:1:" in out
+
+
+def test_config_option(capsys, tmp_path):
+    d = _policy(tmp_path, "policies: [{id: a, action: BLOCK, enabled: false}]\n")
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text("severity: {disabled: error}\n")
+    rc, out, _ = run(capsys, "check", "--config", str(cfg), "--format", "json", str(d))
+    doc = json.loads(out)
+    assert rc == 1 and doc["findings"][0]["severity"] == "error"
+
+
+def test_errors_in_policy_and_config_are_reported_together(capsys, tmp_path):
+    d = _policy(tmp_path, "policies: [{id: a, action: ALOW}]\n")
+    (tmp_path / "pepc.yaml").write_text("interfaces: eth0\n")
+    rc, out, _ = run(capsys, "check", "--format", "json", str(d))
+    assert rc == 2 and [f["code"] for f in json.loads(out)["findings"]] == ["bad-config", "schema"]
+
+
+def test_help_documents_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    out = capsys.readouterr().out
+    assert "exit codes" in out and "--fail-on" in out and "--now" in out

@@ -1,0 +1,138 @@
+"""Renderers: JSON shape, SARIF 2.1.0 validity, GitHub escaping, text layout."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from pepc.diagnostics import CODES, Finding, Related, Severity
+from pepc.model import Location
+from pepc.report import gh_escape_data, gh_escape_property, render_findings
+from pepc.resources import SCHEMA_DIR
+
+FINDINGS = [
+    Finding(
+        "duplicate-id",
+        "rule id 'web' is used twice",
+        Location("policies.d/b.yaml", 4, 9),
+        rule="web",
+        related=(Related("first rule 'web'", Location("policies.d/a.yaml", 2, 9)),),
+    ),
+    Finding("expired", "rule 'old' expired at 2024-01-01T00:00:00Z", Location("policies.d/a.yaml", 9, 17), rule="old"),
+    Finding(
+        "conflict",
+        "rules 'x' and 'y' overlap",
+        Location("policies.d/a.yaml", 5, 5),
+        rule="x",
+        witness="tcp 10.0.0.1:1234 > 10.0.0.2:80",
+    ),
+    Finding("file-too-large", "the file is 9 bytes, over the limit", Location("policies.d/big.yaml")),
+    Finding("disabled", "rule 'z' is disabled", Location("/abs/elsewhere/p.yaml", 1, 1), severity=Severity.WARNING),
+]
+
+
+def test_json_shape():
+    doc = json.loads(render_findings(FINDINGS, "json", summary={"files": 3, "rules": 7}))
+    assert set(doc) == {"ok", "findings", "summary"}
+    assert doc["ok"] is False  # there are errors
+    keys = {"severity", "code", "message", "file", "line", "column", "rule", "related", "help", "witness"}
+    assert all(set(f) == keys for f in doc["findings"])
+    first = doc["findings"][0]
+    assert (first["file"], first["line"], first["column"]) == ("/abs/elsewhere/p.yaml", 1, 1)
+    dup = next(f for f in doc["findings"] if f["code"] == "duplicate-id")
+    assert dup["related"] == [{"message": "first rule 'web'", "file": "policies.d/a.yaml", "line": 2, "column": 9}]
+    assert dup["severity"] == "error" and dup["rule"] == "web" and dup["help"]
+    big = next(f for f in doc["findings"] if f["code"] == "file-too-large")
+    assert big["line"] is None and big["column"] is None
+    assert doc["summary"] == {"errors": 2, "warnings": 2, "infos": 1, "files": 3, "rules": 7}
+
+
+def test_json_ok_follows_the_caller():
+    assert json.loads(render_findings(FINDINGS[1:2], "json"))["ok"] is True
+    assert json.loads(render_findings(FINDINGS[1:2], "json", summary={"ok": False}))["ok"] is False
+
+
+def _sarif_validator():
+    schema = json.loads((SCHEMA_DIR / "sarif-2.1.0.schema.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@pytest.mark.parametrize("findings", [FINDINGS, []])
+def test_sarif_validates(findings):
+    log = json.loads(render_findings(findings, "sarif"))
+    errors = list(_sarif_validator().iter_errors(log))
+    assert not errors, [e.message for e in errors]
+    assert log["version"] == "2.1.0"
+    run = log["runs"][0]
+    assert run["tool"]["driver"]["name"] == "pepc"
+    assert len(run["results"]) == len(findings)
+
+
+def test_sarif_content():
+    run = json.loads(render_findings(FINDINGS, "sarif"))["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    assert [r["id"] for r in rules] == sorted({f.code for f in FINDINGS})
+    for r in rules:
+        assert r["shortDescription"]["text"] == CODES[r["id"]].summary
+    levels = {r["ruleId"]: r["level"] for r in run["results"]}
+    assert levels == {
+        "duplicate-id": "error",
+        "expired": "note",
+        "conflict": "warning",
+        "file-too-large": "error",
+        "disabled": "warning",
+    }
+    dup = next(r for r in run["results"] if r["ruleId"] == "duplicate-id")
+    loc = dup["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "policies.d/b.yaml"
+    assert loc["region"] == {"startLine": 4, "startColumn": 9}
+    assert dup["relatedLocations"][0]["physicalLocation"]["region"]["startLine"] == 2
+    assert rules[dup["ruleIndex"]]["id"] == "duplicate-id"
+    big = next(r for r in run["results"] if r["ruleId"] == "file-too-large")
+    assert "region" not in big["locations"][0]["physicalLocation"]
+    far = next(r for r in run["results"] if r["ruleId"] == "disabled")
+    assert far["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].startswith("file:///abs/")
+
+
+def test_github_escaping():
+    assert gh_escape_data("50% a\r\nb") == "50%25 a%0D%0Ab"
+    assert gh_escape_property("a:b,c%\n") == "a%3Ab%2Cc%25%0A"
+
+
+def test_github_commands():
+    hostile = Finding(
+        "schema",
+        "bad value\n::error::forged, 100%",
+        Location("dir,x/a:b.yaml", 3, 4),
+    )
+    out = render_findings([hostile, FINDINGS[1], FINDINGS[3]], "github")
+    lines = out.splitlines()
+    assert len(lines) == 3  # no policy text can start a line of its own
+    assert lines[0].startswith("::error file=dir%2Cx/a%3Ab.yaml,line=3,col=4,title=pepc schema::bad value%0A::error::forged, 100%25")
+    assert lines[1].startswith("::notice file=policies.d/a.yaml,line=9,col=17,title=pepc expired::")
+    assert lines[2].startswith("::error file=policies.d/big.yaml,title=pepc file-too-large::")
+
+
+def test_text_snapshot(snapshot):
+    assert render_findings(FINDINGS, "text", summary={"files": 3, "rules": 7}) == snapshot
+
+
+def test_text_escapes_control_characters():
+    f = Finding("schema", "id 'a\nb\x1b[31m'", Location("p.yaml", 1, 1))
+    out = render_findings([f], "text")
+    assert "\x1b" not in out and out.count("\n") == 2  # the finding and the summary, nothing forged
+
+
+def test_text_is_sorted_and_counts():
+    out = render_findings(list(reversed(FINDINGS)), "text")
+    assert out == render_findings(FINDINGS, "text")
+    assert out.rstrip().endswith("2 errors, 2 warnings, 1 info")
+
+
+def test_unknown_format():
+    with pytest.raises(ValueError):
+        render_findings([], "xml")
