@@ -77,17 +77,17 @@ is no instance): render the header into a temp dir, build the object
 from the old maps (when their value shapes are compatible), then:
 
 - new instance: pin, attach where asked;
-- replacement: pin the new set under ``<pin_root>/.<NAME>.new``, REPLACE the
+- replacement: pin the new set under ``<pin_root>/_new-<NAME>``, REPLACE the
   program on every interface that runs the old one (netlink
   XDP_FLAGS_REPLACE with the old program's fd as expected fd: a
   compare-and-swap, never a moment without a filter), then swap the pin
-  directories: ``<NAME>`` -> ``.<NAME>.old``, ``.<NAME>.new`` -> ``<NAME>``,
-  remove ``.<NAME>.old``.
+  directories: ``<NAME>`` -> ``_old-<NAME>``, ``_new-<NAME>`` -> ``<NAME>``,
+  remove ``_old-<NAME>`` (bpffs allows no '.' in names).
 
 Killed midway, the pin root is repaired by ``recover_pins`` at the start of
-the next apply: a leftover ``.new`` whose program is attached somewhere is
+the next apply: a leftover ``_new-<NAME>`` whose program is attached somewhere is
 the truth (finish the renames), otherwise it is discarded; a leftover
-``.old`` whose program is no longer attached is removed.
+``_old-<NAME>`` whose program is no longer attached is removed.
 
 Audit
 -----

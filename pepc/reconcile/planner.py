@@ -17,7 +17,10 @@ from pepc.reconcile.state import Attachment, LiveState
 class InterfaceAction:
     ifname: str
     mode: str  # requested mode: auto | native | generic | offload
-    action: str  # "keep" (our program is attached) | "attach" | "replace" (another program is attached)
+    #: "keep" (our program is attached) | "attach" | "replace" (the program
+    #: of this instance's previous load, swapped atomically) | "detach" (our
+    #: program runs there but the interface is no longer wanted)
+    action: str
     current_prog_id: int | None = None
     current_mode: str | None = None
 
@@ -140,6 +143,11 @@ def _interface_actions(
         else:
             action = "replace"
         out.append(InterfaceAction(ifname, mode, action, cur_id, cur_mode))
+    if interfaces and live is not None:
+        wanted = {n for n, _ in interfaces}
+        for att in live.attachments:
+            if att.ifname not in wanted:
+                out.append(InterfaceAction(att.ifname, att.mode or "auto", "detach", att.prog_id, att.mode))
     return tuple(out)
 
 
@@ -177,7 +185,8 @@ def make_plan(
         if live is not None:
             # a program being replaced counts as attached wherever it runs
             ifaces = tuple(
-                InterfaceAction(i.ifname, i.mode, "replace" if i.current_prog_id else "attach", i.current_prog_id, i.current_mode)
+                i if i.action == "detach"
+                else InterfaceAction(i.ifname, i.mode, "replace" if i.current_prog_id else "attach", i.current_prog_id, i.current_mode)
                 for i in ifaces
             )
         return ReconcilePlan(

@@ -24,8 +24,10 @@ def render_plan(plan: ReconcilePlan, pin_dir: str = "") -> str:
     if plan.interfaces:
         out.append("Interfaces:")
         for i in plan.interfaces:
-            sign = {"keep": "=", "attach": "+", "replace": "~"}[i.action]
-            if i.action == "keep":
+            sign = {"keep": "=", "attach": "+", "replace": "~", "detach": "-"}[i.action]
+            if i.action == "detach":
+                what = f"detach ({i.current_mode or '?'}): not in the wanted interfaces"
+            elif i.action == "keep":
                 what = f"attached ({i.current_mode or '?'})"
             elif i.action == "attach":
                 what = f"attach (mode {i.mode})"

@@ -1,0 +1,736 @@
+"""The imperative shell: read live state, plan, write, flip, audit.
+
+See the package docstring for the algorithm and its crash-safety argument.
+`plan_policy` and `apply_policy` are the API `pepc plan`, `pepc apply` and
+`pepc watch` share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from pepc import layout
+from pepc.config import Config, Interface, XdpMode
+from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError, Severity
+from pepc.model import Policy
+from pepc.program import Program
+from pepc.reconcile import audit, diff
+from pepc.reconcile.live import compatible, read_live
+from pepc.reconcile.lock import InstanceLock
+from pepc.reconcile.planner import ReconcilePlan, make_plan
+from pepc.reconcile.state import Attachment, LiveState
+
+ABORT_ENV = "PEPC_TEST_ABORT_AFTER_WRITES"
+ABORT_EXIT = 86  # exit status of a run stopped by the test hook
+
+# bpffs refuses '.' in names; '_' first is reserved for pinswap's staging dirs
+_INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Per-rule state shared by both generations (indexed by slot).
+SLOT_STATE_MAPS = ("pepc_stats", "pepc_rl", "pepc_evbudget")
+#: Maps a reload can hand over to the new program when their shape is unchanged.
+SHARED_MAPS = ("pepc_stats", "pepc_rl", "pepc_evbudget", "pepc_counters", "pepc_events")
+
+
+def check_instance_name(name: str) -> str:
+    if not _INSTANCE_RE.match(name or ""):
+        raise EnvironmentProblem(
+            f"invalid instance name {name!r}",
+            "use 1-64 characters from A-Z a-z 0-9 _ - starting with a letter or digit",
+        )
+    return name
+
+
+def pin_dir(config: Config, instance: str) -> Path:
+    return Path(config.pin_root) / check_instance_name(instance)
+
+
+def desired_interfaces(config: Config, names: Sequence[str] | None) -> tuple[Interface, ...]:
+    """--iface NAME (repeatable) wins over pepc.yaml; a name listed in
+    pepc.yaml keeps its mode there."""
+    if not names:
+        return tuple(config.interfaces)
+    modes = {i.name: i.mode for i in config.interfaces}
+    out, seen = [], set()
+    for n in names:
+        if n not in seen:
+            seen.add(n)
+            out.append(Interface(n, modes.get(n, XdpMode.AUTO)))
+    return tuple(out)
+
+
+# --- the gate: what `pepc check` would say ---------------------------------------
+
+
+def check_errors(policy: Policy, config: Config, now: datetime) -> list[Finding]:
+    """Findings of `pepc check` (lifecycle + checker, with the severity
+    overrides of pepc.yaml) that are errors: apply refuses those."""
+    from pepc.loader import lifecycle_findings
+
+    findings = list(lifecycle_findings(policy, now))
+    try:
+        checker = importlib.import_module("pepc.checker")
+    except ModuleNotFoundError as err:
+        if err.name != "pepc.checker":
+            raise
+        checker = None
+    analyze = getattr(checker, "analyze", None) if checker else None
+    if analyze:
+        findings += list(analyze(policy, config, now))
+    out = []
+    for f in findings:
+        sev = config.severity_of(f.code, f.severity)
+        if sev != f.severity:
+            f = dataclasses.replace(f, severity=sev)
+        if f.severity >= Severity.ERROR:
+            out.append(f)
+    return out
+
+
+# --- write accounting and the crash test hook ------------------------------------
+
+
+class Aborted(Exception):
+    """Raised instead of exiting when the hook runs in-process (tests)."""
+
+
+@dataclass
+class WriteLog:
+    elements: int = 0
+    syscalls: int = 0
+    per_map: dict[str, int] = field(default_factory=dict)
+    abort_after: int | None = None
+    abort_in_process: bool = False
+
+    def budget(self, n: int) -> int:
+        """How many of the next `n` element writes may happen before the hook fires."""
+        if self.abort_after is None:
+            return n
+        return max(0, min(n, self.abort_after - self.elements))
+
+    def done(self, name: str, n: int, calls: int) -> None:
+        self.elements += n
+        self.syscalls += calls
+        if n:
+            self.per_map[name] = self.per_map.get(name, 0) + n
+
+    def maybe_abort(self) -> None:
+        if self.abort_after is not None and self.elements >= self.abort_after:
+            if self.abort_in_process:
+                raise Aborted(self.elements)
+            os._exit(ABORT_EXIT)  # the crash the hook simulates: no cleanup, no finally
+
+
+def _abort_after_from_env() -> int | None:
+    v = os.environ.get(ABORT_ENV)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        return None
+
+
+class Writer:
+    """Element writes on an instance's maps, counted; big ones batched."""
+
+    BATCH_MIN = 2
+
+    def __init__(self, maps: Mapping[str, Any], log: WriteLog):
+        self.maps = maps
+        self.log = log
+
+    def _chunked(self, name: str, n: int, do) -> None:
+        """Run do(start, end) over [0, n), stopping where the hook fires."""
+        if n == 0:
+            return
+        allowed = self.log.budget(n)
+        if allowed:
+            calls = do(0, allowed)
+            self.log.done(name, allowed, calls)
+        if allowed < n:
+            self.log.maybe_abort()
+
+    def put(self, name: str, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        m = self.maps[name]
+
+        def do(a: int, b: int) -> int:
+            if b - a < self.BATCH_MIN:
+                for k, v in pairs[a:b]:
+                    m.update(k, v)
+                return b - a
+            m.update_batch([k for k, _ in pairs[a:b]], [v for _, v in pairs[a:b]])
+            return 1 + (b - a - 1) // 4096
+
+        self._chunked(name, len(pairs), do)
+        self.log.maybe_abort()
+
+    def put_percpu_zero(self, name: str, keys: Sequence[bytes]) -> None:
+        m = self.maps[name]
+
+        def do(a: int, b: int) -> int:
+            ks = list(keys[a:b])
+            if len(ks) == 1:
+                m.update_percpu(ks[0], m.zero_value())
+                return 1
+            m.update_batch_percpu(ks, [m.zero_value()] * len(ks))
+            return 1 + (len(ks) - 1) // 4096
+
+        self._chunked(name, len(keys), do)
+        self.log.maybe_abort()
+
+    def delete(self, name: str, keys: Sequence[bytes]) -> None:
+        m = self.maps[name]
+
+        def do(a: int, b: int) -> int:
+            ks = list(keys[a:b])
+            if len(ks) < self.BATCH_MIN:
+                for k in ks:
+                    m.delete(k)
+                return len(ks)
+            m.delete_batch(ks)
+            return 1 + (len(ks) - 1) // 4096
+
+        self._chunked(name, len(keys), do)
+        self.log.maybe_abort()
+
+    # -- generation-level ---------------------------------------------------
+
+    def gen_delta(self, gen: int, delta: diff.GenDelta) -> None:
+        for m in delta.maps:
+            if not m.count:
+                continue
+            if m.name == "pepc_gen":
+                # one element, at the index of the generation
+                pairs = [(diff.u32(gen), v) for _, v in m.writes] + [(diff.u32(gen), bytes(layout.GEN.size)) for _ in m.deletes]
+                self.put("pepc_gen", pairs)
+                continue
+            kname = f"{m.name}_{gen}"
+            if diff.is_array(m.name):
+                size = self.maps[kname].value_size
+                self.put(kname, list(m.writes) + [(k, bytes(size)) for k in m.deletes])
+            else:
+                # deletes first: a full hash map must not refuse an insert
+                self.delete(kname, m.deletes)
+                self.put(kname, list(m.writes))
+
+    def reset_slots(self, slots: Iterable[int]) -> None:
+        keys = [diff.u32(s) for s in slots]
+        if not keys:
+            return
+        for name in SLOT_STATE_MAPS:
+            m = self.maps[name]
+            if m.percpu:
+                self.put_percpu_zero(name, keys)
+            else:
+                self.put(name, [(k, bytes(m.value_size)) for k in keys])
+
+    def flip(self, gen: int) -> None:
+        ctrl = self.maps["pepc_ctrl"]
+        raw = ctrl.lookup(diff.u32(0)) or bytes(layout.CTRL.size)
+        val = layout.CTRL.unpack(raw)
+        val["active_gen"] = gen
+        self.put("pepc_ctrl", [(diff.u32(0), layout.CTRL.pack(val))])
+
+
+# --- results ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    instance: str
+    result: str  # "applied" | "unchanged"
+    plan: ReconcilePlan
+    writes: int  # map elements written (deletes included)
+    syscalls: int
+    per_map: Mapping[str, int]
+    duration_s: float
+    timings: Mapping[str, float]
+    generation: int  # active after the apply
+    prog_id: int
+    attached: tuple[tuple[str, str], ...]  # (ifname, mode) after the apply
+    detached: tuple[str, ...] = ()
+    recovered: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "instance": self.instance,
+            "result": self.result,
+            "writes": self.writes,
+            "syscalls": self.syscalls,
+            "per_map": dict(sorted(self.per_map.items())),
+            "duration_ms": round(self.duration_s * 1000, 3),
+            "timings_ms": {k: round(v * 1000, 3) for k, v in self.timings.items()},
+            "generation": self.generation,
+            "prog_id": self.prog_id,
+            "attached": [{"ifname": i, "mode": m} for i, m in self.attached],
+            "detached": list(self.detached),
+            "recovered": list(self.recovered),
+            "plan": self.plan.to_json(),
+        }
+
+
+# --- reading --------------------------------------------------------------------
+
+
+def current_attachments(names: Iterable[str]) -> dict[str, Attachment]:
+    """What runs on the named interfaces now (one netlink dump)."""
+    from pepc.kernel import links
+
+    wanted = set(names)
+    return {l.ifname: Attachment(l.ifname, l.ifindex, l.prog_id, l.mode) for l in links.xdp_links() if l.ifname in wanted}
+
+
+def instance_links(prog_id: int) -> tuple[Attachment, ...]:
+    from pepc.kernel import links
+
+    return tuple(Attachment(l.ifname, l.ifindex, l.prog_id, l.mode) for l in links.links_of({prog_id}))
+
+
+def open_live(config: Config, instance: str) -> tuple[Any, LiveState | None]:
+    """(open kernel Instance or None, LiveState or None). The caller closes the Instance."""
+    from pepc.kernel.loader import open_instance
+
+    d = pin_dir(config, instance)
+    inst = open_instance(d)
+    if inst is None:
+        return None, None
+    try:
+        live = read_live(instance, str(d), inst.maps, inst.prog_id, instance_links(inst.prog_id))
+    except BaseException:
+        inst.close()
+        raise
+    return inst, live
+
+
+def assignments_for(policy: Policy, live: LiveState | None, now: datetime):
+    from pepc.compiler import Assignments
+
+    if live is None:
+        return None
+    ids = [r.id for r in policy.live_rules(now)]
+    slots, keys = diff.assignments_from_slots(live.active.get("pepc_slots", {}), ids)
+    return Assignments(slots=slots, order_keys=keys)
+
+
+def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
+    from pepc.compiler import compile_program
+    from pepc.compiler.pack import map_contents
+
+    program = compile_program(policy, config, now, assignments_for(policy, live, now))
+    return program, map_contents(program)
+
+
+# --- plan --------------------------------------------------------------------------
+
+
+@dataclass
+class Planned:
+    program: Program
+    contents: dict
+    plan: ReconcilePlan
+    live: LiveState | None
+    inst: Any  # open kernel Instance or None (close it)
+    timings: dict[str, float]
+    foreign: tuple[InterfaceProblem, ...] = ()
+
+    def close(self) -> None:
+        if self.inst is not None:
+            self.inst.close()
+            self.inst = None
+
+
+@dataclass(frozen=True)
+class InterfaceProblem:
+    ifname: str
+    message: str
+
+
+def plan_policy(
+    policy: Policy, config: Config, now: datetime, instance: str = "default", iface_names: Sequence[str] | None = None
+) -> Planned:
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    inst, live = open_live(config, instance)
+    timings["read"] = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        program, contents = compile_desired(policy, config, now, live)
+        timings["compile"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ifaces = desired_interfaces(config, iface_names)
+        from pepc.kernel import links
+
+        missing = [i.name for i in ifaces if not links.interface_exists(i.name)]
+        if missing:
+            raise EnvironmentProblem(
+                f"interface {', '.join(missing)} does not exist",
+                "check `interfaces` in pepc.yaml or --iface (ip link shows the names)",
+            )
+        current = current_attachments(i.name for i in ifaces)
+        plan = make_plan(
+            instance,
+            contents,
+            program.policy_digest,
+            program.layout_digest,
+            live,
+            [(i.name, i.mode.value) for i in ifaces],
+            current,
+        )
+        ours = {live.prog_id} if live and live.prog_id else set()
+        foreign = tuple(
+            InterfaceProblem(a.ifname, f"interface {a.ifname} runs XDP program {a.current_prog_id}, which is not instance {instance!r}'s")
+            for a in plan.interfaces
+            if a.current_prog_id is not None and a.current_prog_id not in ours
+        )
+        timings["plan"] = time.perf_counter() - t
+        return Planned(program, contents, plan, live, inst, timings, foreign)
+    except BaseException:
+        if inst is not None:
+            inst.close()
+        raise
+
+
+# --- apply ----------------------------------------------------------------------
+
+
+def _audit_record(
+    instance: str,
+    result: str,
+    *,
+    policy_path: str | None,
+    started: float,
+    plan: ReconcilePlan | None = None,
+    writes: int = 0,
+    error: str | None = None,
+    findings: Sequence[Finding] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    rec: dict[str, Any] = {
+        "time": audit.now_iso(),
+        "instance": instance,
+        "result": result,
+        "policy_path": os.path.abspath(policy_path) if policy_path else None,
+        "git": audit.git_info(policy_path) if policy_path else None,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "map_writes": writes,
+    }
+    if plan is not None:
+        entries = plan.sync_old if plan.flip or plan.load_reason else plan.target
+        rs = entries.of("pepc_rules")
+        rec.update(
+            {
+                "policy_digest": plan.policy_digest,
+                "layout_digest": plan.layout_digest,
+                "load": plan.load_reason,
+                "rules": plan.rules.counts(),
+                "entries": {"added": rs.added, "changed": rs.changed, "removed": len(rs.deletes)},
+                "drift_repaired": bool(plan.drift and plan.drift.found),
+            }
+        )
+    if error:
+        rec["error"] = error
+    if findings:
+        rec["findings"] = [
+            {"code": f.code, "message": f.message, "where": str(f.loc), **({"rule": f.rule} if f.rule else {})} for f in findings[:20]
+        ]
+        rec["findings_total"] = len(findings)
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def record_refusal(config: Config, instance: str, findings: Sequence[Finding], policy_path: str | None, started: float) -> None:
+    """The audit line of an apply refused for policy errors (nothing was touched)."""
+    try:
+        audit.append(
+            config.state_dir,
+            check_instance_name(instance),
+            _audit_record(instance, "refused", policy_path=policy_path, started=started, findings=findings),
+        )
+    except OSError:
+        pass  # refusing is what matters; the audit trail is best effort here
+
+
+def apply_policy(
+    policy: Policy,
+    config: Config,
+    now: datetime,
+    *,
+    instance: str = "default",
+    iface_names: Sequence[str] | None = None,
+    wait: float = 0.0,
+    policy_path: str | None = None,
+    write_audit: bool = True,
+    abort_after: int | None = None,
+) -> ApplyResult:
+    """Converge instance `instance` to `policy`. Raises PolicyError (policy
+    refused, nothing touched) or EnvironmentProblem (kernel/host refused)."""
+    started = time.perf_counter()
+    check_instance_name(instance)
+    path = policy_path or policy.root
+    errors = check_errors(policy, config, now)
+    if errors:
+        if write_audit:
+            record_refusal(config, instance, errors, path, started)
+        raise PolicyError(errors)
+
+    log = WriteLog(abort_after=abort_after if abort_after is not None else _abort_after_from_env())
+    planned: Planned | None = None
+    try:
+        with InstanceLock(config.run_dir, instance, wait):
+            from pepc.kernel import pinswap
+
+            recovered = pinswap.recover(config.pin_root, instance)
+            try:
+                planned = plan_policy(policy, config, now, instance, iface_names)
+            except PolicyError as err:
+                if write_audit:
+                    record_refusal(config, instance, err.findings, path, started)
+                raise
+            if planned.foreign:
+                raise EnvironmentProblem(
+                    "; ".join(p.message for p in planned.foreign),
+                    "pepc does not replace programs it did not load: detach it first (ip link set dev IF xdp off)",
+                )
+            result = _execute(planned, policy, config, instance, log)
+            result = dataclasses.replace(
+                result,
+                duration_s=time.perf_counter() - started,
+                timings={**planned.timings, **result.timings},
+                recovered=tuple(recovered),
+            )
+    except (EnvironmentProblem, OSError) as err:
+        if write_audit and not isinstance(err, PolicyError):
+            msg = err.message if isinstance(err, EnvironmentProblem) else str(err)
+            try:
+                audit.append(
+                    config.state_dir,
+                    instance,
+                    _audit_record(instance, "failed", policy_path=path, started=started,
+                                  plan=planned.plan if planned else None, writes=log.elements, error=msg),
+                )
+            except OSError:
+                pass
+        if isinstance(err, OSError) and not isinstance(err, EnvironmentProblem):
+            raise EnvironmentProblem(f"apply failed: {err}") from err
+        raise
+    finally:
+        if planned is not None:
+            planned.close()
+    if write_audit:
+        try:
+            audit.append(
+                config.state_dir,
+                instance,
+                _audit_record(
+                    instance,
+                    result.result,
+                    policy_path=path,
+                    started=started,
+                    plan=result.plan,
+                    writes=result.writes,
+                    extra={"generation": result.generation, "prog_id": result.prog_id,
+                           "interfaces": [i for i, _ in result.attached]},
+                ),
+            )
+        except OSError as e:
+            raise EnvironmentProblem(
+                f"applied, but cannot write the audit trail under {config.state_dir}: {e.strerror or e}",
+                "set state_dir in pepc.yaml to a writable directory",
+            ) from e
+    return result
+
+
+def _execute(planned: Planned, policy: Policy, config: Config, instance: str, log: WriteLog) -> ApplyResult:
+    from pepc.kernel.sync import RcuBarrier
+
+    plan = planned.plan
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    if plan.load_reason:
+        gen, prog_id, attached, detached = _load(planned, policy, config, instance, log, timings)
+    else:
+        inst = planned.inst
+        writer = Writer(inst.maps, log)
+        i, a = plan.target_gen, 1 - plan.target_gen
+        with RcuBarrier() as barrier:
+            if not plan.target.empty:
+                # generation i may have been active moments ago (an apply
+                # killed between its flip and its barrier): let its readers go
+                barrier.wait()
+                writer.gen_delta(i, plan.target)
+            if plan.flip:
+                writer.reset_slots(plan.resets)
+                writer.flip(i)
+                barrier.wait()
+                writer.gen_delta(a, plan.sync_old)
+            timings["barrier"] = barrier.seconds
+        gen = i if plan.flip else a
+        prog_id = inst.prog_id
+        attached, detached = _attach(inst, plan, config, instance)
+    timings["write"] = time.perf_counter() - t - timings.get("barrier", 0.0)
+    changed = plan.changes_pending or log.elements > 0
+    return ApplyResult(
+        instance=instance,
+        result="applied" if changed else "unchanged",
+        plan=plan,
+        writes=log.elements,
+        syscalls=log.syscalls,
+        per_map=dict(log.per_map),
+        duration_s=0.0,
+        timings=timings,
+        generation=gen,
+        prog_id=prog_id,
+        attached=attached,
+        detached=detached,
+    )
+
+
+def _attach(inst: Any, plan: ReconcilePlan, config: Config, instance: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Attach where the plan says; report where the program runs after."""
+    from pepc.kernel import netlink
+
+    detached = []
+    for ia in plan.interfaces:
+        if ia.action == "attach":
+            netlink.attach(ia.ifname, inst.prog_fd, XdpMode(ia.mode))
+        elif ia.action == "detach":
+            _detach_if_ours(ia.ifname, inst.prog_id)
+            detached.append(ia.ifname)
+    links = instance_links(inst.prog_id)
+    return tuple((l.ifname, l.mode or "?") for l in links), tuple(detached)
+
+
+def _detach_if_ours(ifname: str, prog_id: int) -> bool:
+    """Detach `ifname` only while it still runs `prog_id` (the program read
+    back right before; someone else's program is never removed)."""
+    from pepc.kernel import netlink
+
+    cur = netlink.query(ifname)
+    if cur is None or cur[0] != prog_id:
+        return False
+    return netlink.detach(ifname, cur[1])
+
+
+# --- the load path -------------------------------------------------------------------
+
+
+def _build_object(program: Program, policy: Policy, workdir: Path) -> Path:
+    from pepc.codegen import HEADER_NAME, render_header
+    from pepc.objbuild import OBJECT_NAME, build_object
+
+    (workdir / HEADER_NAME).write_text(render_header(program, policy), encoding="utf-8")
+    out = workdir / OBJECT_NAME
+    build_object(workdir, out)
+    return out
+
+
+def _reusable(old: Any, new_caps: layout.Capacities, carry: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Old maps the new program can share as they are: same shape and, for
+    slot-indexed state, every surviving rule keeps its slot."""
+    if old is None or compatible(old.maps):
+        return {}
+    identity = all(a == b for a, b in carry)
+    out = {}
+    for name in SHARED_MAPS:
+        m = layout.map_def(name)
+        bm = old.maps.get(name)
+        if bm is None or bm.max_entries != m.entries(new_caps):
+            continue
+        if name in SLOT_STATE_MAPS and not identity:
+            continue
+        out[name] = bm
+    return out
+
+
+def _copy_slot_state(old: Any, new_maps: Mapping[str, Any], carry: Sequence[tuple[int, int]], writer: Writer) -> None:
+    """Carry per-rule counters of surviving rules into fresh maps."""
+    if not carry or old is None or compatible(old.maps):
+        return
+    src = old.maps["pepc_stats"]
+    dst = new_maps["pepc_stats"]
+    if src.value_size != dst.value_size:
+        return
+    keys, vals = [], []
+    for a, b in carry:
+        if b >= dst.max_entries:
+            continue
+        v = src.lookup_percpu(diff.u32(a))
+        if v is not None and any(any(x) for x in v):
+            keys.append(diff.u32(b))
+            vals.append(v)
+    if keys:
+        dst.update_batch_percpu(keys, vals)
+        writer.log.done("pepc_stats", len(keys), 1)
+
+
+def _copy_counters(old: Any, new_maps: Mapping[str, Any], writer: Writer) -> None:
+    if old is None or compatible(old.maps):
+        return
+    src, dst = old.maps.get("pepc_counters"), new_maps["pepc_counters"]
+    if src is None or src.value_size != dst.value_size:
+        return
+    items = [(k, v) for k, v in src.items_percpu() if int.from_bytes(k, "little") < dst.max_entries]
+    if items:
+        dst.update_batch_percpu([k for k, _ in items], [v for _, v in items])
+        writer.log.done("pepc_counters", len(items), 1)
+
+
+def _load(planned: Planned, policy: Policy, config: Config, instance: str, log: WriteLog, timings: dict[str, float]):
+    from pepc.kernel import loader, netlink, pinswap
+
+    plan, program = planned.plan, planned.program
+    old = planned.inst
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pepc-build-") as tmp:
+        obj = _build_object(program, policy, Path(tmp))
+        timings["build"] = time.perf_counter() - t
+        t = time.perf_counter()
+        reuse = _reusable(old, program.caps, plan.carry)
+        new = loader.load_object(obj, reuse=reuse)
+    timings["load"] = time.perf_counter() - t
+    try:
+        writer = Writer(new.maps, log)
+        full = diff.diff_generation(planned.contents, diff.empty_contents())
+        writer.gen_delta(0, full)
+        writer.gen_delta(1, full)
+        if reuse:
+            surviving = {b for _, b in plan.carry}
+            fresh = [s.slot for s in program.slots if s.slot not in surviving]
+            if "pepc_stats" in reuse:
+                writer.reset_slots(fresh)
+        _copy_slot_state(old if "pepc_stats" not in reuse else None, new.maps, plan.carry, writer)
+        if "pepc_counters" not in reuse:
+            _copy_counters(old, new.maps, writer)
+        writer.put(
+            "pepc_ctrl",
+            [(diff.u32(0), layout.CTRL.pack({"active_gen": 0, "layout_digest": bytes.fromhex(program.layout_digest)}))],
+        )
+        staging = pinswap.staging_dir(config.pin_root, instance)
+        if staging.exists():
+            pinswap.remove(staging)
+        loader.pin(new, staging)
+        switched: list[str] = []
+        if old is not None:
+            switched = pinswap.switch_interfaces(old, new)
+        pinswap.promote(config.pin_root, instance)
+        detached = []
+        for ia in plan.interfaces:
+            if ia.action == "attach" and ia.ifname not in switched:
+                netlink.attach(ia.ifname, new.prog_fd, XdpMode(ia.mode))
+            elif ia.action == "detach":
+                _detach_if_ours(ia.ifname, new.prog_id)
+                detached.append(ia.ifname)
+        attached = tuple((l.ifname, l.mode or "?") for l in instance_links(new.prog_id))
+        return 0, new.prog_id, attached, tuple(detached)
+    finally:
+        new.close()

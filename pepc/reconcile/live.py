@@ -1,0 +1,107 @@
+"""Read an instance's live state from its pinned maps.
+
+Everything comes from the kernel: the control word (active generation,
+layout digest) and both generations of pepc_gen / pepc_masks / pepc_rules /
+pepc_slots, hash maps with batch lookups. The result has the shape of
+`Program.map_contents()` so that diff.py can compare the two directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pepc import layout
+from pepc.reconcile import diff
+from pepc.reconcile.state import Attachment, LiveState
+
+#: Logical maps whose element shapes the reconciler must understand.
+_SHAPES = {
+    "pepc_ctrl": layout.CTRL,
+    "pepc_gen": layout.GEN,
+    "pepc_masks": layout.MASK,
+    "pepc_rules": layout.RULE_VAL,
+    "pepc_slots": layout.SLOT,
+}
+
+
+def compatible(maps: Mapping[str, Any]) -> list[str]:
+    """Why these maps cannot be read with this pepc's layout ([] when they can)."""
+    problems = []
+    for m in layout.MAPS:
+        for name in m.kernel_names():
+            bm = maps.get(name)
+            if bm is None:
+                problems.append(f"map {name} is missing")
+                continue
+            if m.key is not None and bm.key_size != m.key.size:
+                problems.append(f"{name}: key is {bm.key_size} bytes, this pepc expects {m.key.size}")
+            if m.value is not None and bm.value_size != m.value.size:
+                problems.append(f"{name}: value is {bm.value_size} bytes, this pepc expects {m.value.size}")
+    return problems
+
+
+def read_ctrl(maps: Mapping[str, Any]) -> tuple[int, str, int]:
+    """(active_gen, layout digest hex, flags) from pepc_ctrl[0]."""
+    ctrl = maps["pepc_ctrl"]
+    raw = ctrl.lookup(diff.u32(0))
+    if raw is None or ctrl.value_size != layout.CTRL.size:
+        return 0, "", 0
+    c = layout.CTRL.unpack(raw)
+    return c["active_gen"] & 1, bytes(c["layout_digest"]).hex(), c["flags"]
+
+
+def _array_nonzero(bm: Any) -> dict[bytes, bytes]:
+    zero = bytes(bm.value_size)
+    return {k: v for k, v in bm.items() if v != zero}
+
+
+def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, bytes]]:
+    raw_gen = maps["pepc_gen"].lookup(diff.u32(gen))
+    out = diff.empty_contents()
+    if raw_gen is not None and any(raw_gen):
+        out["pepc_gen"] = {diff.u32(0): raw_gen}
+    out["pepc_masks"] = _array_nonzero(maps[f"pepc_masks_{gen}"])
+    out["pepc_slots"] = _array_nonzero(maps[f"pepc_slots_{gen}"])
+    out["pepc_rules"] = dict(maps[f"pepc_rules_{gen}"].items())
+    return out
+
+
+def capacities(maps: Mapping[str, Any]) -> dict[str, int]:
+    return {m.name: maps[m.kernel_names()[0]].max_entries for m in layout.MAPS if m.kernel_names()[0] in maps}
+
+
+def read_live(
+    instance: str,
+    pin_dir: str,
+    maps: Mapping[str, Any],
+    prog_id: int | None = None,
+    attachments: tuple[Attachment, ...] = (),
+) -> LiveState:
+    """`maps`: kernel map name -> open map (pepc.kernel.maps.BpfMap).
+
+    When the maps do not have this pepc's element shapes (a layout from
+    another version), the generations read as empty and the layout digest
+    as "" so the planner takes the load path."""
+    if compatible(maps):
+        active, digest, _ = read_ctrl(maps) if "pepc_ctrl" in maps else (0, "", 0)
+        return LiveState(
+            instance=instance,
+            pin_dir=pin_dir,
+            layout_digest="" if digest == "" else f"incompatible:{digest}",
+            active_gen=active,
+            gens=(diff.empty_contents(), diff.empty_contents()),
+            prog_id=prog_id,
+            capacities=capacities(maps),
+            attachments=attachments,
+        )
+    active, digest, _ = read_ctrl(maps)
+    return LiveState(
+        instance=instance,
+        pin_dir=pin_dir,
+        layout_digest=digest,
+        active_gen=active,
+        gens=(read_generation(maps, 0), read_generation(maps, 1)),
+        prog_id=prog_id,
+        capacities=capacities(maps),
+        attachments=attachments,
+    )
