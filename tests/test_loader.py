@@ -511,3 +511,24 @@ def test_explicit_config_must_exist(tmp_path):
     with pytest.raises(PolicyError) as info:
         load_config(tmp_path / "nope.yaml", tmp_path)
     assert info.value.findings[0].code == "bad-config"
+
+
+def test_readme_examples_load(tmp_path):
+    """The README's policy and pepc.yaml examples are real."""
+    import re
+
+    from conftest import ROOT
+
+    blocks = re.findall(r"```(yaml|json)\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    d = tmp_path / "policies.d"
+    d.mkdir()
+    n = 0
+    for i, (kind, text) in enumerate(blocks):
+        if text.startswith("default_action"):
+            (tmp_path / "pepc.yaml").write_text(text)
+            assert load_config(None, d).default_action is Action.BLOCK
+        else:
+            (d / f"{i}.{kind}").write_text(text)
+            n += 1
+    assert n >= 2 and len(load_policy(d).rules) >= 4
