@@ -79,10 +79,11 @@ def build_object(header_dir: Path, out: Path, source: Path = SOURCE) -> None:
         raise EnvironmentProblem("clang did not finish within 5 minutes") from None
     if r.returncode != 0:
         tmp.unlink(missing_ok=True)
-        errors = [line for line in r.stderr.splitlines() if line.strip()]
-        tail = "\n".join(errors[-30:])
+        # the first error is the cause; later ones are usually its echoes
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        first = "\n".join(lines[:20]) + ("\n..." if len(lines) > 20 else "")
         raise EnvironmentProblem(
-            f"building the XDP object failed (clang exit {r.returncode}):\n{tail}",
+            f"building the XDP object failed (clang exit {r.returncode}):\n{first}",
             "the generated header and bpf/pepc_xdp.c disagree, or the toolchain is too old (clang >= 14 needed)",
         )
     os.replace(tmp, out)

@@ -7,6 +7,8 @@ writes minimal deltas instead, through the same BpfMap calls.
 
 from __future__ import annotations
 
+import struct
+
 from pepc import layout
 from pepc.compiler import pack
 from pepc.kernel.loader import Instance
@@ -105,13 +107,16 @@ def read_counters(inst: Instance) -> dict[str, int]:
     return out
 
 
+_STATS = struct.Struct("<QQQ")  # layout.RULE_STATS, unpacked often: keep it cheap
+assert _STATS.size == layout.RULE_STATS.size and list(layout.RULE_STATS.offsets) == ["packets", "bytes", "drops"]
+
+
 def _sum_stats(vals: list[bytes]) -> dict[str, int]:
-    tot = {"packets": 0, "bytes": 0, "drops": 0}
+    p = b = d = 0
     for v in vals:
-        s = layout.RULE_STATS.unpack(v)
-        for k in tot:
-            tot[k] += s[k]
-    return tot
+        vp, vb, vd = _STATS.unpack_from(v)
+        p, b, d = p + vp, b + vb, d + vd
+    return {"packets": p, "bytes": b, "drops": d}
 
 
 def read_rule_stats(inst: Instance, slot: int) -> dict[str, int]:

@@ -13,6 +13,7 @@ Pin directory layout (one directory per instance, default
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -26,6 +27,9 @@ from pepc.kernel.libbpf import BpfProgInfo, LogCapture, last_errno, lib
 from pepc.kernel.maps import BpfMap, open_pinned
 
 PROG_PIN = "prog"
+#: bpffs refuses any name containing "." (EPERM, even for lookups), so
+#: temporary pins use a suffix instead of the usual dot-file convention.
+TMP_SUFFIX = "__new"
 BPFFS = Path("/sys/fs/bpf")
 
 
@@ -131,7 +135,8 @@ def load_object(obj_path: str | os.PathLike, reuse: Mapping[str, BpfMap | int] |
             rc = L.bpf_object__load(obj)
             if rc < 0:
                 err = last_errno(rc)
-                if err in (errno.EPERM, errno.EACCES):
+                # EACCES here is the verifier saying no; only EPERM is privilege
+                if err == errno.EPERM:
                     raise kernel_error("load BPF program", err)
                 tail = _log_tail(log.text)
                 raise KernelError(
@@ -221,8 +226,8 @@ def pin(inst: Instance, pin_dir: str | os.PathLike, replace: bool = False) -> No
     for name, fd in items:
         target = d / name
         if replace:
-            tmp = d / f".{name}.new"
-            if tmp.exists():
+            tmp = d / f"{name}{TMP_SUFFIX}"
+            with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             _pin_fd(fd, tmp)
             os.replace(tmp, target)
@@ -246,7 +251,7 @@ def open_instance(pin_dir: str | os.PathLike) -> Instance | None:
     maps: dict[str, BpfMap] = {}
     try:
         for entry in sorted(os.listdir(d)):
-            if entry == PROG_PIN or entry.startswith("."):
+            if entry == PROG_PIN or entry.endswith(TMP_SUFFIX):
                 continue
             maps[entry] = open_pinned(d / entry)
         return _fill_prog(Instance(fd, maps, d))

@@ -194,6 +194,12 @@ class BpfMap:
             raise TypeError(f"{self.name} is per-CPU: use items_percpu()")
         return list(self._batches())
 
+    def items_raw(self) -> list[tuple[bytes, bytes]]:
+        """items() with values as the kernel returns them (per-CPU maps:
+        every CPU's value, each padded to 8 bytes, concatenated). Cheap to
+        compare for changes."""
+        return list(self._batches())
+
     def items_percpu(self) -> list[tuple[bytes, list[bytes]]]:
         return [(k, self._split_percpu(v)) for k, v in self._batches()]
 

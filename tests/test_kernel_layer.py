@@ -1,0 +1,215 @@
+"""The kernel layer against the real kernel: the loaded object's maps are
+layout.MAPS, pins round-trip, map calls (element, batch, per-CPU) behave,
+and kernel errors become clear EnvironmentProblems."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from kernel_fixtures import compile_policy, object_for, pinned_instance
+from pepc import layout
+from pepc.diagnostics import EnvironmentProblem
+from pepc.model import Action, Prefix, Rule
+from kernel_fixtures import LOC
+
+pytestmark = pytest.mark.kernel
+
+SMALL = layout.Capacities(max_rules=64, max_entries=256, max_masks=16, ring_bytes=4096 * 4)
+
+
+def test_loaded_maps_equal_layout_maps():
+    """C (the header + pepc_xdp.c) and Python (layout.py) agree on every map."""
+    for caps in (layout.Capacities(), SMALL):
+        with pinned_instance(caps) as inst:
+            expected = {}
+            for m in layout.MAPS:
+                for name in m.kernel_names():
+                    expected[name] = (
+                        m.kind,
+                        m.key.size if m.key else 0,
+                        m.value.size if m.value else 0,
+                        m.entries(caps),
+                    )
+            live = {n: (bm.map_type, bm.key_size, bm.value_size, bm.max_entries) for n, bm in inst.maps.items()}
+            assert live == expected
+            assert inst.prog_name == "pepc_xdp"
+
+
+def test_pin_and_open_instance_round_trip():
+    from pepc.kernel import dataplane, loader
+
+    with pinned_instance(SMALL) as inst:
+        pin_dir = inst.pin_dir
+        assert sorted(os.listdir(pin_dir)) == sorted(["prog", *inst.maps])
+        dataplane.set_active(inst, 1)
+        opened = loader.open_instance(pin_dir)
+        assert opened is not None
+        try:
+            assert opened.prog_id == inst.prog_id
+            assert {n: m.id for n, m in opened.maps.items()} == {n: m.id for n, m in inst.maps.items()}
+            ctrl = dataplane.read_ctrl(opened)
+            assert ctrl["active_gen"] == 1
+            assert bytes(ctrl["layout_digest"]).hex() == layout.layout_digest(SMALL)
+        finally:
+            opened.close()
+    assert not pin_dir.exists()
+    assert loader.open_instance(pin_dir) is None
+
+
+def test_pin_replace_swaps_each_pin():
+    from pepc.kernel import loader
+
+    with pinned_instance(SMALL) as inst:
+        other = loader.load_object(object_for(SMALL))
+        try:
+            with pytest.raises(EnvironmentProblem):
+                loader.pin(other, inst.pin_dir)  # pins exist: refused without replace
+            loader.pin(other, inst.pin_dir, replace=True)
+            opened = loader.open_instance(inst.pin_dir)
+            try:
+                assert opened.prog_id == other.prog_id != inst.prog_id
+                assert opened.maps["pepc_stats"].id == other.maps["pepc_stats"].id
+            finally:
+                opened.close()
+            assert not [e for e in os.listdir(inst.pin_dir) if e.endswith(loader.TMP_SUFFIX)]
+        finally:
+            other.close()
+
+
+def test_reuse_keeps_maps_across_reload():
+    from pepc.kernel import dataplane, loader
+
+    with pinned_instance(SMALL) as inst:
+        stats = inst.map("pepc_stats")
+        new = loader.load_object(object_for(SMALL), reuse={"pepc_stats": stats, "pepc_rl": inst.map("pepc_rl").fd})
+        try:
+            assert new.maps["pepc_stats"].id == stats.id
+            assert new.maps["pepc_rl"].id == inst.map("pepc_rl").id
+            assert new.maps["pepc_counters"].id != inst.map("pepc_counters").id
+            stats.update_percpu(dataplane.u32(5), [layout.RULE_STATS.pack({"packets": 7})] + [bytes(24)] * (len(stats.zero_value()) - 1))
+            assert dataplane.read_rule_stats(new, 5)["packets"] == 7
+        finally:
+            new.close()
+        # a map of another shape cannot be reused
+        with pytest.raises(EnvironmentProblem):
+            loader.load_object(object_for(SMALL), reuse={"pepc_stats": inst.map("pepc_rl")})
+
+
+def test_map_element_batch_and_percpu_calls():
+    with pinned_instance(SMALL) as inst:
+        rules = inst.map("pepc_rules_0")
+        keys = [layout.RULE_KEY.pack({"src_plen": 32, "src": i}) for i in range(200)]
+        vals = [layout.RULE_VAL.pack({"rank": i, "slot": i % 64, "action": 1}) for i in range(200)]
+        assert rules.update_batch(keys, vals) == 200
+        assert dict(rules.items()) == dict(zip(keys, vals))
+        assert sorted(rules.keys()) == sorted(keys)
+        assert rules.lookup(keys[3]) == vals[3]
+        assert rules.delete(keys[3]) is True
+        assert rules.delete(keys[3]) is False
+        assert rules.lookup(keys[3]) is None
+        assert rules.delete_batch(keys[4:10]) == 6
+        assert len(rules.items()) == 193
+        # the hash holds 256: a batch past capacity stops with E2BIG and says how far it got
+        more = [layout.RULE_KEY.pack({"dst_plen": 32, "dst": i}) for i in range(100)]
+        with pytest.raises(EnvironmentProblem) as err:
+            rules.update_batch(more, vals[:100])
+        assert err.value.errno == errno.E2BIG
+        assert err.value.applied == 256 - 193
+        assert "capacities" in err.value.hint
+        rules.clear()
+        assert rules.items() == []
+
+        masks = inst.map("pepc_masks_1")
+        items = masks.items()
+        assert len(items) == SMALL.max_masks and all(v == bytes(layout.MASK.size) for _, v in items)
+
+        counters = inst.map("pepc_counters")
+        with pytest.raises(TypeError):
+            counters.lookup(bytes(4))
+        per_cpu = counters.lookup_percpu(bytes(4))
+        assert per_cpu is not None and len(per_cpu) >= 1 and all(len(v) == 8 for v in per_cpu)
+        n = len(per_cpu)
+        counters.update_percpu(bytes(4), [(i + 1).to_bytes(8, "little") for i in range(n)])
+        assert [int.from_bytes(v, "little") for v in counters.lookup_percpu(bytes(4))] == list(range(1, n + 1))
+        from pepc.kernel import dataplane
+
+        assert dataplane.read_counters(inst)["packets"] == n * (n + 1) // 2
+        dataplane.reset_rule_state(inst)
+        counters.clear()
+        assert dataplane.read_counters(inst)["packets"] == 0
+
+
+def test_write_generation_and_flip():
+    from pepc.kernel import dataplane
+
+    _, prog = compile_policy(
+        [Rule("a", Action.BLOCK, LOC, src=(Prefix.parse("10.0.0.0/8"), Prefix.parse("192.168.0.0/16")))], SMALL
+    )
+    with pinned_instance(SMALL) as inst:
+        assert dataplane.load_program(inst, prog) == 1
+        assert dataplane.active_gen(inst) == 1
+        assert len(inst.map("pepc_rules_1").items()) == len(prog.entries) == 2
+        assert inst.map("pepc_rules_0").items() == []
+        gen = layout.GEN.unpack(inst.map("pepc_gen").lookup(dataplane.u32(1)))
+        assert gen["n_masks"] == len(prog.masks) and gen["n_rules"] == 1
+        # rewriting a generation removes what the previous program put there
+        _, empty = compile_policy([], SMALL)
+        dataplane.write_generation(inst, 1, empty)
+        assert inst.map("pepc_rules_1").items() == []
+
+
+def test_errors_are_clear():
+    from pepc.kernel import loader, maps
+
+    missing = Path(f"/sys/fs/bpf/pepc-test-missing-{secrets.token_hex(3)}")
+    assert loader.open_instance(missing) is None
+    with pytest.raises(EnvironmentProblem) as err:
+        maps.open_pinned(missing / "pepc_ctrl")
+    assert "instance not loaded" in err.value.message
+    with pytest.raises(EnvironmentProblem) as err:
+        loader.load_object(missing / "nothing.o")
+    assert "does not exist" in err.value.message
+
+
+def test_verifier_rejection_carries_the_log(tmp_path):
+    """A program the verifier refuses: the error holds the verifier's words."""
+    import subprocess
+
+    src = tmp_path / "bad.c"
+    src.write_text(
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
+        'SEC("xdp") int bad(struct xdp_md *ctx) {\n'
+        "  unsigned char *p = (unsigned char *)(long)ctx->data;\n"
+        "  return p[100]; /* no bounds check */\n}\n"
+        'char LICENSE[] SEC("license") = "GPL";\n'
+    )
+    obj = tmp_path / "bad.o"
+    subprocess.run(
+        ["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu", "-c", str(src), "-o", str(obj)],
+        check=True,
+    )
+    from pepc.kernel import loader
+
+    with pytest.raises(EnvironmentProblem) as err:
+        loader.load_object(obj)
+    assert "refused" in err.value.message
+    assert "invalid access to packet" in err.value.message
+
+
+def test_objbuild_reports_compiler_errors(tmp_path):
+    from pepc.objbuild import build_object
+
+    with pytest.raises(EnvironmentProblem) as err:
+        build_object(tmp_path, tmp_path / "x.o")
+    assert "pepc_policy.h" in err.value.message
+    (tmp_path / "pepc_policy.h").write_text("#error this header is broken\n")
+    with pytest.raises(EnvironmentProblem) as err:
+        build_object(tmp_path, tmp_path / "x.o")
+    assert "this header is broken" in err.value.message
+    assert not (tmp_path / "x.o").exists()
+    assert not list(tmp_path.glob(".*tmp"))
