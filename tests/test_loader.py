@@ -532,3 +532,42 @@ def test_readme_examples_load(tmp_path):
             (d / f"{i}.{kind}").write_text(text)
             n += 1
     assert n >= 2 and len(load_policy(d).rules) >= 4
+
+
+# --- the fast validity check agrees with jsonschema ---------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from(["", "ALLOW", "allow", "RATE_LIMIT", "Block", "nope", "TCP", "any", "80-90", "10.0.0.0/8", "x", "1bad"]),
+)
+_KEYS = st.sampled_from(
+    ["id", "action", "priority", "protocol", "src", "dst", "ip", "port", "rate_limit_bps", "burst_bytes",
+     "created_at", "expires_at", "enabled", "description", "labels", "suppress", "allow_overlap", "networks",
+     "services", "policies", "bogus", "web", "1bad"]
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=5)),
+    max_leaves=12,
+)
+_RULES = st.fixed_dictionaries(
+    {"id": st.one_of(st.text(max_size=3), st.integers())},
+    optional={k: _VALUES for k in ["action", "priority", "src", "dst", "rate_limit_bps", "labels", "suppress", "enabled"]},
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=st.one_of(_RULES, st.dictionaries(_KEYS, _VALUES, max_size=4),
+                     st.fixed_dictionaries({}, optional={"policies": st.lists(_RULES, max_size=2), "networks": _VALUES, "services": _VALUES})))
+def test_fast_validation_agrees_with_jsonschema(doc):
+    from pepc.loader.schema import is_valid_fast, validator
+
+    for name in ("policy-set", "legacy-policy", "config"):
+        slow = not any(True for _ in validator(name).iter_errors(doc))
+        assert is_valid_fast(name, doc) == slow, (name, doc)
