@@ -29,7 +29,9 @@ def action_key(rule: Rule) -> ActionKey:
 
 
 def default_key(action: Action) -> ActionKey:
-    return (int(action), -1, -1)  # never equal to a rate-limit rule's parameters
+    if action is Action.RATE_LIMIT:
+        return (int(action), -1, -1)  # no rule shares the default's (absent) bucket
+    return (int(action), 0, 0)
 
 
 @dataclass

@@ -1,0 +1,307 @@
+"""The checker against a brute-force oracle on small random policies.
+
+The oracle knows nothing of boxes, ranks or the checker's code: it cuts
+every dimension at the rules' interval endpoints (coordinate compression),
+takes one packet per elementary cell of every protocol kind, and picks
+the winner of each packet with a deliberately naive function written
+here from DESIGN.md. Inside one cell every rule item matches all packets
+or none, so the cells decide every question exactly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta, timezone
+from itertools import product
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pepc.checker import analyze
+from pepc.config import Config
+from pepc.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE = 0x0A000000  # 10.0.0.0
+
+# Packet kinds: (ip protocol, carries ports). TCP/UDP without ports are
+# non-first fragments; 47 stands for every protocol pepc has no name for.
+KINDS = [(6, True), (17, True), (6, False), (17, False), (1, False), (47, False)]
+
+
+# --- the naive oracle -------------------------------------------------------
+
+
+def in_prefix(ip: int, p: Prefix) -> bool:
+    return p.addr <= ip <= p.addr + (1 << (32 - p.plen)) - 1
+
+
+def naive_match_key(rule: Rule, pkt: tuple):
+    """Among the rule's item combinations matching pkt, the best sort key
+    (smaller wins), or None."""
+    proto, has_ports, src, dst, sport, dport = pkt
+    if rule.protocol != Protocol.ANY and int(rule.protocol) != proto:
+        return None
+    best = None
+    for s in rule.src:
+        for d in rule.dst:
+            for sp in rule.sports:
+                for dp in rule.dports:
+                    if not (in_prefix(src, s) and in_prefix(dst, d)):
+                        continue
+                    constrained = sp != ANY_PORT or dp != ANY_PORT
+                    if constrained:
+                        if proto not in (6, 17) or not has_ports:
+                            continue
+                        if not (sp.lo <= sport <= sp.hi and dp.lo <= dport <= dp.hi):
+                            continue
+                    spec = s.plen + d.plen
+                    spec += 16 if sp.lo == sp.hi else 0
+                    spec += 16 if dp.lo == dp.hi else 0
+                    spec += 8 if rule.protocol != Protocol.ANY else 0
+                    key = (-rule.priority, -spec, rule.id)
+                    if best is None or key < best:
+                        best = key
+    return best
+
+
+def naive_winner(rules, pkt, without=None):
+    best, best_key = None, None
+    for r in rules:
+        if r is without:
+            continue
+        k = naive_match_key(r, pkt)
+        if k is not None and (best_key is None or k < best_key):
+            best, best_key = r, k
+    return best
+
+
+def cuts(intervals, top):
+    points = {0}
+    for lo, hi in intervals:
+        points.add(lo)
+        if hi + 1 <= top:
+            points.add(hi + 1)
+    return sorted(points)
+
+
+def cells(rules):
+    src = cuts([(p.addr, in_last(p)) for r in rules for p in r.src], 0xFFFFFFFF)
+    dst = cuts([(p.addr, in_last(p)) for r in rules for p in r.dst], 0xFFFFFFFF)
+    sp = cuts([(p.lo, p.hi) for r in rules for p in r.sports], 0xFFFF)
+    dp = cuts([(p.lo, p.hi) for r in rules for p in r.dports], 0xFFFF)
+    for proto, ports in KINDS:
+        for s, d in product(src, dst):
+            if ports:
+                for a, b in product(sp, dp):
+                    yield (proto, True, s, d, a, b)
+            else:
+                yield (proto, False, s, d, 0, 0)
+
+
+def in_last(p: Prefix) -> int:
+    return p.addr + (1 << (32 - p.plen)) - 1
+
+
+def akey(rule: Rule):
+    if rule.action == Action.RATE_LIMIT:
+        return (rule.action, rule.rate_limit_bps, rule.burst_bytes or rule.rate_limit_bps)
+    return (rule.action,)
+
+
+def oracle(policy: Policy, default: Action) -> dict:
+    rules = [r for r in policy.rules if r.enabled and not (r.expires_at and r.expires_at <= NOW)]
+    matched = {r.id: [] for r in rules}
+    won = {r.id: [] for r in rules}
+    winners = []
+    for pkt in cells(rules):
+        w = naive_winner(rules, pkt)
+        ms = [r for r in rules if naive_match_key(r, pkt) is not None]
+        winners.append((pkt, w, ms))
+        for r in ms:
+            matched[r.id].append((pkt, w))
+        if w is not None:
+            won[w.id].append(pkt)
+    shadowed, redundant = {}, {}
+    for r in rules:
+        if not matched[r.id]:
+            continue
+        if not won[r.id]:
+            shadowed[r.id] = {w.id for _, w in matched[r.id]}
+            continue
+        takers = set()
+        same = True
+        for pkt in won[r.id]:
+            nxt = naive_winner(rules, pkt, without=r)
+            if nxt is None:
+                takers.add(None)
+                same = same and default == r.action and r.action != Action.RATE_LIMIT
+            else:
+                takers.add(nxt.id)
+                same = same and akey(nxt) == akey(r)
+        if same:
+            redundant[r.id] = takers
+    pairs = set()
+    by_id = {r.id: r for r in rules}
+    space = {r.id: {pkt for pkt, _ in matched[r.id]} for r in rules}
+    for pkt, w, ms in winners:
+        if w is None:
+            continue
+        for other in ms:
+            if other is w or akey(other) == akey(w) or other.id in shadowed or w.id in shadowed:
+                continue
+            a, b = sorted((w.id, other.id))
+            if w.priority == other.priority:
+                code = "conflict"
+            else:
+                hi, lo = (w, other) if w.priority > other.priority else (other, w)
+                if space[hi.id] >= space[lo.id]:
+                    continue  # lo is shadowed
+                code = "generalization" if space[lo.id] >= space[hi.id] else "correlation"
+            pairs.add((code, a, b))
+    return {
+        "shadowed": shadowed,
+        "redundant": redundant,
+        "dead": {r.id for r in rules if not matched[r.id]},
+        "pairs": pairs,
+        "default_unreachable": all(w is not None for _, w, _ in winners),
+        "rules": by_id,
+        "live": rules,
+    }
+
+
+# --- witnesses ------------------------------------------------------------------
+
+
+def parse_witness(text: str) -> tuple:
+    words = text.split()
+    proto = {"tcp": 6, "udp": 17, "icmp": 1}.get(words[0]) or int(words[0].removeprefix("proto"))
+    frag = words[-1] == "frag"
+
+    def addr(w):
+        if ":" in w:
+            a, p = w.split(":")
+            return int(ipaddress.IPv4Address(a)), int(p)
+        return int(ipaddress.IPv4Address(w)), 0
+
+    (src, sport), (dst, dport) = addr(words[1]), addr(words[3])
+    has_ports = proto in (6, 17) and not frag
+    return (proto, has_ports, src, dst, sport, dport)
+
+
+# --- random policies ------------------------------------------------------------
+
+IDS = ["a", "b", "c", "d", "e", "f", "g"]
+
+
+@st.composite
+def prefixes(draw):
+    plen = draw(st.sampled_from([0, 29, 30, 31, 32]))
+    if plen == 0:
+        return Prefix(0, 0)
+    off = draw(st.integers(0, 7))
+    return Prefix((BASE + off) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF), plen)
+
+
+@st.composite
+def ports(draw):
+    lo = draw(st.integers(1, 3))
+    hi = draw(st.integers(lo, 3))
+    return PortRange(lo, hi)
+
+
+@st.composite
+def rules(draw, rid, line):
+    action = draw(st.sampled_from(list(Action)))
+    rate = draw(st.sampled_from([1000, 2000])) if action == Action.RATE_LIMIT else 0
+    dports = draw(st.one_of(st.just((ANY_PORT,)), st.lists(st.one_of(ports(), st.just(ANY_PORT)), min_size=1, max_size=2).map(tuple)))
+    sports = draw(st.one_of(st.just((ANY_PORT,)), st.just((ANY_PORT,)), st.lists(ports(), min_size=1, max_size=1).map(tuple)))
+    return Rule(
+        id=rid,
+        action=action,
+        loc=Location("p.yaml", line, 3),
+        priority=draw(st.integers(0, 2)),
+        protocol=draw(st.sampled_from(list(Protocol))),
+        src=tuple(draw(st.lists(prefixes(), min_size=1, max_size=2))),
+        dst=tuple(draw(st.lists(prefixes(), min_size=1, max_size=2))),
+        sports=sports,
+        dports=dports,
+        rate_limit_bps=rate,
+        enabled=draw(st.booleans()) or draw(st.booleans()),
+        expires_at=draw(st.sampled_from([None, None, None, NOW - timedelta(days=1), NOW + timedelta(days=1)])),
+    )
+
+
+@st.composite
+def policies(draw, max_rules=5):
+    n = draw(st.integers(1, max_rules))
+    ids = draw(st.permutations(IDS))[:n]
+    rs = tuple(draw(rules(rid, 10 * (i + 1))) for i, rid in enumerate(ids))
+    return Policy("p", rs)
+
+
+def related_ids(f) -> set:
+    out = set()
+    for r in f.related:
+        out.add(r.message.split("`")[1])
+    return out
+
+
+@settings(max_examples=1000)
+@given(policies(), st.sampled_from([Action.ALLOW, Action.BLOCK]))
+def test_checker_matches_the_cell_oracle(policy, default):
+    truth = oracle(policy, default)
+    findings = analyze(policy, Config(default_action=default), NOW, capacity=False)
+    by_code: dict[str, list] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(f)
+    rules = truth["rules"]
+    live = truth["live"]
+
+    shadowed = {f.rule: f for f in by_code.get("shadowed", [])}
+    assert set(shadowed) == set(truth["shadowed"])
+    for rid, f in shadowed.items():
+        assert related_ids(f) == truth["shadowed"][rid]
+        pkt = parse_witness(f.witness)
+        assert naive_match_key(rules[rid], pkt) is not None
+        assert naive_winner(live, pkt).id in truth["shadowed"][rid]
+
+    redundant = {f.rule: f for f in by_code.get("redundant", [])}
+    assert set(redundant) == set(truth["redundant"])
+    for rid, f in redundant.items():
+        takers = truth["redundant"][rid]
+        assert related_ids(f) == {t for t in takers if t is not None}
+        assert ("the default action" in f.message) == (None in takers)
+        pkt = parse_witness(f.witness)
+        assert naive_winner(live, pkt) is rules[rid]
+        nxt = naive_winner(live, pkt, without=rules[rid])
+        assert (akey(nxt) if nxt else (default,)) == akey(rules[rid])
+
+    never = {f.rule for f in by_code.get("never-matches", [])}
+    assert truth["dead"] <= never
+    for rid in never:
+        r = rules[rid]
+        assert r.protocol == Protocol.ICMP and (r.sports != (ANY_PORT,) or r.dports != (ANY_PORT,))
+        assert ("part of" not in next(f for f in by_code["never-matches"] if f.rule == rid).message) == (rid in truth["dead"])
+
+    got_pairs = set()
+    for code in ("conflict", "correlation", "generalization"):
+        for f in by_code.get(code, []):
+            (other,) = related_ids(f)
+            a, b = sorted((f.rule, other))
+            got_pairs.add((code, a, b))
+            pkt = parse_witness(f.witness)
+            assert naive_match_key(rules[a], pkt) is not None and naive_match_key(rules[b], pkt) is not None
+            assert naive_winner(live, pkt).id == other  # the finding is on the rule that loses
+    assert got_pairs == truth["pairs"]
+
+    assert bool(by_code.get("unreachable-default")) == (bool(live) and truth["default_unreachable"])
+    assert findings == sorted(findings, key=lambda f: f.sort_key())
+
+
+@settings(max_examples=200)
+@given(policies(max_rules=7))
+def test_index_finds_what_the_all_pairs_scan_finds(policy):
+    fast = analyze(policy, Config(), NOW, capacity=False)
+    naive = analyze(policy, Config(), NOW, capacity=False, naive_index=True)
+    assert fast == naive
