@@ -81,8 +81,10 @@ class VethNs:
         """Run a command inside the namespace."""
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True, timeout=timeout, check=check)
 
-    def python(self, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return self.run([sys.executable, "-c", script], timeout=timeout)
+    def python(self, script: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a Python script inside the namespace (pepc itself stays outside:
+        `ip netns exec` remounts /sys, hiding the bpffs pins)."""
+        return self.run([sys.executable, "-c", script, *args], timeout=timeout)
 
 
 @contextlib.contextmanager
