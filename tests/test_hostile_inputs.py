@@ -233,7 +233,7 @@ def test_unknown_key(capsys, pdir):
 def test_problems_in_many_files_are_all_reported(capsys, pdir):
     (pdir / "a.yaml").write_text("policies: [\n")
     (pdir / "b.yaml").write_bytes(b"\xff")
-    (pdir / "c.yaml").write_text("k: 1\nk: 2\n")
+    (pdir / "c.yaml").write_text("policies: []\npolicies: []\n")
     (pdir / "d.yaml").write_text("policies: [{id: d, action: NOPE}]\n")
     rc, findings, _ = check(capsys, pdir)
     assert rc == 2

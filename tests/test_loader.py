@@ -571,3 +571,8 @@ def test_fast_validation_agrees_with_jsonschema(doc):
     for name in ("policy-set", "legacy-policy", "config"):
         slow = not any(True for _ in validator(name).iter_errors(doc))
         assert is_valid_fast(name, doc) == slow, (name, doc)
+
+
+def test_duplicate_keys_do_not_hide_other_errors(tmp_path):
+    f = errors(tmp_path, "policies:\n  - id: a\n    id: b\n    action: ALLOW\n    src: {ip: 10.0.0.1/8}\n")
+    assert codes(f) == ["duplicate-key", "bad-cidr"]

@@ -52,6 +52,7 @@ from pepc.model import (
 )
 
 SET_KEYS = ("networks", "services", "policies")
+_PARSE_STOPPERS = frozenset(["yaml-syntax", "alias-limit", "encoding", "file-too-large", "io-error"])
 
 
 @dataclass
@@ -106,9 +107,10 @@ def load_policy(path: str | os.PathLike, *, max_file_bytes: int = DEFAULT_MAX_FI
         parsed = read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes)
         displays.append(sf.display)
         st.findings.extend(parsed.findings)
-        if any(f.blocks_load for f in parsed.findings):
-            # A file that did not parse cleanly is not interpreted: its
-            # documents may be truncated, and errors in them would mislead.
+        if any(f.code in _PARSE_STOPPERS for f in parsed.findings):
+            # A file whose parse stopped is not interpreted: its documents
+            # may be truncated, and errors in them would mislead. (Duplicate
+            # keys and bad tags do not stop the parse: the rest is checked.)
             continue
         _classify(parsed, st)
     networks = _resolve_defs(st, st.networks, "network")

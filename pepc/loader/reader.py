@@ -184,8 +184,12 @@ def _resolve_tagged(tag: str, text: str) -> Any:
             return value
         if tag.endswith("float") and type(value) in (int, float):
             return float(value)
-        raise _TagError(f"{text!r} is not a valid !!{tag[len(_TAG):]}")
-    raise _TagError(f"unsupported YAML tag {tag!r}")
+        raise _TagError(f"{text!r} is not a valid {_short_tag(tag)}")
+    raise _TagError(f"unsupported YAML tag {_short_tag(tag)}")
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
 
 
 # --- the builder -------------------------------------------------------------
@@ -351,7 +355,7 @@ def _build(text, display, marks, findings, docs, loc, max_nodes, max_depth) -> N
             tag = ev.tag
             is_map = cls is MappingStartEvent
             if tag is not None and tag != "!" and tag != (tag_map if is_map else tag_seq):
-                findings.append(Finding("schema", f"unsupported YAML tag {tag!r}", Location(display, *pos)))
+                findings.append(Finding("schema", f"unsupported YAML tag {_short_tag(tag)}", Location(display, *pos)))
             if is_map:
                 container: Any = {}
                 mkeys[id(container)] = {}
