@@ -163,12 +163,58 @@ def test_unreadable_file_fifo(capsys, pdir):
     assert rc == 2 and f["file"].endswith("a.yaml")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_permissions(capsys, pdir):
-    (pdir / "a.yaml").write_text("policies: []\n")
-    (pdir / "a.yaml").chmod(0)
-    rc, findings, _ = check(capsys, pdir)
-    assert rc == 2 and only(findings, "io-error", located=False)
+@pytest.fixture
+def open_dir():
+    """A policy directory anyone may enter (pytest's own temp dirs are 0700)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pepc-test-"))
+    base.chmod(0o755)
+    (base / "policies.d").mkdir(mode=0o755)
+    yield base / "policies.d"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_unreadable_file_permissions(open_dir):
+    """A file without read permission. Root reads any file, so the check runs
+    in a forked child that drops to nobody (as a user it just runs)."""
+    import contextlib
+    import io
+
+    pdir = open_dir
+    (pdir / "ok.yaml").write_text("policies: [{id: a, action: ALLOW}]\n")
+    main(["check", "--format", "json", str(pdir)])  # warm imports while they can still be read
+    secret = pdir / "secret.yaml"
+    secret.write_text("policies: []\n")
+    secret.chmod(0)
+    (pdir / "ok.yaml").chmod(0o644)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(r)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = main(["check", "--format", "json", str(pdir)])
+            os.write(w, json.dumps({"rc": rc, "out": out.getvalue(), "err": err.getvalue()}).encode())
+        except BaseException as exc:  # report, never run the parent's code in the child
+            os.write(w, json.dumps({"crash": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        result = json.loads(fh.read())
+    os.waitpid(pid, 0)
+    assert "crash" not in result, result
+    assert "Traceback" not in result["out"] + result["err"]
+    assert result["rc"] == 2, result
+    f = only(json.loads(result["out"])["findings"], "io-error", located=False)
+    assert f["file"].endswith("secret.yaml") and "Permission denied" in f["message"]
 
 
 def test_symlink_loop_directory(capsys, pdir):
