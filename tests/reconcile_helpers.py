@@ -63,3 +63,105 @@ def base_policy() -> Policy:
         rule("limit_api", Action.RATE_LIMIT, dst="192.168.1.200/32", proto=Protocol.TCP, dports=((8000, 8099),), rate=1_000_000),
         rule("log_dns", Action.LOG_ONLY, proto=Protocol.UDP, dports=((53, 53),)),
     )
+
+
+# --- files and hosts for kernel tests ------------------------------------------------
+
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import secrets  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def rule_doc(rid: str, action: str = "ALLOW", src: str | None = None, dst: str | None = None, *, proto: str | None = None,
+             dport=None, priority: int | None = None, rate: int | None = None) -> dict:
+    d: dict = {"id": rid, "action": action}
+    if priority is not None:
+        d["priority"] = priority
+    if rate is not None:
+        d["rate_limit_bps"] = rate
+    s: dict = {}
+    if src:
+        s["ip"] = src
+    t: dict = {}
+    if dst:
+        t["ip"] = dst
+    if dport is not None:
+        t["port"] = dport
+    if proto:
+        t["protocol"] = proto
+    if s:
+        d["src"] = s
+    if t:
+        d["dst"] = t
+    return d
+
+
+def write_policy_dir(path: Path, files: dict[str, list[dict]]) -> Path:
+    """A policies.d with one policy-set document per file (JSON is YAML)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.yaml"):
+        old.unlink()
+    for name, rules in files.items():
+        (path / name).write_text(json.dumps({"policies": rules}, indent=1))
+    return path
+
+
+@dataclasses.dataclass
+class Host:
+    """One test's pepc host settings: its own pin root, state and run dirs, instance."""
+
+    config: Config
+    instance: str
+    config_file: Path
+
+    @property
+    def pin_dir(self) -> Path:
+        return Path(self.config.pin_root) / self.instance
+
+    def cli(self, *args: str) -> list[str]:
+        return [*args, "--config", str(self.config_file), "--instance", self.instance]
+
+
+def make_host(tmp: Path, caps: Capacities = SMALL_CAPS, default: Action = Action.ALLOW, interfaces: tuple = ()) -> Host:
+    tag = secrets.token_hex(3)
+    cfg = Config(
+        default_action=default,
+        capacities=caps,
+        pin_root=f"/sys/fs/bpf/pepc-rt-{tag}",
+        state_dir=str(tmp / "state"),
+        run_dir=str(tmp / "run"),
+        interfaces=interfaces,
+    )
+    f = tmp / "pepc.yaml"
+    f.write_text(config_yaml(cfg))
+    return Host(cfg, f"t{tag}", f)
+
+
+def config_yaml(cfg: Config) -> str:
+    c = cfg.capacities
+    return json.dumps(
+        {
+            "default_action": cfg.default_action.name,
+            "pin_root": cfg.pin_root,
+            "state_dir": cfg.state_dir,
+            "run_dir": cfg.run_dir,
+            "interfaces": [{"name": i.name, "mode": i.mode.value} for i in cfg.interfaces],
+            "capacities": {"max_rules": c.max_rules, "max_entries": c.max_entries, "max_masks": c.max_masks, "ring_bytes": c.ring_bytes},
+        }
+    )
+
+
+@contextlib.contextmanager
+def host_env(tmp: Path, **kw):
+    from pepc.reconcile.apply import unload_instance
+
+    h = make_host(tmp, **kw)
+    try:
+        yield h
+    finally:
+        with contextlib.suppress(Exception):
+            unload_instance(h.config, h.instance, wait=30)
+        with contextlib.suppress(OSError):
+            Path(h.config.pin_root).rmdir()

@@ -734,3 +734,56 @@ def _load(planned: Planned, policy: Policy, config: Config, instance: str, log: 
         return 0, new.prog_id, attached, tuple(detached)
     finally:
         new.close()
+
+
+# --- unload ----------------------------------------------------------------------
+
+
+def unload_instance(config: Config, instance: str, wait: float = 0.0) -> tuple[list[tuple[str, str]], list[str]]:
+    """Detach every program of the instance (live, staged or retired pin
+    set) from every interface it runs on, then remove the pins.
+    Returns (detached (ifname, mode), pin directories removed)."""
+    from pepc.kernel import links, pinswap
+    from pepc.kernel.loader import open_instance
+
+    started = time.perf_counter()
+    detached: list[tuple[str, str]] = []
+    removed: list[str] = []
+    with InstanceLock(config.run_dir, check_instance_name(instance), wait):
+        dirs = [
+            pinswap.live_dir(config.pin_root, instance),
+            pinswap.staging_dir(config.pin_root, instance),
+            pinswap.retired_dir(config.pin_root, instance),
+        ]
+        ids = set()
+        for d in dirs:
+            if not d.exists():
+                continue
+            inst = open_instance(d)
+            if inst is not None:
+                ids.add(inst.prog_id)
+                inst.close()
+        for link in links.links_of(ids):
+            if _detach_if_ours(link.ifname, link.prog_id):
+                detached.append((link.ifname, link.mode))
+        for d in dirs:
+            if d.exists():
+                pinswap.remove(d)
+                removed.append(str(d))
+    if detached or removed:
+        try:
+            audit.append(
+                config.state_dir,
+                instance,
+                {
+                    "time": audit.now_iso(),
+                    "instance": instance,
+                    "result": "unloaded",
+                    "interfaces": [i for i, _ in detached],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "map_writes": 0,
+                },
+            )
+        except OSError:
+            pass
+    return detached, removed
