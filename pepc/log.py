@@ -42,6 +42,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def _text_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int)) for x in v):
+        v = ",".join(str(x) for x in v)  # reasons=start,change reads better than a JSON list
     s = v if isinstance(v, str) else json.dumps(v, default=str, separators=(",", ":"), ensure_ascii=False)
     if s == "" or any(c in s for c in ' ="\n\t'):
         return json.dumps(s, ensure_ascii=False)

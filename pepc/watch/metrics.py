@@ -165,7 +165,10 @@ class LiveCollector(Collector):
 def build_registry(
     state: Callable[[], State], live: Callable[[], LiveSnapshot | None] | None
 ) -> tuple[CollectorRegistry, WatchMetrics]:
+    from prometheus_client import disable_created_metrics
     from prometheus_client.process_collector import ProcessCollector
+
+    disable_created_metrics()  # *_created series double the output and say nothing here
 
     # auto_describe off: describing a custom collector would read the maps at registration.
     registry = CollectorRegistry(auto_describe=False)

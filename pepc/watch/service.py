@@ -205,6 +205,12 @@ class WatchService:
         """Call `callback` on the loop thread whenever `fd` is readable (ring buffer epoll fd)."""
         self._selector.register(fd, selectors.EVENT_READ, callback)
 
+    def remove_reader(self, fd: int) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
@@ -334,7 +340,7 @@ class WatchService:
                 last_reasons=tuple(sorted(r.value for r in reasons)),
                 last_writes=outcome.writes if outcome else 0,
                 generation=outcome.generation if outcome and outcome.generation is not None else st.generation,
-                live_digest=live.digest if live is not None else st.live_digest,
+                live_digest=(outcome.details.get("policy_digest") if outcome else None) or (live.digest if live else "") or st.live_digest,
                 next_expiry=expiry.isoformat().replace("+00:00", "Z") if expiry else None,
                 reconciles=st.reconciles + 1,
             )
@@ -348,7 +354,9 @@ class WatchService:
         if errors:
             fields["errors"] = len(errors)
         if result == Result.OK:
-            (LOG.info if outcome and outcome.writes else LOG.debug)("reconciled", fields=fields)
+            # Quiet when nothing happened: a resync that finds no drift is the normal case.
+            notable = (outcome and outcome.writes) or st.result != Result.OK or reasons & {Reason.START, Reason.SIGNAL}
+            (LOG.info if notable else LOG.debug)("reconciled", fields=fields)
         elif result == Result.INVALID:
             LOG.warning(
                 "policy invalid; keeping the last good policy" if self._last_good else "policy invalid; nothing applied",

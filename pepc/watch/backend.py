@@ -1,0 +1,120 @@
+"""The real backend of the watch loop: pepc's loader and `pepc apply`'s code path.
+
+Nothing here reconciles by itself: `apply` is `pepc.reconcile.apply.apply_policy`,
+the function behind `pepc apply`, so a watch reconcile and a manual apply
+are the same operation (same check gate, same lock, same audit trail, same
+crash-safe generation flip).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from typing import Hashable, Sequence
+
+from pepc.config import Config
+from pepc.diagnostics import PolicyError
+from pepc.watch import fs
+from pepc.watch.service import Loaded, Outcome
+
+
+class PepcBackend:
+    def __init__(
+        self,
+        path: str,
+        config_path: str | None,
+        instance: str,
+        iface_names: Sequence[str] | None,
+        *,
+        lock_wait: float = 10.0,
+    ) -> None:
+        from pepc.loader.config import default_config_path
+
+        self.path = path
+        self.explicit_config = config_path
+        # The file watched for changes: --config, else pepc.yaml beside PATH (it may appear later).
+        self.config_file = os.path.abspath(config_path or default_config_path(path))
+        self.instance = instance
+        self.iface_names = list(iface_names) if iface_names else None
+        self.lock_wait = lock_wait
+        self.config: Config = Config()  # the last config that loaded (pins, state dir, interfaces)
+
+    def initial_config(self) -> tuple[Config, PolicyError | None]:
+        from pepc.loader import load_config
+
+        try:
+            self.config = load_config(self.explicit_config, self.path)
+            return self.config, None
+        except PolicyError as err:
+            return self.config, err
+
+    def fingerprint(self) -> Hashable:
+        return fs.fingerprint(os.path.abspath(self.path), self.config_file)
+
+    def load(self) -> Loaded:
+        from pepc.loader import load_config, load_policy
+        from pepc.reconcile.apply import record_refusal
+
+        started = time.perf_counter()
+        config = load_config(self.explicit_config, self.path)
+        try:
+            policy = load_policy(self.path)
+        except PolicyError as err:
+            record_refusal(config, self.instance, err.findings, self.path, started)  # as `pepc apply` does
+            raise
+        return Loaded(policy, config)
+
+    def apply(self, loaded: Loaded, now: datetime) -> Outcome:
+        from pepc.reconcile.apply import apply_policy
+
+        r = apply_policy(
+            loaded.policy,
+            loaded.config,
+            now,
+            instance=self.instance,
+            iface_names=self.iface_names,
+            wait=self.lock_wait,
+            policy_path=self.path,
+        )
+        self.config = loaded.config
+        counts = r.plan.rules.counts()
+        details = {
+            "apply": r.result,
+            "policy_digest": r.plan.policy_digest,
+            "prog_id": r.prog_id,
+            "rules_added": counts.get("added", 0),
+            "rules_changed": counts.get("changed", 0),
+            "rules_removed": counts.get("removed", 0),
+        }
+        if r.plan.load_reason:
+            details["loaded"] = r.plan.load_reason
+        if r.plan.drift is not None and r.plan.drift.found:
+            details["drift_repaired"] = True
+        if r.recovered:
+            details["recovered"] = list(r.recovered)
+        return Outcome(writes=r.writes, generation=r.generation, details=details)
+
+    def unload(self) -> tuple[list, list]:
+        from pepc.reconcile.apply import unload_instance
+
+        return unload_instance(self.config, self.instance, wait=self.lock_wait)
+
+    def pin_dir(self) -> str:
+        from pepc.reconcile.apply import pin_dir
+
+        return str(pin_dir(self.config, self.instance))
+
+    def interfaces(self) -> list[str]:
+        from pepc.reconcile.apply import desired_interfaces
+
+        return [i.name for i in desired_interfaces(self.config, self.iface_names)]
+
+    def status(self) -> dict:
+        from pepc import layout
+        from pepc.commands import status
+
+        st = status.collect(self.config, self.instance)
+        if st.get("loaded"):
+            st["layout_matches_this_pepc"] = st["layout_digest"] == layout.layout_digest(self.config.capacities)
+        return st
