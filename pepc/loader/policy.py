@@ -380,7 +380,7 @@ def _resolve_rule(raw: _RawRule, st: _State, networks: dict, services: dict) -> 
             locs.append((key, marks.loc(p)))
 
     action = parse_action(obj["action"])
-    priority = obj.get("priority", 0)
+    priority = int(obj.get("priority", 0))  # the schema admits 100.0 as an integer
 
     # Protocol: on the rule, on src, on dst; all that are not ANY must agree.
     proto = Protocol.ANY
