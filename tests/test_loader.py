@@ -576,3 +576,12 @@ def test_fast_validation_agrees_with_jsonschema(doc):
 def test_duplicate_keys_do_not_hide_other_errors(tmp_path):
     f = errors(tmp_path, "policies:\n  - id: a\n    id: b\n    action: ALLOW\n    src: {ip: 10.0.0.1/8}\n")
     assert codes(f) == ["duplicate-key", "bad-cidr"]
+
+
+@pytest.mark.parametrize("given, expected", [("policies.d/", "pepc.yaml"), ("policies.d", "pepc.yaml"), (".", "../pepc.yaml"), ("a/b", "a/pepc.yaml")])
+def test_default_config_path(tmp_path, monkeypatch, given, expected):
+    from pepc.loader import default_config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert default_config_path(given) == expected
+    assert default_config_path(tmp_path / "x") == str(tmp_path / "pepc.yaml")

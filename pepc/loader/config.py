@@ -24,8 +24,11 @@ CONFIG_NAME = "pepc.yaml"
 
 
 def default_config_path(policy_dir: str | os.PathLike) -> str:
-    parent = os.path.dirname(os.path.normpath(os.fspath(policy_dir)))
-    return os.path.join(parent, CONFIG_NAME) if parent else CONFIG_NAME
+    """`pepc.yaml` beside the policy directory, shown relative if the
+    directory was given relative (`policies.d/` -> `pepc.yaml`, `.` -> `../pepc.yaml`)."""
+    given = os.fspath(policy_dir)
+    path = os.path.join(os.path.dirname(os.path.abspath(given)), CONFIG_NAME)
+    return path if os.path.isabs(given) else os.path.relpath(path)
 
 
 def load_config(path: str | os.PathLike | None, policy_dir: str | os.PathLike | None = None) -> Config:
