@@ -43,10 +43,16 @@ def empty_contents() -> dict[str, dict[bytes, bytes]]:
     return {name: {} for name in GEN_MAPS}
 
 
+class Normalized(dict):
+    """Contents already normalized (normalize() returns these as they are)."""
+
+
 def normalize(contents: Contents) -> dict[str, dict[bytes, bytes]]:
     """Every generation map present; zero elements of ARRAY maps dropped
     (the kernel cannot tell an unused array element from a zero one)."""
-    out: dict[str, dict[bytes, bytes]] = {}
+    if isinstance(contents, Normalized):
+        return contents
+    out = Normalized()
     for name in GEN_MAPS:
         c = contents.get(name, {})
         out[name] = _nonzero(c) if is_array(name) else dict(c)
@@ -123,7 +129,7 @@ def diff_generation(desired: Contents, live: Contents) -> GenDelta:
 
 def apply_delta(live: Contents, delta: GenDelta) -> dict[str, dict[bytes, bytes]]:
     """`live` after `delta` (for tests and for reasoning about crash states)."""
-    out = normalize(live)
+    out = {k: dict(v) for k, v in normalize(live).items()}
     for m in delta.maps:
         c = out[m.name]
         for k in m.deletes:
@@ -182,23 +188,39 @@ def identity(rule_id: str) -> tuple[bytes, int]:
     return raw[: layout.RULE_ID_LEN], min(len(raw), 0xFFFF)
 
 
-def decode_slots(slots: Mapping[bytes, bytes]) -> dict[int, LiveRule]:
+_SLOT_OFF = layout.SLOT.offsets
+#: The bytes of a slot element that name its rule: id_len and the id.
+_IDENT = slice(_SLOT_OFF["id_len"], layout.SLOT.size)
+_FLAGS = _SLOT_OFF["flags"]
+
+
+_SLOT_STRUCT = None
+
+
+def _slot_struct():
+    global _SLOT_STRUCT
+    if _SLOT_STRUCT is None:
+        from pepc.compiler.pack import compiled
+
+        _SLOT_STRUCT = compiled(layout.SLOT)
+    return _SLOT_STRUCT
+
+
+def decode_slot(key: bytes, value: bytes) -> LiveRule | None:
+    rate, burst, order_key, priority, action, flags, id_len, rid = _slot_struct().unpack_from(value)
+    if not flags & layout.SLOT_FLAG_USED:
+        return None
+    return LiveRule(u32_of(key), rid.rstrip(b"\0"), id_len, action, priority, order_key, rate, burst)
+
+
+def decode_slots(slots: Mapping[bytes, bytes], only: Iterable[bytes] | None = None) -> dict[int, LiveRule]:
+    """Used slots by index (all, or those of the keys in `only`)."""
     out = {}
-    for k, v in slots.items():
-        s = layout.SLOT.unpack(v)
-        if not s["flags"] & layout.SLOT_FLAG_USED:
-            continue
-        slot = u32_of(k)
-        out[slot] = LiveRule(
-            slot=slot,
-            id_bytes=s["id"],
-            id_len=s["id_len"],
-            action=s["action"],
-            priority=s["priority"],
-            order_key=s["order_key"],
-            rate_bps=s["rate_bps"],
-            burst_bytes=s["burst_bytes"],
-        )
+    keys = slots.keys() if only is None else [k for k in only if k in slots]
+    for k in keys:
+        r = decode_slot(k, slots[k])
+        if r is not None:
+            out[r.slot] = r
     return out
 
 
@@ -223,12 +245,23 @@ def gen_info(contents: Contents) -> dict[str, object] | None:
 _RULE_VAL_SLOT = layout.RULE_VAL.offsets["slot"]
 
 
-def entries_by_slot(rules: Mapping[bytes, bytes]) -> dict[int, dict[bytes, bytes]]:
+def slot_of_value(v: bytes) -> int:
+    return int.from_bytes(v[_RULE_VAL_SLOT : _RULE_VAL_SLOT + 4], "little")
+
+
+def entries_by_slot(rules: Mapping[bytes, bytes], keys: Iterable[bytes] | None = None) -> dict[int, dict[bytes, bytes]]:
     out: dict[int, dict[bytes, bytes]] = {}
-    for k, v in rules.items():
-        slot = int.from_bytes(v[_RULE_VAL_SLOT : _RULE_VAL_SLOT + 4], "little")
-        out.setdefault(slot, {})[k] = v
+    items = rules.items() if keys is None else ((k, rules[k]) for k in keys if k in rules)
+    for k, v in items:
+        out.setdefault(slot_of_value(v), {})[k] = v
     return out
+
+
+def entry_counts(rules: Mapping[bytes, bytes]) -> dict[int, int]:
+    from collections import Counter
+
+    s = slice(_RULE_VAL_SLOT, _RULE_VAL_SLOT + 4)
+    return {int.from_bytes(k, "little"): n for k, n in Counter(v[s] for v in rules.values()).items()}
 
 
 def assignments_from_slots(slots: Mapping[bytes, bytes], rule_ids: Iterable[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -291,40 +324,70 @@ def rule_summary(desired: Contents, live: Contents) -> RuleSummary:
     """Rules added, changed (with the fields that change) and removed when
     `live` (one generation) becomes `desired`. Both sides are decoded from
     map contents, so the summary describes exactly what the data plane will
-    do differently."""
-    d_slots = decode_slots(desired.get("pepc_slots", {}))
-    l_slots = decode_slots(live.get("pepc_slots", {}))
-    d_entries = entries_by_slot(desired.get("pepc_rules", {}))
-    l_entries = entries_by_slot(live.get("pepc_rules", {}))
+    do differently. Only slots touched by a difference are decoded: the cost
+    follows the size of the change (plus one pass over the entries)."""
+    d_sl, l_sl = desired.get("pepc_slots", {}), live.get("pepc_slots", {})
+    d_ru, l_ru = desired.get("pepc_rules", {}), live.get("pepc_rules", {})
+    changed_keys = [k for k, v in d_ru.items() if l_ru.get(k) != v] + [k for k in l_ru if k not in d_ru]
+    touched = {k for k, v in d_sl.items() if l_sl.get(k) != v} | {k for k in l_sl if k not in d_sl}
+    for k in changed_keys:
+        for side in (d_ru, l_ru):
+            v = side.get(k)
+            if v is not None:
+                touched.add(u32(slot_of_value(v)))
+    if not touched:
+        return RuleSummary()
+    d_slots = decode_slots(d_sl, touched)
+    l_slots = decode_slots(l_sl, touched)
 
     def ident(r: LiveRule) -> tuple[bytes, int]:
         return (r.id_bytes, r.id_len)
 
+    # a rule may have moved slot: find it on the other side by identity bytes
+    def where(side: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        return {v[_IDENT]: k for k, v in side.items() if v[_FLAGS] & layout.SLOT_FLAG_USED}
+
+    l_where, d_where = where(l_sl), where(d_sl)
     l_by_ident = {ident(r): r for r in l_slots.values()}
-    d_idents = {ident(r) for r in d_slots.values()}
+    for r in list(d_slots.values()):
+        k = l_where.get(d_sl[u32(r.slot)][_IDENT])
+        if k is not None and ident(r) not in l_by_ident:
+            lr = decode_slot(k, l_sl[k])
+            if lr is not None:
+                l_by_ident[ident(lr)] = lr
+    d_by_ident = {ident(r): r for r in d_slots.values()}
+    for r in list(l_slots.values()):
+        k = d_where.get(l_sl[u32(r.slot)][_IDENT])
+        if k is not None and ident(r) not in d_by_ident:
+            dr = decode_slot(k, d_sl[k])
+            if dr is not None:
+                d_by_ident[ident(dr)] = dr
+                d_slots[dr.slot] = dr
+
+    d_count, l_count = entry_counts(d_ru), entry_counts(l_ru)
+    d_changed = entries_by_slot(d_ru, changed_keys)
+    l_changed = entries_by_slot(l_ru, changed_keys)
     added, changed, removed = [], [], []
     for r in sorted(d_slots.values(), key=lambda r: r.id_bytes):
-        de = d_entries.get(r.slot, {})
         old = l_by_ident.get(ident(r))
         if old is None:
-            added.append(RuleChange(r.display_id, "add", entries_after=len(de)))
+            added.append(RuleChange(r.display_id, "add", entries_after=d_count.get(r.slot, 0)))
             continue
-        le = l_entries.get(old.slot, {})
         before, after = old.fields(), r.fields()
         fields = [(f, before[f], after[f]) for f in before if before[f] != after[f]]
-        # The match changed when the keys differ; the value carries rank,
-        # slot and action, whose changes the slot fields already name.
-        if set(de) != set(le):
-            fields.append(("match", f"{len(le)} entries", f"{len(de)} entries (+{len(set(de) - set(le))} -{len(set(le) - set(de))})"))
-        else:
-            strip = lambda v: v[:_RULE_VAL_SLOT]  # noqa: E731 - rank only
-            if any(strip(de[k]) != strip(le[k]) for k in de) and not any(f in ("priority", "order_key") for f, _, _ in fields):
-                fields.append(("rank", "", "specificity order of entries changed"))
+        de, le = d_changed.get(r.slot, {}), l_changed.get(old.slot, {})
+        new_keys = {k for k in de if k not in l_ru or slot_of_value(l_ru[k]) != old.slot}
+        gone_keys = {k for k in le if k not in d_ru or slot_of_value(d_ru[k]) != r.slot}
+        n_before, n_after = l_count.get(old.slot, 0), d_count.get(r.slot, 0)
+        if new_keys or gone_keys:
+            fields.append(("match", f"{n_before} entries", f"{n_after} entries (+{len(new_keys)} -{len(gone_keys)})"))
+        elif (de or le) and not any(f in ("priority", "order_key", "action", "slot") for f, _, _ in fields):
+            fields.append(("rank", "", "specificity order of entries changed"))
         if fields:
-            changed.append(RuleChange(r.display_id, "change", tuple(fields), len(le), len(de)))
+            changed.append(RuleChange(r.display_id, "change", tuple(fields), n_before, n_after))
     for r in sorted(l_slots.values(), key=lambda r: r.id_bytes):
-        if ident(r) not in d_idents:
-            removed.append(RuleChange(r.display_id, "remove", entries_before=len(l_entries.get(r.slot, {}))))
+        if ident(r) not in d_by_ident:
+            removed.append(RuleChange(r.display_id, "remove", entries_before=l_count.get(r.slot, 0)))
     return RuleSummary(tuple(added), tuple(changed), tuple(removed))
 
 
@@ -332,13 +395,15 @@ def slots_to_reset(desired: Contents, active: Contents) -> tuple[int, ...]:
     """Slots whose per-rule state (counters, token bucket, event budget)
     must start from zero: those that get a rule the active generation does
     not hold in that same slot."""
-    d = decode_slots(desired.get("pepc_slots", {}))
-    a = decode_slots(active.get("pepc_slots", {}))
+    d = desired.get("pepc_slots", {})
+    a = active.get("pepc_slots", {})
     out = []
-    for slot, r in d.items():
-        old = a.get(slot)
-        if old is None or (old.id_bytes, old.id_len) != (r.id_bytes, r.id_len):
-            out.append(slot)
+    for k, v in d.items():
+        if not v[_FLAGS] & layout.SLOT_FLAG_USED:
+            continue
+        old = a.get(k)
+        if old is None or not old[_FLAGS] & layout.SLOT_FLAG_USED or old[_IDENT] != v[_IDENT]:
+            out.append(u32_of(k))
     return tuple(sorted(out))
 
 
@@ -382,7 +447,7 @@ def contents_digest(contents: Contents) -> str:
     return policy_digest(c["pepc_masks"], c["pepc_rules"], c["pepc_slots"], default_action, event_cap)
 
 
-def expected_gen_value(contents: Contents) -> bytes | None:
+def expected_gen_value(contents: Contents, digest: str | None = None) -> bytes | None:
     """The `pepc_gen` element that `contents` deserve: counts and digest
     recomputed from the other maps, settings kept."""
     c = normalize(contents)
@@ -395,17 +460,31 @@ def expected_gen_value(contents: Contents) -> bytes | None:
             "default_action": g["default_action_value"],
             "event_cap": g["event_cap"],
             "n_rules": len(c["pepc_slots"]),
-            "policy_digest": bytes.fromhex(contents_digest(c)),
+            "policy_digest": bytes.fromhex(digest or contents_digest(c)),
         }
     )
 
 
-def find_drift(active: Contents, desired: Contents | None = None, desired_digest: str | None = None) -> Drift:
+def find_drift(
+    active: Contents,
+    desired: Contents | None = None,
+    desired_digest: str | None = None,
+    delta_to_desired: GenDelta | None = None,
+) -> Drift:
+    """Whether `active` holds what its stored digest promises.
+
+    When the stored digest is the desired one, the elements that differ
+    from `desired` are the drift itself (`delta_to_desired` may pass that
+    diff in when the caller has it); when they are even equal, the contents
+    are exactly what the compiler hashed and nothing needs hashing."""
+    active = normalize(active)
     g = gen_info(active)
     stored = str(g["policy_digest"]) if g else None
-    actual = contents_digest(active)
-    gen_ok = expected_gen_value(active) == normalize(active)["pepc_gen"].get(u32(0))
     delta = GenDelta()
     if desired is not None and stored is not None and stored == desired_digest:
-        delta = diff_generation(desired, active)
+        delta = delta_to_desired if delta_to_desired is not None else diff_generation(desired, active)
+        if delta.empty:
+            return Drift(digest_ok=True, stored_digest=stored, contents_digest=stored, delta=delta)
+    actual = contents_digest(active)
+    gen_ok = expected_gen_value(active, actual) == active["pepc_gen"].get(u32(0))
     return Drift(digest_ok=(gen_ok and stored == actual), stored_digest=stored, contents_digest=actual, delta=delta)

@@ -51,8 +51,15 @@ def read_ctrl(maps: Mapping[str, Any]) -> tuple[int, str, int]:
 
 
 def _array_nonzero(bm: Any) -> dict[bytes, bytes]:
-    zero = bytes(bm.value_size)
-    return {k: v for k, v in bm.items() if v != zero}
+    from pepc.kernel.bulk import read_nonzero
+
+    return read_nonzero(bm)
+
+
+def _hash_all(bm: Any) -> dict[bytes, bytes]:
+    from pepc.kernel.bulk import read_dict
+
+    return read_dict(bm)
 
 
 def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, bytes]]:
@@ -62,7 +69,7 @@ def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, 
         out["pepc_gen"] = {diff.u32(0): raw_gen}
     out["pepc_masks"] = _array_nonzero(maps[f"pepc_masks_{gen}"])
     out["pepc_slots"] = _array_nonzero(maps[f"pepc_slots_{gen}"])
-    out["pepc_rules"] = dict(maps[f"pepc_rules_{gen}"].items())
+    out["pepc_rules"] = _hash_all(maps[f"pepc_rules_{gen}"])
     return out
 
 

@@ -208,8 +208,9 @@ def make_plan(
         )
 
     a, i = live.active_gen, live.inactive_gen
+    active = diff.normalize(live.gens[a])
     target = diff.diff_generation(desired, live.gens[i])
-    behind = diff.diff_generation(desired, live.gens[a])
+    behind = diff.diff_generation(desired, active)
     flip = not behind.empty
     if not flip and not target.empty:
         notes.append(
@@ -221,14 +222,14 @@ def make_plan(
         layout_digest=layout_digest,
         live=live,
         load_reason=None,
-        rules=diff.rule_summary(desired, live.active),
+        rules=diff.rule_summary(desired, active),
         target_gen=i,
         target=target,
         flip=flip,
         sync_old=behind,
-        resets=diff.slots_to_reset(desired, live.active) if flip else (),
+        resets=diff.slots_to_reset(desired, active) if flip else (),
         carry=(),
-        drift=diff.find_drift(live.active, desired, policy_digest),
+        drift=diff.find_drift(active, desired, policy_digest, behind),
         interfaces=ifaces,
         notes=tuple(notes),
     )
