@@ -77,13 +77,16 @@ step "pepc status --instance $INSTANCE"
 $PEPC status --instance "$INSTANCE"
 
 # One client at a time: SRC -> web01, with what the policy says must happen.
-probe() {  # probe KIND SRC PORT EXPECT  (KIND: tcp | udp | ping)
-  local kind=$1 src=$2 port=$3 expect=$4 got
+drops() {  # the data plane's global drop counter, summed over CPUs
+  $PEPC stats --instance "$INSTANCE" --format json | $PY -c 'import json,sys; print(json.load(sys.stdin)["counters"]["drop"])'
+}
+probe() {  # probe KIND SRC SPORT DPORT EXPECT  (KIND: tcp | udp | ping)
+  local kind=$1 src=$2 sport=$3 dport=$4 expect=$5 got before
   case $kind in
     ping)
       if ip netns exec "$NS" ping -c 2 -i 0.2 -W 1 -I "$src" 203.0.113.10 >/dev/null 2>&1; then got=pass; else got=drop; fi ;;
     tcp)
-      got=$(ip netns exec "$NS" $PY - "$src" "$port" <<'EOF'
+      got=$(ip netns exec "$NS" $PY - "$src" "$dport" <<'EOF'
 import socket, sys
 s = socket.socket(); s.settimeout(1.5); s.bind((sys.argv[1], 0))
 try:
@@ -96,31 +99,33 @@ except OSError:
     print("drop")                      # no answer at all: dropped by XDP
 EOF
 ) ;;
-    udp)
-      ip netns exec "$NS" $PY - "$src" "$port" <<'EOF'
+    udp)  # UDP gets no answer either way: the drop counter tells
+      before=$(drops)
+      ip netns exec "$NS" $PY - "$src" "$sport" "$dport" <<'EOF'
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2]) if sys.argv[1] == "192.0.2.53" else 0))
+s.bind((sys.argv[1], int(sys.argv[2])))
 for _ in range(3):
-    s.sendto(b"x" * 64, ("203.0.113.10", 40000 if sys.argv[1] == "192.0.2.53" else 9999))
+    s.sendto(b"x" * 64, ("203.0.113.10", int(sys.argv[3])))
 EOF
-      got="sent" ;;
+      sleep 0.2
+      if [ "$(drops)" -gt "$before" ]; then got=drop; else got=pass; fi ;;
   esac
-  printf '  %-5s %-14s -> 203.0.113.10:%-5s %-5s (policy: %s)\n' "$kind" "$src" "$port" "$got" "$expect"
-  if [ "$kind" != udp ] && [ "$got" != "$expect" ]; then
+  printf '  %-5s %-14s -> 203.0.113.10:%-5s %-5s (policy: %s)\n' "$kind" "$src" "$dport" "$got" "$expect"
+  if [ "$got" != "$expect" ]; then
     echo "demo: unexpected verdict" >&2; exit 1
   fi
 }
 
 step "real traffic from the namespace"
-probe ping 10.201.0.2    -    pass   # icmp: ping web01 from anywhere
-probe ping 203.0.113.77  -    drop   # block_abuser outranks every allow
-probe tcp  10.201.0.2    80   pass   # web_public (served by the http.server above)
-probe tcp  10.201.0.2    22   drop   # ssh only for admins: default BLOCK
-probe tcp  198.51.100.7  22   pass   # ssh_admins (nothing listens: the host's RST proves it passed)
-probe tcp  10.201.0.2    25   pass   # log_smtp_probes: LOG_ONLY passes and emits an event
-probe udp  192.0.2.53    53   pass   # dns_replies: resolver port 53 -> an ephemeral port
-probe udp  10.201.0.2    0    drop   # any other UDP: default BLOCK
+probe ping 10.201.0.2    -     -     pass   # icmp: ping web01 from anywhere
+probe ping 203.0.113.77  -     -     drop   # block_abuser outranks every allow
+probe tcp  10.201.0.2    0     80    pass   # web_public (served by the http.server above)
+probe tcp  10.201.0.2    0     22    drop   # ssh only for admins: default BLOCK
+probe tcp  198.51.100.7  0     22    pass   # ssh_admins (nothing listens: the host's RST proves it passed)
+probe tcp  10.201.0.2    0     25    pass   # log_smtp_probes: LOG_ONLY passes and emits an event
+probe udp  192.0.2.53    53    40000 pass   # dns_replies: resolver port 53 -> an ephemeral port
+probe udp  10.201.0.2    40001 9999  drop   # any other UDP: default BLOCK
 
 step "pepc stats --instance $INSTANCE"
 $PEPC stats --instance "$INSTANCE"
@@ -133,6 +138,6 @@ $PEPC history --instance "$INSTANCE" --limit 5
 
 step "pepc unload --instance $INSTANCE"
 $PEPC unload --instance "$INSTANCE"
-probe tcp 10.201.0.2 22 pass  # no filter any more: the host answers again
+probe tcp 10.201.0.2 0 22 pass  # no filter any more: the host answers again
 echo
 echo "demo: done"

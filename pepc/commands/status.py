@@ -89,7 +89,7 @@ def _last(last: dict | None, last_any: dict | None) -> dict | None:
 def run(args: argparse.Namespace) -> int:
     config = host_config(args)
     st = collect(config, args.instance)
-    if st["loaded"]:
+    if st["loaded"] and args.config:  # only a given pepc.yaml says which capacities are wanted
         st["layout_matches_this_pepc"] = st["layout_digest"] == layout.layout_digest(config.capacities)
     if args.format == "json":
         print_json(st)
