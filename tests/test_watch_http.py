@@ -5,6 +5,7 @@ path is tests/kernel/test_watch_kernel.py)."""
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -209,3 +210,95 @@ def test_event_rendering():
     assert ev.as_json()["src"] == "10.0.0.1" and ev.as_json()["dport"] == 22
     icmp = Event.from_record({**rec, "proto": 1, "sport": 0, "dport": 0}, None, wall=1_800_000_000.0)
     assert icmp.text().endswith("LOG_ONLY rule=<slot 4> ICMP 10.0.0.1 -> 192.168.1.1 len=74")
+
+
+# --- the directory watch, on a real inotify ----------------------------------------------
+
+
+def test_tree_watch_sees_renames_and_ignores_dotfiles(tmp_path):
+    """Ordering proves absence: a later sentinel event arrives after any
+    event the ignored writes would have caused."""
+    import threading
+
+    from pepc.watch.fs import TreeWatch
+
+    root = tmp_path / "policies.d"
+    root.mkdir()
+    (root / ".git").mkdir()
+    seen: list[str] = []
+    cond = threading.Condition()
+
+    def on_change(path: str) -> None:
+        with cond:
+            seen.append(os.path.relpath(path, root))
+            cond.notify_all()
+
+    def wait_seen(name: str) -> None:
+        with cond:
+            assert cond.wait_for(lambda: name in seen, timeout=20), seen
+
+    tw = TreeWatch(str(root), str(tmp_path / "pepc.yaml"), on_change)
+    tw.start()
+    try:
+        (root / ".git" / "index").write_text("x")
+        (root / ".a.yaml.swp").write_text("x")
+        (root / "notes.txt").write_text("x")
+        (root / "sentinel.yaml").write_text("x")
+        wait_seen("sentinel.yaml")
+        assert not any(p.startswith(".") or p.endswith(".txt") for p in seen), seen
+
+        tmp = root / ".b.yaml.tmp"
+        tmp.write_text("policies: []\n")
+        os.replace(tmp, root / "b.yaml")  # an editor's save
+        wait_seen("b.yaml")
+
+        (root / "sub").mkdir()
+        (root / "sub" / "c.yml").write_text("x")  # a new directory is watched too
+        wait_seen(os.path.join("sub", "c.yml"))
+
+        (tmp_path / "pepc.yaml").write_text("x")  # the host config beside the directory
+        wait_seen(os.path.join("..", "pepc.yaml"))
+
+        # the directory replaced by a new one (a deploy swapping directories): watched again
+        new = tmp_path / "new.d"
+        new.mkdir()
+        os.rename(root, tmp_path / "old.d")
+        os.rename(new, root)
+        wait_seen(".")
+        assert tw.rearm() is False  # already re-armed from the parent's event
+        (root / "d.yaml").write_text("x")
+        wait_seen("d.yaml")
+    finally:
+        tw.stop()
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["watch", "p", "--resync", "0"],
+        ["watch", "p", "--debounce", "-1"],
+        ["watch", "p", "--resync", "soon"],
+        ["watch", "p", "--instance", "../x"],
+        ["watch", "p", "--log-format", "xml"],
+        ["events", "--format", "sarif"],
+    ],
+)
+def test_bad_options_are_usage_errors(argv, capsys):
+    from pepc.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bad_listen_address_is_an_environment_error(tmp_path, capsys):
+    from pepc.cli import main
+
+    (tmp_path / "p").mkdir()
+    rc = main(["watch", str(tmp_path / "p"), "--listen", "nowhere", "--config", str(tmp_path / "missing.yaml")])
+    assert rc == 3
+    assert "bad listen address" in capsys.readouterr().err

@@ -215,7 +215,7 @@ class TreeWatch:
         dest = os.path.abspath(os.fsdecode(getattr(event, "dest_path", "") or "")) if getattr(event, "dest_path", "") else ""
         if self.root in (src, dest):
             self.rearm()
-        self.on_change(src)
+        self.on_change(dest or src)  # a rename into place is about its new name
 
     def stop(self) -> None:
         self.observer.stop()
