@@ -302,3 +302,32 @@ def test_bad_listen_address_is_an_environment_error(tmp_path, capsys):
     rc = main(["watch", str(tmp_path / "p"), "--listen", "nowhere", "--config", str(tmp_path / "missing.yaml")])
     assert rc == 3
     assert "bad listen address" in capsys.readouterr().err
+
+
+def test_a_second_watch_of_one_instance_is_refused(tmp_path):
+    from pepc.commands.watch import _single_watch
+    from pepc.diagnostics import EnvironmentProblem
+
+    fd = _single_watch(str(tmp_path / "run"), "web")
+    try:
+        with pytest.raises(EnvironmentProblem, match=rf"another `pepc watch` runs instance 'web' \(pid {os.getpid()}\)"):
+            _single_watch(str(tmp_path / "run"), "web")
+        os.close(_single_watch(str(tmp_path / "run"), "other"))
+    finally:
+        os.close(fd)
+    os.close(_single_watch(str(tmp_path / "run"), "web"))  # released with its holder
+
+
+def test_healthz_turns_unhealthy_when_a_reconcile_hangs():
+    clock = FakeClock()
+    svc = WatchService(FakeBackend(Policy("d", (rule("a"),))), Scheduler(), clock=clock)
+    assert svc.alive()
+    svc._busy_since = clock.mono  # as if a reconcile started and never returned
+    clock.advance(299)
+    assert svc.alive()
+    clock.advance(2)
+    assert not svc.alive()
+    svc.request_stop()
+    svc._busy_since = None
+    assert not svc.alive()
+    svc.close()

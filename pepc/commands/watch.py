@@ -128,6 +128,31 @@ class _Hooks:
             self.tap = None
 
 
+def _single_watch(run_dir: str, instance: str) -> int:
+    """Refuse a second `pepc watch` of one instance: two loops would fight over the maps."""
+    import fcntl
+
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        fd = os.open(os.path.join(run_dir, f"{instance}.watch.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise EnvironmentProblem(
+            f"cannot create the watch lock in {run_dir}: {err.strerror or err}", "set run_dir in pepc.yaml to a writable directory"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise EnvironmentProblem(
+            f"another `pepc watch` runs instance {instance!r}" + (f" (pid {holder})" if holder else ""),
+            "stop it first, or watch another --instance",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def run(args: argparse.Namespace) -> int:
     from pepc.watch.backend import PepcBackend
     from pepc.watch.fs import TreeWatch
@@ -140,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     pepclog.setup(args.log_format, getattr(logging, args.log_level.upper()))
     backend = PepcBackend(args.path, args.config, args.instance, args.iface)
     config, cfg_err = backend.initial_config()
+    guard = _single_watch(config.run_dir, args.instance)  # held (open) until the process exits
     if cfg_err is not None:
         LOG.warning("pepc.yaml does not load; using defaults until it does", fields={"errors": len(cfg_err.findings)})
     debounce = args.debounce / 1000
@@ -166,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     http = None
     if listen.lower() != "off":
         try:
-            http = HttpServer(listen, Endpoints(registry, svc.state, status, lambda: not svc.stopping))
+            http = HttpServer(listen, Endpoints(registry, svc.state, status, svc.alive))
         except ValueError as err:
             raise EnvironmentProblem(f"bad listen address: {err}", "use HOST:PORT, e.g. 127.0.0.1:9477") from None
         except OSError as err:
@@ -210,4 +236,5 @@ def run(args: argparse.Namespace) -> int:
         if http is not None:
             http.stop()
         svc.close()
+        os.close(guard)
     return code

@@ -167,6 +167,7 @@ class WatchService:
         self._current: Loaded | None = None  # the directory as last read, when valid
         self._current_errors: tuple[dict, ...] | None = None  # ... and why not, when invalid
         self._load_fp: Hashable = None
+        self._busy_since: float | None = None  # monotonic start of the running reconcile
         # Set from signal handlers: plain attribute writes and os.write only
         # (a handler runs on the loop thread, which may hold the lock).
         self._stop_requested = False
@@ -225,6 +226,11 @@ class WatchService:
     @property
     def stopping(self) -> bool:
         return self._stop_requested
+
+    def alive(self, stuck_after: float = 300.0) -> bool:
+        """For /healthz: the loop has not been asked to stop and no reconcile has hung."""
+        busy = self._busy_since
+        return not self._stop_requested and (busy is None or self.clock.monotonic() - busy < stuck_after)
 
     # --- the loop ----------------------------------------------------------
 
@@ -286,6 +292,7 @@ class WatchService:
 
     def reconcile(self, reasons: frozenset[Reason]) -> str:
         t0 = self.clock.monotonic()
+        self._busy_since = t0
         now_wall = self.clock.time()
         now = datetime.fromtimestamp(now_wall, timezone.utc)
         fields: dict[str, Any] = {"reasons": sorted(r.value for r in reasons)}
@@ -344,8 +351,12 @@ class WatchService:
                 next_expiry=expiry.isoformat().replace("+00:00", "Z") if expiry else None,
                 reconciles=st.reconciles + 1,
             )
+        self._busy_since = None
         for obs in self.observers:
-            obs.reconciled(result, reasons, seconds, outcome)
+            try:
+                obs.reconciled(result, reasons, seconds, outcome)
+            except Exception:
+                LOG.error("reconcile observer failed", fields={"error": traceback.format_exc(limit=5)})
 
         fields.update({"result": result, "seconds": round(seconds, 4)})
         if outcome is not None:
@@ -386,6 +397,10 @@ class WatchService:
             except EnvironmentProblem as err:  # e.g. the directory itself is unreadable
                 self._current = None
                 self._current_errors = ({"code": "environment", "severity": "error", "message": err.message, "hint": err.hint},)
+            except Exception as err:  # a bug in pepc must not stop the loop or let a half-read policy through
+                LOG.error("loading the policy failed with an internal error", fields={"error": traceback.format_exc()})
+                self._current = None
+                self._current_errors = ({"code": "internal", "severity": "error", "message": f"internal error: {err!r}"},)
         if self._current is not None:
             return self._current, None
         return self._last_good, self._current_errors
