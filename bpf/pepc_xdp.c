@@ -43,7 +43,23 @@
  * behaves as 2^34.
  */
 #define PEPC_RATE_MAX (1ULL << 34)
+
 #define PEPC_BURST_MAX (1ULL << 62)
+
+/*
+ * The mask prefilter (pepc/bloom.py has the whole story): per generation,
+ * a Bloom filter over the rule-map keys in PEPC_BLOOM_WORDS u64 words, and
+ * at index PEPC_BLOOM_WORDS a marker. The filter is trusted only while the
+ * marker equals the generation's policy digest (first 8 bytes) ^ SCHEME,
+ * so a writer that ignores the filter can make it useless, never wrong.
+ * Keep in step with pepc/bloom.py (SCHEME, K1..K4, words, position()).
+ */
+#define PEPC_BLOOM_SCHEME 0x70657063626C6D01ULL
+#define PEPC_BLOOM_WORDS PEPC_MAX_ENTRIES
+#define PEPC_BLOOM_K1 0x9E3779B97F4A7C15ULL
+#define PEPC_BLOOM_K2 0xC2B2AE3D27D4EB4FULL
+#define PEPC_BLOOM_K3 0x165667B19E3779F9ULL
+#define PEPC_BLOOM_K4 0xD6E8FEB86659FD93ULL
 
 /* 802.1Q / 802.1ad tag; not part of the UAPI headers. */
 struct pepc_vlan_hdr {
@@ -80,7 +96,13 @@ struct pepc_vlan_hdr {
 		__uint(max_entries, PEPC_MAX_RULES);                    \
 		__type(key, __u32);                                     \
 		__type(value, struct pepc_slot);                        \
-	} pepc_slots_##n SEC(".maps");
+	} pepc_slots_##n SEC(".maps");                                  \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, PEPC_BLOOM_WORDS + 1);              \
+		__type(key, __u32);                                     \
+		__type(value, __u64);                                   \
+	} pepc_bloom_##n SEC(".maps");
 
 PEPC_GENERATION_MAPS(0)
 PEPC_GENERATION_MAPS(1)
@@ -167,7 +189,7 @@ struct pepc_pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 has_ports;
-};
+} __attribute__((aligned(8)));
 
 /*
  * Parse the frame into *pkt. Returns 1 when the packet is to be evaluated,
@@ -267,8 +289,10 @@ struct pepc_lookup {
 	struct pepc_pkt pkt;
 	__u32 n_masks;
 	__u64 best_rank; /* ~0: no match yet */
+	__u64 digest; /* first 8 bytes of the generation's policy digest */
 	__u32 slot;
 	__u8 action;
+	__u8 bloom; /* the generation's prefilter is valid */
 };
 
 /*
@@ -276,11 +300,47 @@ struct pepc_lookup {
  * `masks`/`rules` are compile-time constants in each caller below, so the
  * verifier sees one map per call site and can inline the array lookup.
  */
-static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *masks, void *rules)
-{
+/*
+ * The hash key is built a word at a time, not a field at a time: a mask
+ * keeps its field masks and prefix lengths in the key's own order, so
+ * three loads, two ANDs and a shift make the key, and the hash function
+ * reads back whole words it just stored (byte stores followed by a wide
+ * load stall the CPU's store forwarding). The asserts pin down the layout
+ * this relies on; pepc/layout.py is little-endian by contract.
+ */
+union pepc_key {
 	struct pepc_rule_key key;
+	struct {
+		__u64 shape; /* src/dst/sport/dport/proto plen, proto, padding */
+		__u64 addrs; /* src, dst */
+		__u32 ports; /* sport, dport */
+	} w;
+};
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pepc's layout is little-endian");
+_Static_assert(__builtin_offsetof(struct pepc_gen, policy_digest) % 8 == 0, "policy digest is read as a u64");
+_Static_assert(__builtin_offsetof(struct pepc_rule_key, proto_plen) == 4 &&
+		       __builtin_offsetof(struct pepc_rule_key, proto) == 5 &&
+		       __builtin_offsetof(struct pepc_rule_key, src) == 8 &&
+		       __builtin_offsetof(struct pepc_rule_key, dst) == 12 &&
+		       __builtin_offsetof(struct pepc_rule_key, sport) == 16 &&
+		       __builtin_offsetof(struct pepc_rule_key, dport) == 18,
+	       "rule key layout");
+_Static_assert(__builtin_offsetof(struct pepc_mask, dst_mask) == __builtin_offsetof(struct pepc_mask, src_mask) + 4 &&
+		       __builtin_offsetof(struct pepc_mask, src_mask) % 8 == 0 &&
+		       __builtin_offsetof(struct pepc_mask, dport_mask) == __builtin_offsetof(struct pepc_mask, sport_mask) + 2 &&
+		       __builtin_offsetof(struct pepc_mask, src_plen) % 4 == 0 &&
+		       __builtin_offsetof(struct pepc_mask, dst_plen) == __builtin_offsetof(struct pepc_mask, src_plen) + 1 &&
+		       __builtin_offsetof(struct pepc_mask, sport_plen) == __builtin_offsetof(struct pepc_mask, src_plen) + 2 &&
+		       __builtin_offsetof(struct pepc_mask, dport_plen) == __builtin_offsetof(struct pepc_mask, src_plen) + 3,
+	       "mask layout");
+
+static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *masks, void *rules, void *bloom)
+{
 	struct pepc_rule_val *val;
 	struct pepc_mask *m;
+	union pepc_key k;
+	__u64 h, *word;
+	__u32 w;
 
 	m = bpf_map_lookup_elem(masks, &i);
 	/* Masks are sorted by the best rank they hold: once one cannot beat
@@ -290,19 +350,27 @@ static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *m
 	if ((m->sport_plen || m->dport_plen) && !lk->pkt.has_ports)
 		return 0;
 
-	__builtin_memset(&key, 0, sizeof(key)); /* padding is hashed too */
-	key.src_plen = m->src_plen;
-	key.dst_plen = m->dst_plen;
-	key.sport_plen = m->sport_plen;
-	key.dport_plen = m->dport_plen;
-	key.proto_plen = m->proto_plen;
-	key.proto = m->proto_plen ? lk->pkt.proto : 0;
-	key.src = lk->pkt.src & m->src_mask;
-	key.dst = lk->pkt.dst & m->dst_mask;
-	key.sport = lk->pkt.sport & m->sport_mask;
-	key.dport = lk->pkt.dport & m->dport_mask;
+	/* key = the mask's shape + (packet fields & the mask's field masks);
+	 * the key's padding bytes come out zero (they are hashed too) */
+	k.w.shape = *(__u32 *)&m->src_plen | (__u64)m->proto_plen << 32;
+	if (m->proto_plen)
+		k.w.shape |= (__u64)lk->pkt.proto << 40;
+	k.w.addrs = *(__u64 *)&lk->pkt.src & *(__u64 *)&m->src_mask;
+	k.w.ports = *(__u32 *)&lk->pkt.sport & *(__u32 *)&m->sport_mask;
 
-	val = bpf_map_lookup_elem(rules, &key);
+	if (lk->bloom) {
+		/* no bit, no entry: skip the (much dearer) hash-map lookup */
+		h = k.w.shape * PEPC_BLOOM_K1 ^ k.w.addrs * PEPC_BLOOM_K2 ^ (__u64)k.w.ports * PEPC_BLOOM_K3;
+		h ^= h >> 32;
+		h *= PEPC_BLOOM_K4;
+		h ^= h >> 32;
+		w = ((h >> 32) * PEPC_BLOOM_WORDS) >> 32; /* uniform in [0, WORDS) without a division */
+		word = bpf_map_lookup_elem(bloom, &w);
+		if (!word || !(*word & (1ULL << (h & 63))))
+			return 0;
+	}
+
+	val = bpf_map_lookup_elem(rules, &k.key);
 	if (val && val->rank < lk->best_rank) {
 		lk->best_rank = val->rank;
 		lk->slot = val->slot;
@@ -312,21 +380,58 @@ static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *m
 }
 
 /*
- * Why bpf_loop: the verifier checks a bpf_loop callback once, whatever the
- * trip count, so verification stays fast at 128 masks and still works at
- * 1024 or more. An open-coded bounded loop is explored iteration by
- * iteration and runs into the verifier's complexity limit as max_masks
- * grows. Since kernel 5.19 the verifier inlines bpf_loop with a known
- * callback into a plain loop, so the per-mask cost is a direct call.
+ * The walk. The first PEPC_UNROLL masks are unrolled inline: on kernels
+ * with costly returns (retpolines, SRSO "safe RET") a call per mask is a
+ * third of a mask's cost, and most policies have few masks. The rest go
+ * through bpf_loop: the verifier checks a bpf_loop callback once, whatever
+ * the trip count, so verification stays fast at 128 masks and still works
+ * at 1024 or more, where an open-coded loop would be explored iteration by
+ * iteration into the verifier's complexity limit. Since kernel 5.19 the
+ * verifier inlines a bpf_loop call whose callback is fixed into a plain
+ * loop with a direct call per iteration.
  */
+#define PEPC_UNROLL 8
+
 static long lookup_gen0(__u32 i, void *ctx)
 {
-	return lookup_mask(i, ctx, &pepc_masks_0, &pepc_rules_0);
+	return lookup_mask(i + PEPC_UNROLL, ctx, &pepc_masks_0, &pepc_rules_0, &pepc_bloom_0);
 }
 
 static long lookup_gen1(__u32 i, void *ctx)
 {
-	return lookup_mask(i, ctx, &pepc_masks_1, &pepc_rules_1);
+	return lookup_mask(i + PEPC_UNROLL, ctx, &pepc_masks_1, &pepc_rules_1, &pepc_bloom_1);
+}
+
+static __always_inline void walk(struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *more)
+{
+	__u32 at = PEPC_BLOOM_WORDS;
+	__u64 *mark = bpf_map_lookup_elem(bloom, &at);
+
+	lk->bloom = mark && *mark == (lk->digest ^ PEPC_BLOOM_SCHEME);
+#pragma unroll
+	for (__u32 i = 0; i < PEPC_UNROLL; i++) {
+		if (i >= lk->n_masks || lookup_mask(i, lk, masks, rules, bloom))
+			return;
+	}
+	if (lk->n_masks > PEPC_UNROLL)
+		bpf_loop(lk->n_masks - PEPC_UNROLL, more, lk, 0);
+}
+
+/* One function per generation, so that each bpf_loop call site has one
+ * fixed callback: left to itself clang merges `gen ? loop(cb1) :
+ * loop(cb0)` into one call with a selected callback, which the verifier
+ * cannot inline. Each also sees one map per lookup site, so the verifier
+ * inlines the masks array lookups. */
+static __noinline int walk_gen0(struct pepc_lookup *lk)
+{
+	walk(lk, &pepc_masks_0, &pepc_rules_0, &pepc_bloom_0, lookup_gen0);
+	return 0;
+}
+
+static __noinline int walk_gen1(struct pepc_lookup *lk)
+{
+	walk(lk, &pepc_masks_1, &pepc_rules_1, &pepc_bloom_1, lookup_gen1);
+	return 0;
 }
 
 /* ------------------------------------------------------------ rate limit */
@@ -466,10 +571,11 @@ int pepc_xdp(struct xdp_md *ctx)
 
 	n = g->n_masks < PEPC_MAX_MASKS ? g->n_masks : PEPC_MAX_MASKS;
 	lk.n_masks = n;
+	lk.digest = *(__u64 *)g->policy_digest;
 	if (gen)
-		bpf_loop(n, lookup_gen1, &lk, 0);
+		walk_gen1(&lk);
 	else
-		bpf_loop(n, lookup_gen0, &lk, 0);
+		walk_gen0(&lk);
 
 	if (lk.best_rank == ~0ULL) {
 		if (g->default_action == PEPC_ACTION_BLOCK) {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kernel_fixtures import compile_policy, object_for, pinned_instance
-from pepc import layout
+from pepc import bloom, layout
 from pepc.diagnostics import EnvironmentProblem
 from pepc.model import Action, Prefix, Rule
 from kernel_fixtures import LOC
@@ -35,6 +35,9 @@ def test_loaded_maps_equal_layout_maps():
                         m.value.size if m.value else 0,
                         m.entries(caps),
                     )
+            # the mask prefilter: an accelerator outside the policy layout (pepc/bloom.py)
+            for g in (0, 1):
+                expected[f"pepc_bloom_{g}"] = ("ARRAY", 4, 8, bloom.map_entries(caps))
             live = {n: (bm.map_type, bm.key_size, bm.value_size, bm.max_entries) for n, bm in inst.maps.items()}
             assert live == expected
             assert inst.prog_name == "pepc_xdp"
@@ -213,3 +216,52 @@ def test_objbuild_reports_compiler_errors(tmp_path):
     assert "this header is broken" in err.value.message
     assert not (tmp_path / "x.o").exists()
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_bloom_constants_match_the_c_source():
+    import re
+
+    from pepc.resources import BPF_DIR
+
+    src = (BPF_DIR / "pepc_xdp.c").read_text()
+    consts = {m.group(1): int(m.group(2), 16) for m in re.finditer(r"#define PEPC_BLOOM_(\w+) (0x[0-9A-Fa-f]+)ULL", src)}
+    assert consts == {"SCHEME": bloom.SCHEME, "K1": bloom.K1, "K2": bloom.K2, "K3": bloom.K3, "K4": bloom.K4}
+    assert "#define PEPC_BLOOM_WORDS PEPC_MAX_ENTRIES" in src
+
+
+def test_bloom_filter_is_used_exactly_and_only_when_its_marker_is_current():
+    """The kernel computes the same word and bit as pepc.bloom; it skips a
+    lookup when the bit is clear, and ignores a filter whose marker is not
+    the generation's."""
+    from pepc.frames import build_frame
+    from pepc.kernel import dataplane
+    from pepc.kernel.testrun import test_run
+    from pepc.compiler import pack
+
+    _, prog = compile_policy([Rule("blk", Action.BLOCK, LOC, src=(Prefix.parse("10.0.0.7/32"),))], SMALL)
+    frame = build_frame("10.0.0.7", "10.0.0.8")
+    with pinned_instance(SMALL) as inst:
+        dataplane.load_program(inst, prog, gen=0)
+        bm = inst.map("pepc_bloom_0")
+        n = bm.max_entries - 1
+        contents = pack.map_contents(prog)
+        (key,) = contents["pepc_rules"]
+        gen_value = contents["pepc_gen"][dataplane.u32(0)]
+        full = bloom.contents([key], gen_value, n)
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+
+        word, bit = bloom.position(key, n)
+        marker_key = dataplane.u32(n)
+        # only the marker, no bits: the kernel trusts the filter and skips the lookup
+        dataplane.write_bloom(bm, {marker_key: full[marker_key]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        # every bit but the right one: still skipped
+        others = {dataplane.u32(i): (~bit & (2**64 - 1)).to_bytes(8, "little") if i == word else (2**64 - 1).to_bytes(8, "little") for i in range(n)}
+        dataplane.write_bloom(bm, {**others, marker_key: full[marker_key]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        # just the right bit: looked up
+        dataplane.write_bloom(bm, {dataplane.u32(word): bit.to_bytes(8, "little"), marker_key: full[marker_key]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+        # an empty filter whose marker is stale (another policy digest): ignored
+        dataplane.write_bloom(bm, {marker_key: (bloom.marker(bytes(32)) ^ 1).to_bytes(8, "little")})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP

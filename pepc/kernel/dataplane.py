@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from pepc import layout
+from pepc import bloom, layout
 from pepc.compiler import pack
 from pepc.kernel.loader import Instance
 from pepc.program import Program
@@ -50,13 +50,20 @@ def set_active(inst: Instance, gen: int) -> None:
 
 
 def write_generation(inst: Instance, gen: int, program: Program) -> None:
-    """Make generation `gen` hold exactly `program` (full rewrite)."""
+    """Make generation `gen` hold exactly `program` (full rewrite), mask
+    prefilter (pepc.bloom) included when the loaded program has one."""
     if gen not in (0, 1):
         raise ValueError("a generation is 0 or 1")
     contents = pack.map_contents(program)
     masks = inst.map(f"pepc_masks_{gen}")
     rules = inst.map(f"pepc_rules_{gen}")
     slots = inst.map(f"pepc_slots_{gen}")
+    bloom_map = inst.maps.get(f"{bloom.MAP_NAME}_{gen}")
+
+    # invalidate the old prefilter first: until the new one is complete,
+    # the program does plain lookups
+    if bloom_map is not None:
+        bloom_map.update(u32(bloom_map.max_entries - 1), bytes(8))
 
     # masks: rewrite the whole array (n_masks bounds the walk, but stale
     # rows would still be confusing in dumps)
@@ -71,7 +78,21 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
     slot_vals = [contents["pepc_slots"].get(u32(i), bytes(slots.value_size)) for i in range(slots.max_entries)]
     slots.update_batch([u32(i) for i in range(slots.max_entries)], slot_vals)
 
-    inst.map("pepc_gen").update(u32(gen), contents["pepc_gen"][u32(0)])
+    gen_value = contents["pepc_gen"][u32(0)]
+    inst.map("pepc_gen").update(u32(gen), gen_value)
+
+    if bloom_map is not None:
+        write_bloom(bloom_map, bloom.contents(r, gen_value, bloom_map.max_entries - 1))
+
+
+def write_bloom(bloom_map, elements: dict[bytes, bytes]) -> None:
+    """Write a whole prefilter (pepc.bloom.contents): every word, the marker last."""
+    n = bloom_map.max_entries - 1
+    marker_key = u32(n)
+    keys = [u32(i) for i in range(n)]
+    zero = bytes(8)
+    bloom_map.update_batch(keys, [elements.get(k, zero) for k in keys])
+    bloom_map.update(marker_key, elements.get(marker_key, zero))
 
 
 def reset_rule_state(inst: Instance, slots: list[int] | None = None) -> None:
