@@ -265,3 +265,28 @@ def test_git_info(tmp_path):
     assert info is not None and len(info["commit"]) == 40 and info["dirty"] is False
     (tmp_path / "p.yaml").write_text("policies: [] # edited\n")
     assert audit.git_info(str(tmp_path))["dirty"] is True
+
+
+def test_contents_digest_is_the_compilers_policy_digest():
+    for pol in (base_policy(), policy(rule("only")), policy()):
+        p = compile_(pol)
+        assert diff.contents_digest(p.map_contents()) == p.policy_digest
+
+
+def test_a_rule_that_moved_slot_is_changed_not_added_and_removed():
+    from pepc.compiler import Assignments
+
+    old = compile_(base_policy())
+    slots = {s.rule_id: s.slot for s in old.slots}
+    keys = {s.rule_id: s.order_key for s in old.slots}
+    slots["block_bad"] = 100  # as if the live maps had it elsewhere
+    from reconcile_helpers import NOW, config
+    from pepc.compiler import compile_program
+
+    moved = compile_program(base_policy(), config(), NOW, Assignments(slots, keys))
+    s = diff.rule_summary(moved.map_contents(), old.map_contents())
+    assert not s.added and not s.removed
+    (c,) = s.changed
+    assert c.rule_id == "block_bad" and ("slot", old.slot_of("block_bad"), 100) in c.fields
+    # a moved rule gets fresh counters in its new slot
+    assert diff.slots_to_reset(moved.map_contents(), old.map_contents()) == (100,)

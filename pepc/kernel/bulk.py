@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno
 from ctypes import byref, c_uint32
+from typing import Sequence
 
 from pepc.kernel.errors import kernel_error
 from pepc.kernel.libbpf import last_errno, lib
@@ -66,3 +67,51 @@ def read_nonzero(bm) -> dict[bytes, bytes]:
     ks, vs = bm.key_size, bm.value_size
     zero = bytes(vs)
     return {kr[j * ks : (j + 1) * ks]: v for j, v in enumerate(vr[i : i + vs] for i in range(0, n * vs, vs)) if v != zero}
+
+
+class _BatchOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+#: Elements per BPF_MAP_UPDATE_BATCH call: the kernel copies element by
+#: element, so large calls cost nothing extra; this bounds the buffers.
+CHUNK = 65536
+
+
+def write(bm, keys: Sequence[bytes], values: Sequence[bytes], flags: int = 0) -> int:
+    """BPF_MAP_UPDATE_BATCH of `keys`/`values` (values in lookup layout:
+    per-CPU maps take value_buf_size bytes per element). Returns the number
+    of calls. On failure raises KernelError with `applied` = elements
+    written (the first `applied` of `keys`): batch updates are not atomic."""
+    ks, vs = bm.key_size, bm.value_buf_size
+    if len(keys) != len(values):
+        raise ValueError("keys and values differ in length")
+    opts = _BatchOpts(ctypes.sizeof(_BatchOpts), flags, 0)
+    done = calls = 0
+    for start in range(0, len(keys), CHUNK):
+        kb = b"".join(keys[start : start + CHUNK])
+        vb = b"".join(values[start : start + CHUNK])
+        n = len(kb) // ks if ks else 0
+        if len(kb) != n * ks or len(vb) != n * vs or n != min(CHUNK, len(keys) - start):
+            raise ValueError(f"{bm.name}: keys must be {ks} bytes and values {vs} bytes")
+        count = c_uint32(n)
+        rc = lib().bpf_map_update_batch(bm.fd, kb, vb, byref(count), ctypes.addressof(opts))
+        calls += 1
+        if rc < 0:
+            raise kernel_error("batch update", last_errno(rc), what=bm.name, applied=done + count.value)
+        done += count.value
+    return calls
+
+
+def delete(bm, keys: Sequence[bytes]) -> int:
+    """BPF_MAP_DELETE_BATCH; every key must exist. Returns the number of calls."""
+    done = calls = 0
+    for start in range(0, len(keys), CHUNK):
+        kb = b"".join(keys[start : start + CHUNK])
+        count = c_uint32(len(kb) // bm.key_size)
+        rc = lib().bpf_map_delete_batch(bm.fd, kb, byref(count), None)
+        calls += 1
+        if rc < 0:
+            raise kernel_error("batch delete", last_errno(rc), what=bm.name, applied=done + count.value)
+        done += count.value
+    return calls

@@ -160,6 +160,8 @@ class Writer:
             self.log.maybe_abort()
 
     def put(self, name: str, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        from pepc.kernel import bulk
+
         m = self.maps[name]
 
         def do(a: int, b: int) -> int:
@@ -167,27 +169,28 @@ class Writer:
                 for k, v in pairs[a:b]:
                     m.update(k, v)
                 return b - a
-            m.update_batch([k for k, _ in pairs[a:b]], [v for _, v in pairs[a:b]])
-            return 1 + (b - a - 1) // 4096
+            ks, vs = zip(*pairs[a:b])
+            return bulk.write(m, ks, vs)
 
         self._chunked(name, len(pairs), do)
         self.log.maybe_abort()
 
     def put_percpu_zero(self, name: str, keys: Sequence[bytes]) -> None:
+        from pepc.kernel import bulk
+
         m = self.maps[name]
+        zero = bytes(m.value_buf_size)
 
         def do(a: int, b: int) -> int:
             ks = list(keys[a:b])
-            if len(ks) == 1:
-                m.update_percpu(ks[0], m.zero_value())
-                return 1
-            m.update_batch_percpu(ks, [m.zero_value()] * len(ks))
-            return 1 + (len(ks) - 1) // 4096
+            return bulk.write(m, ks, [zero] * len(ks))
 
         self._chunked(name, len(keys), do)
         self.log.maybe_abort()
 
     def delete(self, name: str, keys: Sequence[bytes]) -> None:
+        from pepc.kernel import bulk
+
         m = self.maps[name]
 
         def do(a: int, b: int) -> int:
@@ -196,8 +199,7 @@ class Writer:
                 for k in ks:
                     m.delete(k)
                 return len(ks)
-            m.delete_batch(ks)
-            return 1 + (len(ks) - 1) // 4096
+            return bulk.delete(m, ks)
 
         self._chunked(name, len(keys), do)
         self.log.maybe_abort()
@@ -638,10 +640,14 @@ def _detach_if_ours(ifname: str, prog_id: int) -> bool:
 
 
 def _build_object(program: Program, policy: Policy, workdir: Path) -> Path:
+    """The object for `program`'s layout. The header is rendered for an
+    empty program of that layout: the object depends only on the layout
+    (rules live in maps), and a 100k-rule comment table costs clang seconds."""
     from pepc.codegen import HEADER_NAME, render_header
     from pepc.objbuild import OBJECT_NAME, build_object
 
-    (workdir / HEADER_NAME).write_text(render_header(program, policy), encoding="utf-8")
+    shell = dataclasses.replace(program, masks=(), entries=(), slots=())
+    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(policy.root, ())), encoding="utf-8")
     out = workdir / OBJECT_NAME
     build_object(workdir, out)
     return out
@@ -714,7 +720,7 @@ def _load(planned: Planned, policy: Policy, config: Config, instance: str, log: 
     try:
         t = time.perf_counter()
         writer = Writer(new.maps, log)
-        full = diff.diff_generation(planned.contents, diff.empty_contents())
+        full = plan.target  # on a load: the whole program, as a delta against empty maps
         writer.gen_delta(0, full)
         writer.gen_delta(1, full)
         if reuse:

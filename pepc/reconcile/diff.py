@@ -10,6 +10,7 @@ needs no kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable, Mapping
 
 from pepc import layout
@@ -20,11 +21,12 @@ GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen
 
 Contents = Mapping[str, Mapping[bytes, bytes]]
 
-_U32 = layout.U32_KEY
+_U32 = __import__("struct").Struct("<I")  # layout.U32_KEY, packed fast: this runs per element
+assert _U32.size == layout.U32_KEY.size
 
 
 def u32(v: int) -> bytes:
-    return _U32.pack({"v": v})
+    return _U32.pack(v)
 
 
 def u32_of(key: bytes) -> int:
@@ -35,7 +37,14 @@ def is_array(name: str) -> bool:
     return layout.map_def(name).kind != "HASH"
 
 
-def _nonzero(content: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+def _nonzero(content: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:
+    # One C-level scan for a zero value (all values of a map have one size);
+    # a copy only when there is something to drop.
+    if not content:
+        return content
+    zero = bytes(len(next(iter(content.values()))))
+    if zero not in content.values():
+        return content
     return {k: v for k, v in content.items() if any(v)}
 
 
@@ -55,7 +64,7 @@ def normalize(contents: Contents) -> dict[str, dict[bytes, bytes]]:
     out = Normalized()
     for name in GEN_MAPS:
         c = contents.get(name, {})
-        out[name] = _nonzero(c) if is_array(name) else dict(c)
+        out[name] = _nonzero(c) if is_array(name) else c
     return out
 
 
@@ -107,17 +116,16 @@ class GenDelta:
 
 
 def diff_map(name: str, desired: Mapping[bytes, bytes], live: Mapping[bytes, bytes]) -> MapDelta:
-    writes = []
-    changed = 0
-    for k, v in desired.items():
-        cur = live.get(k)
-        if cur != v:
-            writes.append((k, v))
-            if cur is not None:
-                changed += 1
-    deletes = [k for k in live if k not in desired]
-    writes.sort()
-    deletes.sort()
+    # Set operations on dict views run in C: the cost is one hash lookup per
+    # element, and Python-level work only for the elements that differ.
+    if desired == live:
+        return MapDelta(name)
+    first = itemgetter(0)
+    if not live:
+        return MapDelta(name, tuple(sorted(desired.items(), key=first)), (), 0)
+    writes = sorted(desired.items() - live.items(), key=first)
+    deletes = sorted(live.keys() - desired.keys())
+    changed = sum(1 for k, _ in writes if k in live)
     return MapDelta(name, tuple(writes), tuple(deletes), changed)
 
 
@@ -258,10 +266,21 @@ def entries_by_slot(rules: Mapping[bytes, bytes], keys: Iterable[bytes] | None =
 
 
 def entry_counts(rules: Mapping[bytes, bytes]) -> dict[int, int]:
+    """Entries per slot (C-level: map/itemgetter feed Counter)."""
     from collections import Counter
+    from operator import itemgetter
 
-    s = slice(_RULE_VAL_SLOT, _RULE_VAL_SLOT + 4)
-    return {int.from_bytes(k, "little"): n for k, n in Counter(v[s] for v in rules.values()).items()}
+    got = Counter(map(itemgetter(slice(_RULE_VAL_SLOT, _RULE_VAL_SLOT + 4)), rules.values()))
+    return {int.from_bytes(k, "little"): n for k, n in got.items()}
+
+
+def _identity_bytes(rule_id: str) -> bytes:
+    """The id_len + id bytes of the `pepc_slots` element of `rule_id`."""
+    raw, n = identity(rule_id)
+    return n.to_bytes(2, "little") + raw.ljust(layout.RULE_ID_LEN, b"\0")
+
+
+_ORDER_KEY = slice(_SLOT_OFF["order_key"], _SLOT_OFF["order_key"] + 8)
 
 
 def assignments_from_slots(slots: Mapping[bytes, bytes], rule_ids: Iterable[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -270,16 +289,18 @@ def assignments_from_slots(slots: Mapping[bytes, bytes], rule_ids: Iterable[str]
     Ids longer than layout.RULE_ID_LEN are stored truncated: such an element
     is attributed to a rule of `rule_ids` only when exactly one id has that
     prefix and length; the others simply get new slots."""
-    by_ident: dict[tuple[bytes, int], list[str]] = {}
+    by_ident: dict[bytes, str | None] = {}
     for rid in rule_ids:
-        by_ident.setdefault(identity(rid), []).append(rid)
+        ib = _identity_bytes(rid)
+        by_ident[ib] = None if ib in by_ident else rid  # None: ambiguous
     slot_of: dict[str, int] = {}
     key_of: dict[str, int] = {}
-    for lr in decode_slots(slots).values():
-        cands = by_ident.get((lr.id_bytes, lr.id_len), [])
-        if len(cands) == 1 and cands[0] not in slot_of:
-            slot_of[cands[0]] = lr.slot
-            key_of[cands[0]] = lr.order_key
+    for k, v in slots.items():
+        rid = by_ident.get(v[_IDENT])
+        if rid is None or rid in slot_of or not v[_FLAGS] & layout.SLOT_FLAG_USED:
+            continue
+        slot_of[rid] = u32_of(k)
+        key_of[rid] = int.from_bytes(v[_ORDER_KEY], "little")
     return slot_of, key_of
 
 
@@ -291,15 +312,15 @@ class RuleChange:
     rule_id: str
     kind: str  # "add" | "change" | "remove"
     fields: tuple[tuple[str, object, object], ...] = ()  # (field, before, after)
-    entries_before: int = 0
-    entries_after: int = 0
+    entries_added: int = 0  # map entries the rule gains (all of them for an added rule)
+    entries_removed: int = 0  # map entries it loses (all of them for a removed rule)
 
     def to_json(self) -> dict:
         return {
             "id": self.rule_id,
             "change": self.kind,
             "fields": {f: {"before": a, "after": b} for f, a, b in self.fields},
-            "entries": {"before": self.entries_before, "after": self.entries_after},
+            "entries": {"added": self.entries_added, "removed": self.entries_removed},
         }
 
 
@@ -320,85 +341,107 @@ class RuleSummary:
         return self.added + self.changed + self.removed
 
 
-def rule_summary(desired: Contents, live: Contents) -> RuleSummary:
+def _find_ident(side: Mapping[bytes, bytes], ident_bytes: bytes) -> bytes | None:
+    for k, v in side.items():
+        if v[_IDENT] == ident_bytes and v[_FLAGS] & layout.SLOT_FLAG_USED:
+            return k
+    return None
+
+
+def rule_summary(desired: Contents, live: Contents, delta: GenDelta | None = None) -> RuleSummary:
     """Rules added, changed (with the fields that change) and removed when
     `live` (one generation) becomes `desired`. Both sides are decoded from
     map contents, so the summary describes exactly what the data plane will
-    do differently. Only slots touched by a difference are decoded: the cost
-    follows the size of the change (plus one pass over the entries)."""
+    do differently. Only elements that differ are looked at in Python (the
+    comparisons run in C), so the cost follows the size of the change.
+    `delta` is diff_generation(desired, live) when the caller has it."""
+    from operator import itemgetter
+
     d_sl, l_sl = desired.get("pepc_slots", {}), live.get("pepc_slots", {})
     d_ru, l_ru = desired.get("pepc_rules", {}), live.get("pepc_rules", {})
-    changed_keys = [k for k, v in d_ru.items() if l_ru.get(k) != v] + [k for k in l_ru if k not in d_ru]
-    touched = {k for k, v in d_sl.items() if l_sl.get(k) != v} | {k for k in l_sl if k not in d_sl}
-    for k in changed_keys:
-        for side in (d_ru, l_ru):
-            v = side.get(k)
-            if v is not None:
-                touched.add(u32(slot_of_value(v)))
+    if not l_sl:  # nothing live: every rule is new (the first load)
+        counts = entry_counts(d_ru)
+        rs = sorted(decode_slots(d_sl).values(), key=lambda r: r.id_bytes)
+        return RuleSummary(added=tuple(RuleChange(r.display_id, "add", entries_added=counts.get(r.slot, 0)) for r in rs))
+    slot_bytes = itemgetter(slice(_RULE_VAL_SLOT, _RULE_VAL_SLOT + 4))  # a rule value's slot, as a pepc_slots key
+    if delta is None:
+        delta = diff_generation(desired, live)
+    rd, sd = delta.of("pepc_rules"), delta.of("pepc_slots")
+    new_entries = rd.writes  # (key, value) the data plane gains
+    old_entries = [(k, l_ru[k]) for k, _ in rd.writes if k in l_ru] + [(k, l_ru[k]) for k in rd.deletes]  # and loses
+    touched = {k for k, _ in sd.writes} | set(sd.deletes)
+    touched.update(slot_bytes(v) for _, v in new_entries)
+    touched.update(slot_bytes(v) for _, v in old_entries)
     if not touched:
         return RuleSummary()
     d_slots = decode_slots(d_sl, touched)
     l_slots = decode_slots(l_sl, touched)
+    gained: dict[bytes, set[bytes]] = {}  # slot key -> entry keys
+    lost: dict[bytes, set[bytes]] = {}
+    for k, v in new_entries:
+        gained.setdefault(slot_bytes(v), set()).add(k)
+    for k, v in old_entries:
+        lost.setdefault(slot_bytes(v), set()).add(k)
 
     def ident(r: LiveRule) -> tuple[bytes, int]:
         return (r.id_bytes, r.id_len)
 
-    # a rule may have moved slot: find it on the other side by identity bytes
-    def where(side: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
-        return {v[_IDENT]: k for k, v in side.items() if v[_FLAGS] & layout.SLOT_FLAG_USED}
-
-    l_where, d_where = where(l_sl), where(d_sl)
+    # A rule that moved slot is the same rule: look for it on the other side
+    # (a C-level set of identities first; the slow search only on a hit).
+    l_idents = set(map(itemgetter(_IDENT), l_sl.values()))
+    d_idents = set(map(itemgetter(_IDENT), d_sl.values()))
     l_by_ident = {ident(r): r for r in l_slots.values()}
     for r in list(d_slots.values()):
-        k = l_where.get(d_sl[u32(r.slot)][_IDENT])
-        if k is not None and ident(r) not in l_by_ident:
-            lr = decode_slot(k, l_sl[k])
+        ib = d_sl[u32(r.slot)][_IDENT]
+        if ident(r) not in l_by_ident and ib in l_idents:
+            k = _find_ident(l_sl, ib)
+            lr = decode_slot(k, l_sl[k]) if k is not None else None
             if lr is not None:
                 l_by_ident[ident(lr)] = lr
     d_by_ident = {ident(r): r for r in d_slots.values()}
     for r in list(l_slots.values()):
-        k = d_where.get(l_sl[u32(r.slot)][_IDENT])
-        if k is not None and ident(r) not in d_by_ident:
-            dr = decode_slot(k, d_sl[k])
+        ib = l_sl[u32(r.slot)][_IDENT]
+        if ident(r) not in d_by_ident and ib in d_idents:
+            k = _find_ident(d_sl, ib)
+            dr = decode_slot(k, d_sl[k]) if k is not None else None
             if dr is not None:
                 d_by_ident[ident(dr)] = dr
                 d_slots[dr.slot] = dr
 
-    d_count, l_count = entry_counts(d_ru), entry_counts(l_ru)
-    d_changed = entries_by_slot(d_ru, changed_keys)
-    l_changed = entries_by_slot(l_ru, changed_keys)
     added, changed, removed = [], [], []
+    empty: set[bytes] = set()
     for r in sorted(d_slots.values(), key=lambda r: r.id_bytes):
         old = l_by_ident.get(ident(r))
+        new_keys = gained.get(u32(r.slot), empty)
         if old is None:
-            added.append(RuleChange(r.display_id, "add", entries_after=d_count.get(r.slot, 0)))
+            added.append(RuleChange(r.display_id, "add", entries_added=len(new_keys)))
             continue
+        old_keys = lost.get(u32(old.slot), empty)
         before, after = old.fields(), r.fields()
         fields = [(f, before[f], after[f]) for f in before if before[f] != after[f]]
-        de, le = d_changed.get(r.slot, {}), l_changed.get(old.slot, {})
-        new_keys = {k for k in de if k not in l_ru or slot_of_value(l_ru[k]) != old.slot}
-        gone_keys = {k for k in le if k not in d_ru or slot_of_value(d_ru[k]) != r.slot}
-        n_before, n_after = l_count.get(old.slot, 0), d_count.get(r.slot, 0)
-        if new_keys or gone_keys:
-            fields.append(("match", f"{n_before} entries", f"{n_after} entries (+{len(new_keys)} -{len(gone_keys)})"))
-        elif (de or le) and not any(f in ("priority", "order_key", "action", "slot") for f, _, _ in fields):
+        plus, minus = new_keys - old_keys, old_keys - new_keys  # keys on both sides: only the value changed
+        if plus or minus:
+            fields.append(("match", "", f"+{len(plus)} -{len(minus)} entries"))
+        elif new_keys and not any(f in ("priority", "order_key", "action", "slot") for f, _, _ in fields):
             fields.append(("rank", "", "specificity order of entries changed"))
         if fields:
-            changed.append(RuleChange(r.display_id, "change", tuple(fields), n_before, n_after))
+            changed.append(RuleChange(r.display_id, "change", tuple(fields), len(plus), len(minus)))
     for r in sorted(l_slots.values(), key=lambda r: r.id_bytes):
         if ident(r) not in d_by_ident:
-            removed.append(RuleChange(r.display_id, "remove", entries_before=l_count.get(r.slot, 0)))
+            removed.append(RuleChange(r.display_id, "remove", entries_removed=len(lost.get(u32(r.slot), empty))))
     return RuleSummary(tuple(added), tuple(changed), tuple(removed))
 
 
-def slots_to_reset(desired: Contents, active: Contents) -> tuple[int, ...]:
+def slots_to_reset(desired: Contents, active: Contents, delta: GenDelta | None = None) -> tuple[int, ...]:
     """Slots whose per-rule state (counters, token bucket, event budget)
     must start from zero: those that get a rule the active generation does
-    not hold in that same slot."""
-    d = desired.get("pepc_slots", {})
+    not hold in that same slot. (An unchanged element keeps its rule, so
+    only elements that differ are examined.)"""
     a = active.get("pepc_slots", {})
+    if delta is None:
+        delta = diff_generation(desired, active)
     out = []
-    for k, v in d.items():
+    for k, v in delta.of("pepc_slots").writes:
         if not v[_FLAGS] & layout.SLOT_FLAG_USED:
             continue
         old = a.get(k)
@@ -437,14 +480,25 @@ class Drift:
 
 
 def contents_digest(contents: Contents) -> str:
-    """The policy digest that `contents` deserve (pack.policy_digest)."""
-    from pepc.compiler.pack import policy_digest
+    """The policy digest that `contents` deserve: the byte stream of
+    compiler.pack.policy_digest, fed to sha256 in a few large updates
+    (tests hold the two equal)."""
+    import hashlib
+    import struct
+    from itertools import chain
 
     c = normalize(contents)
     g = gen_info(c)
     default_action = int(g["default_action_value"]) if g else 0
     event_cap = int(g["event_cap"]) if g else 0
-    return policy_digest(c["pepc_masks"], c["pepc_rules"], c["pepc_slots"], default_action, event_cap)
+    h = hashlib.sha256()
+    h.update(b"pepc-policy-digest-v1\0")
+    h.update(struct.pack("<BI", default_action, event_cap))
+    for name in ("pepc_masks", "pepc_rules", "pepc_slots"):
+        content = c[name]
+        h.update(name.encode() + b"\0" + struct.pack("<Q", len(content)))
+        h.update(b"".join(chain.from_iterable(sorted(content.items()))))
+    return h.hexdigest()
 
 
 def expected_gen_value(contents: Contents, digest: str | None = None) -> bytes | None:

@@ -209,8 +209,10 @@ def make_plan(
 
     a, i = live.active_gen, live.inactive_gen
     active = diff.normalize(live.gens[a])
-    target = diff.diff_generation(desired, live.gens[i])
-    behind = diff.diff_generation(desired, active)
+    inactive = diff.normalize(live.gens[i])
+    target = diff.diff_generation(desired, inactive)
+    # after every complete apply both generations are equal: one diff serves both
+    behind = target if all(active[m] == inactive[m] for m in diff.GEN_MAPS) else diff.diff_generation(desired, active)
     flip = not behind.empty
     if not flip and not target.empty:
         notes.append(
@@ -222,12 +224,12 @@ def make_plan(
         layout_digest=layout_digest,
         live=live,
         load_reason=None,
-        rules=diff.rule_summary(desired, active),
+        rules=diff.rule_summary(desired, active, behind),
         target_gen=i,
         target=target,
         flip=flip,
         sync_old=behind,
-        resets=diff.slots_to_reset(desired, active) if flip else (),
+        resets=diff.slots_to_reset(desired, active, behind) if flip else (),
         carry=(),
         drift=diff.find_drift(active, desired, policy_digest, behind),
         interfaces=ifaces,

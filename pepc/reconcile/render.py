@@ -37,13 +37,13 @@ def render_plan(plan: ReconcilePlan, pin_dir: str = "") -> str:
     r = plan.rules
     out.append(f"Rules: {len(r.added)} to add, {len(r.changed)} to change, {len(r.removed)} to remove")
     for c in r.added:
-        out.append(f"  + {c.rule_id}  ({c.entries_after} entries)")
+        out.append(f"  + {c.rule_id}  ({c.entries_added} entries)")
     for c in r.changed:
         out.append(f"  ~ {c.rule_id}")
         for f, a, b in c.fields:
-            out.append(f"      {f}: {a} -> {b}")
+            out.append(f"      {f}: {b}" if a == "" else f"      {f}: {a} -> {b}")
     for c in r.removed:
-        out.append(f"  - {c.rule_id}  ({c.entries_before} entries)")
+        out.append(f"  - {c.rule_id}  ({c.entries_removed} entries)")
     per_map = plan.per_map()
     if per_map:
         out.append("Map elements (write / delete):")
