@@ -37,14 +37,12 @@
 #define NSEC_PER_SEC 1000000000ULL
 
 /*
- * Clamps that keep the token-bucket arithmetic inside u64 without 128-bit
- * math: rate * (ns % 1e9) < 2^34 * 2^30 and burst leaves headroom for
- * tokens + refill. 2^34 bytes/s is ~137 Gbit/s; a larger configured rate
- * behaves as 2^34.
+ * Token-bucket arithmetic stays exact in u64 (no 128-bit math) for rates
+ * and bursts up to 2^40 bytes, the language's cap (README: Decisions);
+ * larger values in a map behave as 2^40.
  */
-#define PEPC_RATE_MAX (1ULL << 34)
-
-#define PEPC_BURST_MAX (1ULL << 62)
+#define PEPC_RATE_MAX (1ULL << 40)
+#define PEPC_BURST_MAX (1ULL << 40)
 
 /*
  * The mask prefilter (pepc/bloom.py has the whole story): per generation,
@@ -436,16 +434,31 @@ static __noinline int walk_gen1(struct pepc_lookup *lk)
 
 /* ------------------------------------------------------------ rate limit */
 
-/* bytes earned in `ns` at `rate` bytes/s, exact in u64 (rate <= 2^34) */
+/*
+ * floor(ns * rate / 1e9) for rate < 2^41, exact in u64: whole seconds
+ * first, then the sub-second part with the rate split at bit 20 so that no
+ * product exceeds 2^51. Callers bound ns so the first product fits.
+ */
 static __always_inline __u64 bytes_in(__u64 ns, __u64 rate)
 {
-	return (ns / NSEC_PER_SEC) * rate + (ns % NSEC_PER_SEC) * rate / NSEC_PER_SEC;
+	__u64 rem = ns % NSEC_PER_SEC;   /* < 2^30 */
+	__u64 q = rem * (rate >> 20);    /* < 2^51 */
+	__u64 low = rem * (rate & 0xfffff); /* < 2^50 */
+
+	return (ns / NSEC_PER_SEC) * rate + ((q / NSEC_PER_SEC) << 20) +
+	       (((q % NSEC_PER_SEC) << 20) + low) / NSEC_PER_SEC;
 }
 
-/* nanoseconds it takes to earn `bytes` (bytes <= what was earned) */
+/*
+ * floor(bytes * 1e9 / rate), the time it takes to earn `bytes`, exact in
+ * u64 for rate < 2^41 and bytes earned within one bucket: 1e9 = 1953125 *
+ * 512, and every intermediate stays below 2^62.
+ */
 static __always_inline __u64 ns_for(__u64 bytes, __u64 rate)
 {
-	return (bytes / rate) * NSEC_PER_SEC + (bytes % rate) * NSEC_PER_SEC / rate;
+	__u64 x = (bytes % rate) * 1953125;   /* < 2^61 */
+
+	return (bytes / rate) * NSEC_PER_SEC + (x / rate) * 512 + (x % rate) * 512 / rate;
 }
 
 /* Returns XDP_PASS when `len` bytes fit the rule's bucket, else XDP_DROP. */

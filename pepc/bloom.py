@@ -77,4 +77,4 @@ def contents(rule_keys: Iterable[bytes], gen_value: bytes, n_words: int) -> dict
         acc[i] = acc.get(i, 0) | bit
     digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
     acc[n] = marker(digest)
-    return {i.to_bytes(4, "little"): v.to_bytes(8, "little") for i, v in sorted(acc.items())}
+    return {i.to_bytes(4, "little"): v.to_bytes(8, "little") for i, v in acc.items()}

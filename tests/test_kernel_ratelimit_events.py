@@ -195,3 +195,27 @@ def test_full_ring_counts_lost_events():
         assert c["events_sent"] + c["events_lost"] == 200 and c["events_suppressed"] == 0
         with EventReader(inst.map("pepc_events")) as reader:
             assert len(reader.drain()) == c["events_sent"]
+
+
+def test_huge_rates_refill_without_overflow():
+    """Rates at and beyond the language's 2^40 B/s cap: the bucket refills
+    in full after a short pause instead of wrapping around to nothing."""
+    from pepc.kernel import dataplane
+    from pepc.kernel.testrun import test_run
+
+    _, prog = compile_policy([rl_rule("huge", 9000, rate=2**40, burst=20 * LEN)], CAPS)
+    slot = prog.slot_of("huge")
+    with pinned_instance(CAPS) as inst:
+        dataplane.load_program(inst, prog)
+        frame = udp_frame(9000)
+        for rate in (2**40, 2**63 + 12345):  # the second only by writing the map directly
+            if rate > 2**40:
+                raw = bytearray(inst.map(f"pepc_slots_{dataplane.active_gen(inst)}").lookup(dataplane.u32(slot)))
+                raw[0:8] = rate.to_bytes(8, "little")
+                inst.map(f"pepc_slots_{dataplane.active_gen(inst)}").update(dataplane.u32(slot), bytes(raw))
+            for _ in range(3):
+                before = passed_and_dropped(inst, slot)[0]
+                test_run(inst.prog_fd, frame, repeat=25)
+                # a full bucket, then at most what 25 runs' worth of time earns
+                assert 20 <= passed_and_dropped(inst, slot)[0] - before <= 25
+                time.sleep(0.01)  # 10 ms at >= 2^40 B/s refills the 2,000-byte bucket many times over

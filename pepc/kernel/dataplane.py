@@ -14,11 +14,12 @@ from pepc.compiler import pack
 from pepc.kernel.loader import Instance
 from pepc.program import Program
 
-_U32 = layout.U32_KEY.pack
+_U32 = struct.Struct("<I").pack  # layout.U32_KEY, without the per-call field lookup
+assert layout.U32_KEY.size == 4
 
 
 def u32(i: int) -> bytes:
-    return _U32({"v": i})
+    return _U32(i)
 
 
 def read_ctrl(inst: Instance) -> dict:
