@@ -167,11 +167,11 @@ class Index:
 
     def __init__(self, program: Program):
         self.program = program
-        contents = pack.map_contents(program)
-        masks = contents["pepc_masks"]
+        u32 = pack.compiled(layout.U32_KEY).pack
+        masks = {u32(i): pack.mask_value(m) for i, m in enumerate(program.masks)}
         rows = []
         for i in range(len(masks)):
-            m = layout.MASK.unpack(masks[layout.U32_KEY.pack({"v": i})])
+            m = pack.mask_fields(masks[u32(i)])
             plens = (m["src_plen"], m["dst_plen"], m["sport_plen"], m["dport_plen"], m["proto_plen"])
             rows.append(
                 _MaskRow(
@@ -180,8 +180,14 @@ class Index:
                 )
             )
         self.masks = tuple(rows)
-        val = pack.compiled(layout.RULE_VAL).unpack
-        self.rules = {k: val(v) for k, v in contents["pepc_rules"].items()}
+        # Keys are the exact bytes the kernel map holds (pack.map_contents
+        # builds them the same way); values are kept decoded.
+        key_pack = pack.compiled(layout.RULE_KEY).pack
+        self.rules = {}
+        for e in program.entries:
+            k, sh = e.key, e.key.shape
+            kb = key_pack(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)
+            self.rules[kb] = (e.rank, e.slot, int(e.action))
         self.slots: dict[int, SlotInfo] = {s.slot: s for s in program.slots}
         self.key_pack = pack.compiled(layout.RULE_KEY).pack
 

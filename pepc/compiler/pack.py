@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from pepc import layout
-from pepc.program import Program, SlotInfo
+from pepc.program import Mask, Program, SlotInfo
 
 _FMT = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "be16": "H", "be32": "I"}
 
@@ -44,6 +44,50 @@ def compiled(s: layout.Struct) -> struct.Struct:
     return packer
 
 
+_MASK_HEAD = struct.Struct("<Q")
+_MASK_TAIL = struct.Struct(">IIHHBBBBB7x")
+
+
+def _check_mask_layout() -> None:
+    # MASK mixes a little-endian rank with big-endian masks: two packers
+    # back to back, valid only while layout.MASK keeps this field order.
+    names = [(f.name, f.ctype, f.count) for f in layout.MASK.fields]
+    assert names == [
+        ("best_rank", "u64", 1), ("src_mask", "be32", 1), ("dst_mask", "be32", 1), ("sport_mask", "be16", 1),
+        ("dport_mask", "be16", 1), ("src_plen", "u8", 1), ("dst_plen", "u8", 1), ("sport_plen", "u8", 1),
+        ("dport_plen", "u8", 1), ("proto_plen", "u8", 1), ("_pad0", "u8", 7),
+    ], "layout.MASK changed: update pepc/compiler/pack.py"
+    assert _MASK_HEAD.size + _MASK_TAIL.size == layout.MASK.size
+
+
+_check_mask_layout()
+
+
+def mask_value(m: Mask) -> bytes:
+    """Mask.value_bytes(), fast."""
+    sh = m.shape
+    src, dst, sp, dp, _ = sh.masks()
+    return _MASK_HEAD.pack(m.best_rank) + _MASK_TAIL.pack(
+        src, dst, sp, dp, sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen
+    )
+
+
+def mask_fields(data: bytes) -> dict[str, int]:
+    """layout.MASK.unpack(data), fast."""
+    (rank,) = _MASK_HEAD.unpack_from(data, 0)
+    src, dst, sp, dp, a, b, c, d, e = _MASK_TAIL.unpack_from(data, _MASK_HEAD.size)
+    return {
+        "best_rank": rank, "src_mask": src, "dst_mask": dst, "sport_mask": sp, "dport_mask": dp,
+        "src_plen": a, "dst_plen": b, "sport_plen": c, "dport_plen": d, "proto_plen": e,
+    }
+
+
+@lru_cache(maxsize=64)
+def layout_digest(caps: layout.Capacities) -> str:
+    """layout.layout_digest, computed once per capacities."""
+    return layout.layout_digest(caps)
+
+
 def rule_key_bytes(shape_fields: tuple[int, int, int, int, int], proto: int, src: int, dst: int, sport: int, dport: int) -> bytes:
     return compiled(layout.RULE_KEY).pack(*shape_fields, proto, src, dst, sport, dport)
 
@@ -61,7 +105,7 @@ def map_contents(program: Program) -> dict[str, dict[bytes, bytes]]:
     u32 = compiled(layout.U32_KEY).pack
     return {
         "pepc_gen": {u32(0): program.gen_value()},
-        "pepc_masks": {u32(i): m.value_bytes() for i, m in enumerate(program.masks)},
+        "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
         "pepc_rules": rules,
         "pepc_slots": slot_values(program.slots),
     }
