@@ -6,14 +6,16 @@ geometry.py and regions.py); witnesses are confirmed by `pepc.semantics`.
 
 Intentional overlaps are acknowledged where they are written:
 
-- `suppress: [code, ...]` on a rule silences findings of those codes that
-  are *on* the rule: shadowed, redundant and never-matches are on the rule
-  they name; conflict, correlation and generalization are on both rules of
-  the pair; unreachable-default is on the catch-all rule that causes it;
-  capacity on the rule the compiler names, if any.
+- `suppress: [code, ...]` on a rule silences the findings of those codes
+  reported at that rule: shadowed, redundant and never-matches at the rule
+  they are about; conflict, correlation and generalization at the rule that
+  loses the overlap (the one whose packets the others take);
+  unreachable-default at the catch-all rule that causes it; capacity at the
+  rule the compiler names, if any.
 - `allow_overlap: [rule-id, ...]` on rule A acknowledges every rule listed
-  (either side may list the other). It silences conflict, correlation and
-  generalization between A and a listed rule, and shadowed/redundant
+  (either side may list the other). It removes the listed rule from A's
+  conflict, correlation and generalization findings and A from the listed
+  rule's (a finding left naming no rule is dropped), and it silences shadowed/redundant
   findings of A (or of the listed rule) when *every* rule named as covering
   it / taking over its packets is acknowledged; a redundancy that involves
   the default action can only be silenced with `suppress: [redundant]`.
@@ -29,13 +31,18 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from pepc.checker.anomalies import Analysis, Raw, checker_codes
+from pepc.checker.anomalies import PAIR_CODES, Analysis, Raw, Suppressions
 from pepc.checker.space import Space, default_key
 from pepc.config import Config
 from pepc.diagnostics import CODES, Finding, PolicyError
-from pepc.model import Policy, Rule
+from pepc.model import Policy
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "CHECKER_CODES"]
+
+#: The codes `analyze` emits (and so can judge suppressions of).
+CHECKER_CODES = frozenset(
+    {"shadowed", "redundant", *PAIR_CODES, "never-matches", "unreachable-default", "capacity", "unused-suppression"}
+)
 
 
 def analyze(
@@ -49,16 +56,17 @@ def analyze(
     """The anomaly findings of `policy` at `now`, sorted.
 
     `capacity=False` skips the compiler run behind the `capacity` check;
-    `naive_index=True` replaces the candidate index by the all-pairs scan
-    (the benchmark's baseline; same results).
+    `naive_index=True` replaces the candidate index by a scan of every
+    atom (the benchmark's all-pairs baseline; same results as long as no
+    finding hits its cap of named rules).
     """
     live = list(policy.live_rules(now))
     space = Space.build(live, naive=naive_index)
-    an = Analysis(space, config.default_action, default_key(config.default_action), policy.root)
+    sup = Suppressions(live)
+    an = Analysis(space, config.default_action, default_key(config.default_action), policy.root, sup)
     raws: list[Raw] = []
     raws += an.never_matches()
     raws += an.coverage()
-    raws += an.pairs()
     raws += an.unreachable_default()
     ran_capacity = False
     if capacity:
@@ -66,7 +74,9 @@ def analyze(
         if found is not None:
             ran_capacity = True
             raws += [Raw(f, on=(f.rule,) if f.rule else ()) for f in found]
-    findings = _suppress(raws, live, ran_capacity)
+    findings = [r.finding for r in raws if not sup.silence(r)]
+    findings += an.pairs()
+    findings += _unused(an, sup, live, ran_capacity)
     findings = [_with_severity(f, config) for f in findings]
     return sorted(findings, key=Finding.sort_key)
 
@@ -89,38 +99,13 @@ def _with_severity(f: Finding, config: Config) -> Finding:
     return f if sev == f.severity else dataclasses.replace(f, severity=sev)
 
 
-def _suppress(raws: list[Raw], live: list[Rule], ran_capacity: bool) -> list[Finding]:
-    by_id = {r.id: r for r in live}
-    used: set[tuple[str, str]] = set()  # (rule id, "code:<c>" | "id:<rule>")
-
-    def acks(a: str, b: str) -> list[tuple[str, str]]:
-        out = []
-        ra, rb = by_id.get(a), by_id.get(b)
-        if ra is not None and b in ra.allow_overlap:
-            out.append((a, "id:" + b))
-        if rb is not None and a in rb.allow_overlap:
-            out.append((b, "id:" + a))
-        return out
-
-    kept: list[Finding] = []
-    for raw in raws:
-        f = raw.finding
-        silencing = [(rid, "code:" + f.code) for rid in raw.on if rid in by_id and f.code in by_id[rid].suppress]
-        if raw.pair is not None:
-            silencing += acks(*raw.pair)
-        elif raw.partners and not raw.via_default and f.rule is not None:
-            per_partner = [acks(f.rule, p) for p in raw.partners]
-            if all(per_partner):
-                silencing += [e for entries in per_partner for e in entries]
-        if silencing:
-            used.update(silencing)
-        else:
-            kept.append(f)
-
-    judged = checker_codes() if ran_capacity else checker_codes() - {"capacity"}
+def _unused(an: Analysis, sup: Suppressions, live: list, ran_capacity: bool) -> list[Finding]:
+    judged = CHECKER_CODES if ran_capacity else CHECKER_CODES - {"capacity"}
+    out: list[Finding] = []
     for rule in live:
+        quiet = "unused-suppression" in rule.suppress
         for code in rule.suppress:
-            if code == "unused-suppression" or (rule.id, "code:" + code) in used:
+            if code == "unused-suppression" or (rule.id, "code:" + code) in sup.used:
                 continue
             if code not in CODES:
                 msg = f"`suppress: [{code}]` on rule `{rule.id}` names no finding code"
@@ -128,15 +113,17 @@ def _suppress(raws: list[Raw], live: list[Rule], ran_capacity: bool) -> list[Fin
                 msg = f"`suppress: [{code}]` on rule `{rule.id}` no longer silences any finding; remove it"
             else:
                 continue  # another stage owns that code
-            if "unused-suppression" not in rule.suppress:
-                kept.append(Finding("unused-suppression", msg, rule.loc_of("suppress"), rule=rule.id))
+            if not quiet:
+                out.append(Finding("unused-suppression", msg, rule.loc_of("suppress"), rule=rule.id))
         for other in rule.allow_overlap:
-            if (rule.id, "id:" + other) in used:
+            if (rule.id, "id:" + other) in sup.used:
                 continue
-            if other not in by_id:
+            if other in sup.by_id and an.acknowledged_pair_exists(rule.id, other):
+                continue  # silences a pair the capped search did not get to
+            if other not in sup.by_id:
                 msg = f"`allow_overlap: [{other}]` on rule `{rule.id}` names no live rule"
             else:
                 msg = f"`allow_overlap: [{other}]` on rule `{rule.id}` no longer silences any finding; remove it"
-            if "unused-suppression" not in rule.suppress:
-                kept.append(Finding("unused-suppression", msg, rule.loc_of("allow_overlap"), rule=rule.id))
-    return kept
+            if not quiet:
+                out.append(Finding("unused-suppression", msg, rule.loc_of("allow_overlap"), rule=rule.id))
+    return out

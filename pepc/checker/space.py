@@ -1,19 +1,18 @@
-"""The live rules as ranked boxes, with their meeting lists.
+"""The live rules as ranked boxes, with an index over them.
 
 Built once per analysis: every atom of every live rule becomes a box
-(geometry.py), gets its integer position in the total order of
-`semantics.rank_key`, and the list of atoms whose boxes meet its own
-(index.py), sorted best first. Everything the anomaly searches need is a
-slice of those lists.
+(geometry.py) and gets its integer position in the total order of
+`semantics.rank_key`. The searches ask the index for the atoms containing
+a point (`stab`) or meeting an atom (`meeting`), and materialize a rank-
+sorted list only when an exact region search needs it.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pepc.checker.geometry import Box, atom_box, contains_point, packet_of
-from pepc.checker.index import meeting_atoms, meeting_atoms_naive
+from pepc.checker.index import BoxIndex, ScanIndex
 from pepc.model import Action, Rule
 from pepc.semantics import Atom, atom_matches, atoms_of, rank_key
 
@@ -43,9 +42,22 @@ class Space:
     items: list[tuple]  # box + (rule index,): the candidates regions.py takes
     arule: list[int]
     arank: list[int]
+    order: list[int]  # atom indices, best first
+    dsts: list[tuple[int, int]]  # per atom (plen, addr) of its destination prefix
+    srcs: list[tuple[int, int]]
     rule_atoms: list[list[int]]  # per rule, its live atoms, best first
     dead_atoms: list[int]  # per rule, how many of its atoms can match nothing
-    meets: list[list[int]]  # per atom, atoms whose boxes meet it, best first
+    index_type: type
+    index: BoxIndex | ScanIndex = field(init=False)
+    _lists: dict = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = self.new_index()
+        for i in range(len(self.boxes)):
+            self.index.add(i)
+
+    def new_index(self) -> BoxIndex | ScanIndex:
+        return self.index_type(self.boxes, self.dsts, self.srcs)
 
     @classmethod
     def build(cls, rules: list[Rule], naive: bool = False) -> "Space":
@@ -70,10 +82,6 @@ class Space:
         arank = [0] * len(atoms)
         for pos, i in enumerate(order):
             arank[i] = pos
-        meets = meeting_atoms_naive(boxes) if naive else meeting_atoms(boxes, dsts, srcs)
-        key = arank.__getitem__
-        for m in meets:
-            m.sort(key=key)
         rule_atoms: list[list[int]] = [[] for _ in rules]
         for i in order:
             rule_atoms[arule[i]].append(i)
@@ -85,38 +93,100 @@ class Space:
             items=[b + (ri,) for b, ri in zip(boxes, arule)],
             arule=arule,
             arank=arank,
+            order=order,
+            dsts=dsts,
+            srcs=srcs,
             rule_atoms=rule_atoms,
             dead_atoms=dead,
-            meets=meets,
+            index_type=ScanIndex if naive else BoxIndex,
         )
 
-    def split(self, a: int) -> tuple[list[int], list[int]]:
-        """Atoms meeting atom a ranked before it, and ranked after it."""
-        m = self.meets[a]
-        s = bisect_left(m, self.arank[a], key=self.arank.__getitem__)
-        return m[:s], m[s:]
+    # --- queries --------------------------------------------------------------
+
+    def meeting(self, a: int):
+        """Atoms meeting atom a (a itself included)."""
+        return self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a])
+
+    def meeting_both(self, x: int, y: int, box: Box):
+        """Atoms meeting `box`, the intersection of atoms x and y."""
+        dst = self.dsts[x] if self.dsts[x][0] >= self.dsts[y][0] else self.dsts[y]
+        src = self.srcs[x] if self.srcs[x][0] >= self.srcs[y][0] else self.srcs[y]
+        return self.index.meeting(box, dst, src)
+
+    def better(self, a: int) -> list[tuple]:
+        """The atoms meeting atom a ranked before it (any rule), best first:
+        where one of them matches, a does not decide."""
+        key = ("b", a)
+        got = self._lists.get(key)
+        if got is None:
+            ra, arank, items = self.arank[a], self.arank, self.items
+            got = [items[j] for j in sorted(self.meeting(a), key=arank.__getitem__) if arank[j] < ra]
+            self._lists[key] = got
+        return got
+
+    def worse(self, a: int) -> list[tuple]:
+        """Other rules' atoms meeting atom a ranked after it, best first."""
+        key = ("w", a)
+        got = self._lists.get(key)
+        if got is None:
+            ra, ri, arank, arule, items = self.arank[a], self.arule[a], self.arank, self.arule, self.items
+            got = [
+                items[j] for j in sorted(self.meeting(a), key=arank.__getitem__) if arank[j] > ra and arule[j] != ri
+            ]
+            self._lists[key] = got
+        return got
+
+    def decide(self, point: tuple, ri: int) -> tuple[int, int | None]:
+        """At a point: the winning atom, and the first atom of another rule
+        than `ri` (None: no other rule matches)."""
+        arank, arule = self.arank, self.arule
+        best = nxt = None
+        br = nr = 1 << 62
+        for j in self.index.stab(point):
+            r = arank[j]
+            if r < br:
+                best, br = j, r
+            if r < nr and arule[j] != ri:
+                nxt, nr = j, r
+        return best, nxt  # type: ignore[return-value]
+
+    def winner(self, point: tuple) -> int | None:
+        best, br = None, 1 << 62
+        for j in self.index.stab(point):
+            if self.arank[j] < br:
+                best, br = j, self.arank[j]
+        return best
 
     # --- witnesses, checked against pepc.semantics ------------------------
 
-    def first_match(self, point: tuple, candidates, skip_rule: int = -1) -> int | None:
-        """The atom that wins `point` among `candidates` by the semantics
-        (atom_matches and rank_key), ignoring rule `skip_rule`.
+    def first_match(
+        self, point: tuple, skip_rule: int = -1, only_rule: int = -1, also: tuple[int, ...] = ()
+    ) -> int | None:
+        """The atom that wins `point` by the semantics (atom_matches and
+        rank_key), ignoring rule `skip_rule` / only among `only_rule`.
 
-        The candidates come from the geometry; the decision does not: a
-        witness is only reported when the semantics confirm it.
+        The candidates come from the index; the decision does not: a witness
+        is only reported when the semantics confirm it, and a box that
+        disagrees with atom_matches is a bug.
         """
         pkt = packet_of(point)
         best, best_key = None, None
-        for j in candidates:
-            if self.arule[j] == skip_rule:
+        found = set(self.index.stab(point))
+        for j in self.rule_candidates(found, also):
+            if self.arule[j] == skip_rule or (only_rule >= 0 and self.arule[j] != only_rule):
                 continue
             atom = self.atoms[j]
-            if atom_matches(atom, pkt):
-                if not contains_point(self.boxes[j], point):
-                    raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
+            matches = atom_matches(atom, pkt)
+            if matches != contains_point(self.boxes[j], point) or matches != (j in found):
+                raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
+            if matches:
                 k = rank_key(atom)
                 if best_key is None or k < best_key:
                     best, best_key = j, k
-            elif contains_point(self.boxes[j], point):
-                raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
         return best
+
+    def rule_candidates(self, found: set[int], also: tuple[int, ...]) -> list[int]:
+        # the stabbed atoms, plus every atom of the rules involved, so that
+        # a box missing from the index would show up as a disagreement
+        rules = {self.arule[j] for j in found} | set(also)
+        return sorted(found | {j for r in rules for j in self.rule_atoms[r]})
