@@ -1,0 +1,204 @@
+"""Generated files: snapshots, the C compilers' view of the header, and
+policy text that tries to escape the header's comments."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+from compile_helpers import NOW
+from pepc import layout
+from pepc.codegen import c_comment_text, render_header
+from pepc.compiler import compile_program
+from pepc.loader import load_config, load_policy
+from pepc.plan import plan_json
+from pepc.program import Program
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compile"
+CASES = {
+    "examples": ROOT / "policies.d",
+    "ranges": FIXTURES / "ranges" / "policies.d",
+    "priorities": FIXTURES / "priorities" / "policies.d",
+    "hostile": FIXTURES / "hostile" / "policies.d",
+}
+CLANG = shutil.which("clang")
+needs_clang = pytest.mark.skipif(CLANG is None, reason="clang is not installed (make setup installs it)")
+
+
+class HeaderSnapshot(SingleFileSnapshotExtension):
+    _write_mode = WriteMode.TEXT
+    file_extension = "h"
+
+
+class JsonSnapshot(SingleFileSnapshotExtension):
+    _write_mode = WriteMode.TEXT
+    file_extension = "json"
+
+
+def build(path: Path):
+    policy = load_policy(path)
+    config = load_config(None, path)
+    return policy, compile_program(policy, config, NOW)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_header_snapshot(case, snapshot):
+    policy, program = build(CASES[case])
+    assert render_header(program, policy) == snapshot(extension_class=HeaderSnapshot)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_plan_snapshot(case, snapshot):
+    policy, program = build(CASES[case])
+    assert plan_json(program, policy) == snapshot(extension_class=JsonSnapshot)
+
+
+def test_outputs_do_not_depend_on_how_the_directory_is_named(tmp_path, monkeypatch):
+    src = CASES["examples"]
+    policy_a, program_a = build(src)
+    copy = tmp_path / "elsewhere" / "policies.d"
+    shutil.copytree(src, copy)
+    shutil.copy(ROOT / "pepc.yaml", copy.parent / "pepc.yaml")
+    monkeypatch.chdir(tmp_path)
+    policy_b, program_b = build(Path("elsewhere/policies.d"))  # relative this time
+    assert render_header(program_a, policy_a) == render_header(program_b, policy_b)
+    assert plan_json(program_a, policy_a) == plan_json(program_b, policy_b)
+
+
+# --- the compilers' view -------------------------------------------------------------
+
+
+def _include_flags() -> list[str]:
+    import platform
+
+    triple = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine(), "")
+    return [f"-I/usr/include/{triple}"] if triple else []
+
+
+def _write_header(tmp: Path, program: Program, policy) -> Path:
+    (tmp / "pepc_policy.h").write_text(render_header(program, policy))
+    return tmp
+
+
+@needs_clang
+@pytest.mark.parametrize("case", ["examples", "hostile"])
+def test_header_compiles_for_bpf(case, tmp_path):
+    policy, program = build(CASES[case])
+    _write_header(tmp_path, program, policy)
+    (tmp_path / "t.c").write_text(
+        '#include "pepc_policy.h"\n'
+        "#if defined(pwned)\n#error policy text defined a macro\n#endif\n"
+        "static const unsigned char digest[16] = PEPC_LAYOUT_DIGEST_BYTES;\n"
+        "struct pepc_rule_key k; struct pepc_rule_val v; struct pepc_mask m; struct pepc_slot s;\n"
+        "struct pepc_rl_state rl; struct pepc_event ev; struct pepc_gen g; struct pepc_ctrl c;\n"
+        "int counters = PEPC_CNT__MAX + PEPC_DEFAULT_ACTION + PEPC_MAX_RULES + PEPC_MAX_ENTRIES + PEPC_MAX_MASKS\n"
+        "  + PEPC_RING_BYTES + PEPC_RULE_ID_LEN + PEPC_SLOT_FLAG_USED + PEPC_RANK_PRIO_SHIFT + PEPC_RANK_SPEC_SHIFT;\n"
+        "const char *ld = PEPC_LAYOUT_DIGEST;\n"
+        "int f(void) { return digest[0]; }\n"
+    )
+    r = subprocess.run(
+        [CLANG, "-O2", "-target", "bpf", "-Wall", "-Werror", "-Wno-unused-variable", "-trigraphs", *_include_flags(),
+         "-c", "t.c", "-o", "t.o"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def _host_compilers() -> list[str]:
+    return [c for c in ("gcc", "clang") if shutil.which(c)]
+
+
+@pytest.mark.parametrize("compiler", _host_compilers() or [pytest.param("cc", marks=pytest.mark.skip(reason="no C compiler"))])
+def test_host_compiler_layout_equals_plan_and_layout_py(compiler, tmp_path):
+    """A host C program prints sizeof/offsetof of every struct field as the
+    compiler laid it out; that must be what plan.json says pepc packs."""
+    policy, program = build(CASES["examples"])
+    plan = json.loads(plan_json(program, policy))
+    structs = plan["layout"]["structs"]
+    lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "pepc_policy.h"', "int main(void) {"]
+    for name, desc in sorted(structs.items()):
+        lines.append(f'  printf("{name} size %zu\\n", sizeof(struct {name}));')
+        for fname, *_ in desc["fields"]:
+            lines.append(f'  printf("{name} {fname} %zu\\n", offsetof(struct {name}, {fname}));')
+    lines += ["  return 0;", "}"]
+    _write_header(tmp_path, program, policy)
+    (tmp_path / "p.c").write_text("\n".join(lines) + "\n")
+    r = subprocess.run([compiler, "-std=c11", "-Wall", "-Werror", "p.c", "-o", "p"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run([str(tmp_path / "p")], capture_output=True, text=True, check=True).stdout.split("\n")
+    seen = {}
+    for line in filter(None, out):
+        name, what, value = line.split()
+        seen[(name, what)] = int(value)
+    for s in layout.STRUCTS:
+        assert seen[(s.name, "size")] == s.size == structs[s.name]["size"]
+        for fname, _, _, off in structs[s.name]["fields"]:
+            assert seen[(s.name, fname)] == s.offsets[fname] == off
+
+
+def test_plan_bytes_are_the_named_fields_packed():
+    policy, program = build(CASES["ranges"])
+    plan = json.loads(plan_json(program, policy))
+    assert plan["layout_digest"] == layout.layout_digest(program.caps)
+    for name, rows in plan["maps"].items():
+        mdef = layout.map_def(name)
+        for row in rows:
+            key = dict(row["key"])
+            value = {k: (bytes.fromhex(v) if k in ("policy_digest",) else v) for k, v in row["value"].items()}
+            if "id" in value:
+                value["id"] = value["id"].encode()
+            assert mdef.key.pack(key).hex() == row["key_hex"]
+            assert mdef.value.pack(value).hex() == row["value_hex"]
+    assert plan["usage"]["entries"] == {"used": len(program.entries), "max": program.caps.max_entries}
+    assert plan["policy_digest"] == program.policy_digest
+
+
+# --- hostile text ---------------------------------------------------------------------
+
+HOSTILE = ["*/", "/*", "//", "\\", "\n", "\r", "\0", "??/", "??=", "é", "\u2028", "%", "#define x 1", '"', "'"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_comment_text_is_inert(text):
+    out = c_comment_text(f"a{text}b")
+    assert out.isascii() and out.isprintable()
+    for bad in ("*/", "/*", "\\", "??", "\n"):
+        assert bad not in out
+
+
+@needs_clang
+def test_hostile_file_names_cannot_escape(tmp_path):
+    """A directory named `x*` makes the relative path `x*/f.yaml`: a `*/`."""
+    d = tmp_path / "policies.d" / "x*"
+    d.mkdir(parents=True)
+    (d / "f #define pwned.yaml").write_text("policies:\n  - id: ok\n    action: BLOCK\n    src: {ip: 10.0.0.1}\n")
+    policy = load_policy(tmp_path / "policies.d")
+    program = compile_program(policy, load_config(None, tmp_path / "policies.d"), NOW)
+    header = render_header(program, policy)
+    assert "x%2A/f #define pwned.yaml:2" in header
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pepc_policy.h").write_text(header)
+    (out / "t.c").write_text('#include "pepc_policy.h"\n#ifdef pwned\n#error injected\n#endif\nint x;\n')
+    r = subprocess.run([CLANG, "-target", "bpf", *_include_flags(), "-Werror", "-c", "t.c", "-o", "t.o"], cwd=out, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_hostile_ids_are_escaped_in_the_header():
+    policy, program = build(CASES["hostile"])
+    header = render_header(program, policy)
+    body = header.split("Rules of this plan")[1]
+    assert "%2A/ #define pwned 1 /%2A" in body
+    assert "line%0Abreak%0A#define pwned 2" in body
+    assert "nul%00byte" in body and "tri%3F%3F/graph" in body
+    # every line of the table is a comment line
+    table = body.split("*/")[0].splitlines()[1:]
+    assert all(line.startswith(" *") for line in table if line.strip())
+    # and the long id is there in full (the slot map truncates at 64 bytes, the comment does not)
+    assert "long-0123456789012345678901234567890123456789012345678901234567890123456789-%C3%BC" in body
