@@ -290,3 +290,68 @@ def test_a_rule_that_moved_slot_is_changed_not_added_and_removed():
     assert c.rule_id == "block_bad" and ("slot", old.slot_of("block_bad"), 100) in c.fields
     # a moved rule gets fresh counters in its new slot
     assert diff.slots_to_reset(moved.map_contents(), old.map_contents()) == (100,)
+
+
+# --- crash safety of the plan, against a model of the kernel maps -------------------
+
+_prefixes = st.sampled_from(["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "192.168.0.0/16", "192.168.1.0/24", "0.0.0.0/0"])
+_rule_specs = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.sampled_from([Action.ALLOW, Action.BLOCK]), _prefixes, _prefixes,
+              st.sampled_from([0, 10, 100])),
+    max_size=6,
+    unique_by=lambda t: t[0],
+)
+
+
+def _policy_of(specs):
+    return policy(*[rule(rid, act, src=s, dst=d, priority=p) for rid, act, s, d, p in specs])
+
+
+def _ops(plan):
+    """The element writes apply makes, in its order (reconcile.apply.Writer):
+    generation I (deletes, then writes, map by map), the flip, generation A."""
+
+    def gen_ops(gen, delta):
+        out = []
+        for m in delta.maps:
+            out += [(gen, m.name, k, None) for k in m.deletes] + [(gen, m.name, k, v) for k, v in m.writes]
+        return out
+
+    ops = gen_ops(plan.target_gen, plan.target)
+    if plan.flip:
+        ops += [("flip", plan.target_gen)] + gen_ops(1 - plan.target_gen, plan.sync_old)
+    return ops
+
+
+def _run(state, ops):
+    gens, active = [{k: dict(v) for k, v in g.items()} for g in state[0]], state[1]
+    for op in ops:
+        if op[0] == "flip":
+            active = op[1]
+            continue
+        gen, name, k, v = op
+        if v is None:
+            gens[gen][name].pop(k, None)
+        else:
+            gens[gen][name][k] = v
+    return gens, active
+
+
+@given(old=_rule_specs, new=_rule_specs, cut=st.integers(min_value=0, max_value=400), start=st.integers(0, 1))
+def test_any_crash_point_leaves_old_or_new_and_the_next_plan_converges(old, new, cut, start):
+    p_old = compile_(_policy_of(old))
+    p_new = compile_(_policy_of(new), previous=p_old)
+    c_old, c_new = diff.normalize(p_old.map_contents()), diff.normalize(p_new.map_contents())
+    state = ([diff.normalize(p_old.map_contents()), diff.normalize(p_old.map_contents())], start)
+    plan = make_plan("t", c_new, p_new.policy_digest, p_new.layout_digest, live_of(state[0][0], state[0][1], active=start, layout_digest=p_new.layout_digest))
+    ops = _ops(plan)
+    assert sum(1 for o in ops if o[0] != "flip") + (1 if plan.flip else 0) == plan.map_writes - 3 * len(plan.resets)
+    gens, active = _run(state, ops[: min(cut, len(ops))])
+    assert diff.normalize(gens[active]) in (c_old, c_new)  # never a mix
+    # the next apply finishes the job
+    plan2 = make_plan("t", c_new, p_new.policy_digest, p_new.layout_digest, live_of(gens[0], gens[1], active=active, layout_digest=p_new.layout_digest))
+    gens, active = _run((gens, active), _ops(plan2))
+    assert diff.normalize(gens[0]) == c_new and diff.normalize(gens[1]) == c_new
+    # and then there is nothing left to do
+    plan3 = make_plan("t", c_new, p_new.policy_digest, p_new.layout_digest, live_of(gens[0], gens[1], active=active, layout_digest=p_new.layout_digest))
+    assert not plan3.changes_pending and plan3.map_writes == 0
