@@ -88,6 +88,11 @@ def parse_packet(text: str) -> Packet:
         raise PacketSyntaxError(f"unknown protocol {word!r}: expected tcp, udp, icmp or `proto N`", col)
     rest = toks[i:]
     if len(rest) < 3 or rest[1][0] != ">":
+        for tok, tcol in rest:
+            if tok in ("->", "=>", "-->"):
+                raise PacketSyntaxError(f"write `>` between source and destination, not `{tok}`", tcol)
+            if ">" in tok and tok != ">":
+                raise PacketSyntaxError("expected `SOURCE > DESTINATION`: put spaces around `>`", tcol + tok.index(">"))
         where = rest[1][1] if len(rest) > 1 else (rest[0][1] + len(rest[0][0]) if rest else len(text) + 1)
         raise PacketSyntaxError("expected `SOURCE > DESTINATION` (with spaces around `>`)", where)
     length, frag = 64, False

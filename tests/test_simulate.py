@@ -1,0 +1,194 @@
+"""`pepc simulate`: packet syntax, evaluation over the compiled program,
+--explain, output formats and located errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from compile_helpers import NOW, Action, Protocol, policy, rule
+from conftest import ROOT
+from pepc.cli import main
+from pepc.compiler import compile_program
+from pepc.config import Config
+from pepc.semantics import Packet
+from pepc.simulate import PacketSyntaxError, evaluate, explain, parse_packet, parse_packet_lines
+
+T = "--now=2026-11-23T00:00:00Z"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+# --- syntax ---------------------------------------------------------------------------
+
+
+def test_packet_forms():
+    p = parse_packet("tcp 10.0.0.1:1234 > 192.168.1.100:80")
+    assert (p.proto, p.src, p.sport, p.dst, p.dport, p.has_ports, p.fragment, p.length) == (
+        6, 0x0A000001, 1234, 0xC0A80164, 80, True, False, 64,
+    )
+    assert parse_packet("UDP 1.2.3.4:53 > 5.6.7.8:5353 len=1500").length == 1500
+    icmp = parse_packet("icmp 1.2.3.4 > 5.6.7.8")
+    assert icmp.proto == 1 and not icmp.has_ports
+    gre = parse_packet("proto 47 1.2.3.4 > 5.6.7.8")
+    assert gre.proto == 47 and parse_packet("proto47 1.2.3.4 > 5.6.7.8") == gre
+    frag = parse_packet("tcp 1.2.3.4 > 5.6.7.8 frag")
+    assert frag.fragment and not frag.has_ports
+    assert not parse_packet("tcp 1.2.3.4:1 > 5.6.7.8:2 frag").has_ports  # written ports are not read
+    assert parse_packet("proto 6 1.2.3.4:1 > 5.6.7.8:2").has_ports
+
+
+@given(
+    st.sampled_from([6, 17, 1, 47, 0, 255]),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 65535),
+    st.integers(0, 65535),
+    st.booleans(),
+    st.integers(1, 65535),
+)
+def test_str_of_a_packet_parses_back(proto, src, dst, sport, dport, frag, length):
+    ports = proto in (6, 17) and not frag
+    pkt = Packet(src, dst, proto, sport if ports else 0, dport if ports else 0, ports, frag and proto in (6, 17), length)
+    assert parse_packet(str(pkt)) == pkt
+
+
+@pytest.mark.parametrize(
+    "text, column, words",
+    [
+        ("", 1, "empty"),
+        ("sctp 1.2.3.4 > 5.6.7.8", 1, "unknown protocol"),
+        ("tcp 1.2.3.4 > 5.6.7.8:80", 5, "ADDRESS:PORT"),
+        ("tcp 1.2.3.4:80 > 5.6.7.8", 18, "ADDRESS:PORT"),
+        ("icmp 1.2.3.4:7 > 5.6.7.8", 6, "no ports"),
+        ("tcp 1.2.3.4:65536 > 5.6.7.8:1", 13, "0-65535"),
+        ("tcp 1.2.3.400:1 > 5.6.7.8:1", 5, "IPv4"),
+        ("tcp 1.2.3.4:1 -> 5.6.7.8:1", 15, "not `->`"),
+        ("tcp 1.2.3.4:1>5.6.7.8:1", 14, "spaces around"),
+        ("tcp 1.2.3.4:1 >5.6.7.8:1", 15, "spaces around"),
+        ("tcp 1.2.3.4:1", 14, "SOURCE > DESTINATION"),
+        ("tcp 1.2.3.4:1 > 5.6.7.8:1 len=0", 27, "1-65535"),
+        ("tcp 1.2.3.4:1 > 5.6.7.8:1 fragment", 27, "unexpected"),
+        ("proto 300 1.2.3.4 > 5.6.7.8", 7, "0-255"),
+        ("proto", 6, "protocol number"),
+    ],
+)
+def test_bad_packets_say_where(text, column, words):
+    with pytest.raises(PacketSyntaxError) as err:
+        parse_packet(text)
+    assert err.value.column == column
+    assert words in err.value.message
+
+
+def test_packet_files_skip_comments_and_locate_errors():
+    lines = ["# header\n", "\n", "tcp 1.1.1.1:1 > 2.2.2.2:2  # trailing\n", "udp 1.1.1.1 > 2.2.2.2\n"]
+    it = parse_packet_lines(lines, "pk.txt")
+    assert next(it)[0] == 3
+    with pytest.raises(Exception) as err:
+        next(it)
+    (f,) = err.value.findings
+    assert f.code == "bad-packet" and (f.loc.file, f.loc.line, f.loc.column) == ("pk.txt", 4, 5)
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+
+def _pol():
+    return policy(
+        rule("allow_web", priority=100, protocol=Protocol.TCP, dst=["10.0.0.10/32"], dports=[80, 443]),
+        rule("block_net", Action.BLOCK, priority=100, src=["192.0.2.0/24"], line=5),
+        rule("a_tie", Action.LOG_ONLY, priority=100, src=["192.0.2.0/24"], line=7),
+        rule("rl", Action.RATE_LIMIT, dst=["10.0.0.20/32"], rate_limit_bps=1000, line=9),
+    )
+
+
+def test_evaluate_and_explain_agree():
+    pol = _pol()
+    program = compile_program(pol, Config(default_action=Action.BLOCK), NOW)
+    pkt = parse_packet("tcp 192.0.2.7:1000 > 10.0.0.10:80")
+    d = evaluate(program, pkt)
+    assert (d.rule_id, d.action, d.verdict) == ("allow_web", Action.ALLOW, "PASS")  # 32+16+8 beats 24
+    ex = explain(pol, program, pkt)
+    assert [m.rule_id for m in ex.matches] == ["allow_web", "a_tie", "block_net"]
+    text = "\n".join(ex.lines("p"))
+    assert "equal priority, specificity 24 < 56" in text
+    # equal priority and specificity: the smaller id wins
+    pkt = parse_packet("udp 192.0.2.7:1 > 10.0.0.99:2")
+    d = evaluate(program, pkt)
+    assert (d.rule_id, d.action_name, d.verdict) == ("a_tie", "LOG_ONLY", "PASS")
+    text = "\n".join(explain(pol, program, pkt).lines("p"))
+    assert "equal priority and specificity, id 'block_net' sorts after 'a_tie'" in text
+    assert "winner a_tie (LOG_ONLY, priority 100, specificity 24) at rules.yaml:7" in text
+    # RATE_LIMIT is shown within its rate
+    assert evaluate(program, parse_packet("icmp 8.8.8.8 > 10.0.0.20")).verdict == "PASS"
+    # no match: the default
+    d = evaluate(program, parse_packet("icmp 8.8.8.8 > 10.0.0.99"))
+    assert (d.action, d.action_name, d.verdict, d.rule_id) == (None, "DEFAULT", "DROP", None)
+
+
+def test_fragments_and_other_protocols_skip_port_rules():
+    program = compile_program(_pol(), Config(), NOW)
+    assert evaluate(program, parse_packet("tcp 8.8.8.8 > 10.0.0.10 frag")).rule_id is None
+    assert evaluate(program, parse_packet("proto 6 8.8.8.8:1 > 10.0.0.10:80")).rule_id == "allow_web"
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def test_cli_text_and_explain(capsys, examples):
+    rc, out, _ = run(capsys, "simulate", str(examples), T, "tcp 203.0.113.77:5 > 203.0.113.10:443", "--explain", "icmp 8.8.8.8 > 203.0.113.99")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "tcp 203.0.113.77:5 > 203.0.113.10:443  ->  BLOCK (DROP) by block_abuser [20-blocklist.yaml:4]"
+    assert "because priority 100 < 1000" in out
+    assert "icmp 8.8.8.8 > 203.0.113.99  ->  DEFAULT BLOCK (DROP)" in out
+
+
+def test_cli_json_one_object_per_packet(capsys, examples):
+    rc, out, _ = run(
+        capsys, "simulate", "--format", "json", str(examples), T,
+        "tcp 8.8.8.8:40000 > 203.0.113.10:8443 len=1500", "udp 8.8.8.8:1 > 203.0.113.10:1",
+    )
+    assert rc == 0
+    objs = [json.loads(line) for line in out.splitlines()]
+    assert objs == [
+        {"packet": "tcp 8.8.8.8:40000 > 203.0.113.10:8443 len=1500", "action": "RATE_LIMIT", "verdict": "PASS",
+         "rule": "api_rate_limit", "file": "10-web.yaml", "line": 18},
+        {"packet": "udp 8.8.8.8:1 > 203.0.113.10:1", "action": "DEFAULT", "verdict": "DROP", "rule": None, "file": None, "line": None},
+    ]
+
+
+def test_cli_packets_file(capsys, examples, tmp_path):
+    f = tmp_path / "packets.txt"
+    f.write_text("# probes\ntcp 8.8.8.8:1 > 203.0.113.10:25\n\nicmp 8.8.8.8 > 203.0.113.10\n")
+    rc, out, _ = run(capsys, "simulate", str(examples), T, "--packets", str(f), "--format", "json")
+    assert rc == 0
+    assert [json.loads(x)["rule"] for x in out.splitlines()] == ["log_smtp_probes", "icmp"]
+
+
+def test_cli_bad_packet_argument_is_located(capsys, examples):
+    rc, _, err = run(capsys, "simulate", str(examples), "tcp 1.1.1.1:1 > 2.2.2.2:2", "tcp 1.1.1.1 > 2.2.2.2:2")
+    assert rc == 2
+    assert "<argument 2>:1:5: error:" in err and "[bad-packet]" in err
+
+
+def test_cli_bad_packet_file_is_located(capsys, examples, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("tcp 1.1.1.1:1 > 2.2.2.2:2\nudp 1.1.1.1:1 > 2.2.2.2:99999\n")
+    rc, out, err = run(capsys, "simulate", str(examples), "--packets", str(f))
+    assert rc == 2 and out == ""  # nothing is printed before the whole input is valid
+    assert f"{f}:2:25: error:" in err
+
+
+def test_cli_usage_errors(capsys, examples, tmp_path):
+    assert run(capsys, "simulate", str(examples))[0] == 2
+    rc, _, err = run(capsys, "simulate", str(examples), "--packets", str(tmp_path / "missing.txt"))
+    assert rc == 3 and "cannot read" in err
