@@ -15,8 +15,9 @@
  *   2. read pepc_ctrl[0].active_gen ONCE and use that generation's maps for
  *      the rest of the packet;
  *   3. tuple space search: walk the masks in ascending best rank, look up
- *      the masked packet fields in the rules hash, keep the smallest rank,
- *      stop as soon as no later mask can beat it;
+ *      the masked packet fields in the rules hash (unless the generation's
+ *      Bloom filter says no entry has them), keep the smallest rank, stop
+ *      as soon as no later mask can beat it;
  *   4. apply the winner's action (or the generation's default action) and
  *      count it per rule slot and globally.
  *

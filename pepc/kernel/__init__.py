@@ -17,7 +17,8 @@ pepc.kernel.maps
       .delete(key) -> bool           False when absent
       .keys() / .items()             items() is batched (BPF_MAP_LOOKUP_BATCH; hash cursor
                                      4 bytes, array cursor key_size); arrays list every index;
-                                     per-CPU: .items_percpu() -> [(key, [bytes per CPU])]
+                                     per-CPU: .items_percpu() -> [(key, [bytes per CPU])];
+                                     .items_raw(): values as the kernel returns them (cheap to compare)
       .update_batch(keys, values) -> applied      not atomic: a failure raises KernelError
       .update_batch_percpu(keys, [[per-CPU]])     with .applied = elements written
       .delete_batch(keys) -> applied              (every key must exist)
@@ -57,7 +58,9 @@ pepc.kernel.ringbuf
     EventReader(ring_map)            .poll(timeout_ms) / .drain() -> [layout.EVENT dicts], .close()
 
 pepc.kernel.dataplane (whole-generation helpers)
-    write_generation(inst, gen, program)   full rewrite of one generation (masks, rules, slots, gen)
+    write_generation(inst, gen, program)   full rewrite of one generation (masks, rules, slots, gen,
+                                     and the mask prefilter pepc_bloom_<gen>, see pepc/bloom.py)
+    write_bloom(bloom_map, pepc.bloom.contents(rule_keys, gen_value, bloom_map.max_entries - 1))
     set_active(inst, gen)            one write of pepc_ctrl[0] (only active_gen changes)
     load_program(inst, program)      write the inactive generation, then flip
     init_ctrl(inst, layout_digest), read_ctrl(inst), active_gen(inst)
@@ -70,5 +73,10 @@ pepc.kernel.errors
 
 Maps of an instance (layout.MAPS): pepc_ctrl, pepc_gen, pepc_masks_{0,1},
 pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_stats, pepc_rl, pepc_evbudget,
-pepc_counters, pepc_events.
+pepc_counters, pepc_events; plus the accelerator pepc_bloom_{0,1} (ARRAY of
+u64, max_entries + 1; not in layout.MAPS: a writer that ignores it leaves
+its marker stale, which only disables it).
+
+Pin names: bpffs refuses any name containing "." (EPERM even on lookup), so
+temporary pins use the suffix loader.TMP_SUFFIX ("__new"), never dot-files.
 """
