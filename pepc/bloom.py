@@ -26,7 +26,7 @@ entry): at full capacity a mask's false-positive rate is about 1.6%.
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from pepc import layout
 
@@ -78,3 +78,10 @@ def contents(rule_keys: Iterable[bytes], gen_value: bytes, n_words: int) -> dict
     digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
     acc[n] = marker(digest)
     return {i.to_bytes(4, "little"): v.to_bytes(8, "little") for i, v in acc.items()}
+
+
+def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
+    """The filter for a generation given as Program.map_contents() (what a
+    reconciler would add as `contents["pepc_bloom"]`, written to
+    pepc_bloom_<gen>, with n_words = that map's max_entries - 1)."""
+    return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_words)
