@@ -67,7 +67,7 @@ def render_result(r: ApplyResult) -> str:
         out.append("  attached: nowhere (pass --iface or set interfaces in pepc.yaml)")
     if r.detached:
         out.append("  detached: " + ", ".join(r.detached))
-    c = p.rules.counts()
+    c = p.rule_counts
     out.append(f"  rules: {c['added']} added, {c['changed']} changed, {c['removed']} removed")
     if p.drift is not None and p.drift.found:
         out.append("  drift in the active generation: repaired")

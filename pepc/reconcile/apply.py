@@ -433,7 +433,7 @@ def _audit_record(
                 "policy_digest": plan.policy_digest,
                 "layout_digest": plan.layout_digest,
                 "load": plan.load_reason,
-                "rules": plan.rules.counts(),
+                "rules": dict(plan.rule_counts),
                 "entries": {"added": rs.added, "changed": rs.changed, "removed": len(rs.deletes)},
                 "drift_repaired": bool(plan.drift and plan.drift.found),
             }

@@ -221,6 +221,12 @@ def decode_slot(key: bytes, value: bytes) -> LiveRule | None:
     return LiveRule(u32_of(key), rid.rstrip(b"\0"), id_len, action, priority, order_key, rate, burst)
 
 
+def used_slots(slots: Mapping[bytes, bytes]) -> int:
+    from operator import itemgetter
+
+    return sum(1 for f in map(itemgetter(_FLAGS), slots.values()) if f & layout.SLOT_FLAG_USED)
+
+
 def decode_slots(slots: Mapping[bytes, bytes], only: Iterable[bytes] | None = None) -> dict[int, LiveRule]:
     """Used slots by index (all, or those of the keys in `only`)."""
     out = {}

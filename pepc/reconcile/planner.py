@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from functools import cached_property
+from typing import Callable, Mapping, Sequence
 
 from pepc.reconcile import diff
 from pepc.reconcile.state import Attachment, LiveState
@@ -43,7 +44,12 @@ class ReconcilePlan:
     #: Why the program must be (re)loaded, or None when the live maps take
     #: the plan as is.
     load_reason: str | None
-    rules: diff.RuleSummary
+    #: computes the rule-level summary (rules added / changed / removed with
+    #: their fields) on first use of `rules`: on a 100k-rule first load it is
+    #: 100k decoded rules, which only `pepc plan` prints
+    rules_fn: Callable[[], diff.RuleSummary]
+    #: {"added", "changed", "removed"}: what the audit trail records
+    rule_counts: Mapping[str, int]
     #: The generation written first (the inactive one; 0 on a load).
     target_gen: int
     #: Writes into target_gen. On a load: the whole program.
@@ -62,6 +68,10 @@ class ReconcilePlan:
     drift: diff.Drift | None
     interfaces: tuple[InterfaceAction, ...] = ()
     notes: tuple[str, ...] = field(default=())
+
+    @cached_property
+    def rules(self) -> diff.RuleSummary:
+        return self.rules_fn()
 
     @property
     def map_writes(self) -> int:
@@ -182,6 +192,10 @@ def make_plan(
                 if s is not None:
                     carry.append((s, r.slot))
         full = diff.diff_generation(desired, empty)
+        if live is None or not old_active.get("pepc_slots"):
+            counts = {"added": diff.used_slots(desired["pepc_slots"]), "changed": 0, "removed": 0}
+        else:
+            counts = diff.rule_summary(desired, old_active).counts()
         if live is not None:
             # a program being replaced counts as attached wherever it runs
             ifaces = tuple(
@@ -195,7 +209,8 @@ def make_plan(
             layout_digest=layout_digest,
             live=live,
             load_reason=reason,
-            rules=diff.rule_summary(desired, old_active),
+            rules_fn=lambda: diff.rule_summary(desired, old_active),
+            rule_counts=counts,
             target_gen=0,
             target=full,
             flip=False,
@@ -214,6 +229,7 @@ def make_plan(
     # after every complete apply both generations are equal: one diff serves both
     behind = target if all(active[m] == inactive[m] for m in diff.GEN_MAPS) else diff.diff_generation(desired, active)
     flip = not behind.empty
+    summary = diff.rule_summary(desired, active, behind)  # proportional to the change
     if not flip and not target.empty:
         notes.append(
             f"generation {i} (inactive) is out of date, probably from an interrupted apply: it is brought up to date, the active generation is not touched"
@@ -224,7 +240,8 @@ def make_plan(
         layout_digest=layout_digest,
         live=live,
         load_reason=None,
-        rules=diff.rule_summary(desired, active, behind),
+        rules_fn=lambda: summary,
+        rule_counts=summary.counts(),
         target_gen=i,
         target=target,
         flip=flip,
