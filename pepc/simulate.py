@@ -61,7 +61,32 @@ def _parse_addr(tok: str, col: int, with_port: bool, what: str) -> tuple[int, in
     return addr, port
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)"
+# The common shape of a tcp/udp line, strictly (no leading zeros, values in
+# range); anything else takes the general parser, which also explains errors.
+_FAST = re.compile(rf"\s*(tcp|udp) +{_IPV4}:{_PORT} +> +{_IPV4}:{_PORT}(?: +len=([1-9][0-9]{{0,4}}))?\s*")
+_FAST_PROTO = {"tcp": 6, "udp": 17}
+
+
+def _ip_int(text: str) -> int:
+    a, b, c, d = text.split(".")
+    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+
+
 def parse_packet(text: str) -> Packet:
+    m = _FAST.fullmatch(text)
+    if m is not None and (m.group(6) is None or int(m.group(6)) <= 0xFFFF):
+        proto, src, sport, dst, dport, length = m.groups()
+        return Packet(
+            src=_ip_int(src), dst=_ip_int(dst), proto=_FAST_PROTO[proto], sport=int(sport), dport=int(dport),
+            has_ports=True, fragment=False, length=int(length) if length else 64,
+        )
+    return _parse_packet(text)
+
+
+def _parse_packet(text: str) -> Packet:
     """`tcp 10.0.0.1:1234 > 192.168.1.100:80 [len=N] [frag]`, `udp A:P > B:P`,
     `icmp A > B`, `proto N A > B`. `frag` is a non-first fragment (no ports
     are read, so written ports are optional and ignored). Raises
@@ -177,44 +202,50 @@ class Index:
         rows = []
         for i in range(len(masks)):
             m = pack.mask_fields(masks[u32(i)])
-            plens = (m["src_plen"], m["dst_plen"], m["sport_plen"], m["dport_plen"], m["proto_plen"])
             rows.append(
                 _MaskRow(
-                    m["best_rank"], m["src_mask"], m["dst_mask"], m["sport_mask"], m["dport_mask"], plens,
+                    m["best_rank"], m["src_mask"], m["dst_mask"], m["sport_mask"], m["dport_mask"],
+                    (m["src_plen"], m["dst_plen"], m["sport_plen"], m["dport_plen"], m["proto_plen"]),
                     0xFF if m["proto_plen"] else 0, bool(m["sport_plen"] or m["dport_plen"]),
                 )
             )
         self.masks = tuple(rows)
+        # The hot loop reads plain tuples: (best_rank, has_ports, src_mask,
+        # dst_mask, sport_mask, dport_mask, proto_mask, the key's five plen bytes).
+        self._walk = tuple(
+            (m.best_rank, m.has_ports, m.src_mask, m.dst_mask, m.sport_mask, m.dport_mask, m.proto_mask, bytes(m.plens))
+            for m in rows
+        )
         # Keys are the exact bytes the kernel map holds (pack.map_contents
         # builds them the same way); values are kept decoded.
         key_pack = pack.compiled(layout.RULE_KEY).pack
-        self.rules = {}
+        self.rules: dict[bytes, tuple[int, int, int]] = {}
         for e in program.entries:
             k, sh = e.key, e.key.shape
             kb = key_pack(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)
             self.rules[kb] = (e.rank, e.slot, int(e.action))
         self.slots: dict[int, SlotInfo] = {s.slot: s for s in program.slots}
-        self.key_pack = pack.compiled(layout.RULE_KEY).pack
+        # The key is the mask's five plen bytes + the rest of RULE_KEY
+        # (proto, padding, masked addresses and ports), packed per packet.
+        fmt = pack.compiled(layout.RULE_KEY).format
+        if not fmt.startswith(">BBBBB"):
+            raise AssertionError("layout.RULE_KEY no longer starts with the five plen bytes")
+        self._tail = struct.Struct(">" + fmt[6:])
 
     def evaluate(self, pkt: Packet) -> Decision:
-        has_ports = pkt.has_ports and pkt.proto in PORT_PROTOCOLS
+        proto, src, dst = pkt.proto, pkt.src, pkt.dst
+        has_ports = pkt.has_ports and proto in PORT_PROTOCOLS
+        sport, dport = (pkt.sport, pkt.dport) if has_ports else (0, 0)
         best = None
         best_rank = 1 << 64
         lookup = self.rules.get
-        key_pack = self.key_pack
-        for m in self.masks:
-            if m.best_rank >= best_rank:
-                break  # no later mask holds a better rank
-            if m.has_ports and not has_ports:
-                continue
-            p = m.plens
-            key = key_pack(
-                p[0], p[1], p[2], p[3], p[4], pkt.proto & m.proto_mask,
-                pkt.src & m.src_mask, pkt.dst & m.dst_mask,
-                (pkt.sport & m.sport_mask) if has_ports else 0,
-                (pkt.dport & m.dport_mask) if has_ports else 0,
-            )
-            hit = lookup(key)
+        tail = self._tail.pack
+        for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk:
+            if rank0 >= best_rank:
+                break  # masks are in ascending best rank: no later one can win
+            if mports and not has_ports:
+                continue  # a port constraint never matches a packet without ports
+            hit = lookup(plens + tail(proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
             if hit is not None and hit[0] < best_rank:
                 best, best_rank = hit, hit[0]
         default = self.program.default_action

@@ -5,11 +5,13 @@ checkout lives or on the working directory pepc ran in."""
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import PurePath
 
 from pepc.model import Location
 
 
+@lru_cache(maxsize=4096)
 def relative_file(file: str, root: str) -> str:
     if not file or not root:
         return PurePath(file).as_posix() if file else file

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compile_helpers import NOW, Action, Protocol, policy, rule
@@ -192,3 +192,34 @@ def test_cli_usage_errors(capsys, examples, tmp_path):
     assert run(capsys, "simulate", str(examples))[0] == 2
     rc, _, err = run(capsys, "simulate", str(examples), "--packets", str(tmp_path / "missing.txt"))
     assert rc == 3 and "cannot read" in err
+
+
+_BAD_OCTETS = ["00", "01", "256", "999", "1e1", "", " 1"]
+_BAD_PORTS = ["00", "065535", "65536", "99999", "-1", "+1"]
+# mostly valid, so that both parsers are compared on accepted lines too
+_octet = st.integers(0, 300).map(lambda i: str(i) if i < 256 else _BAD_OCTETS[i % len(_BAD_OCTETS)])
+_port_text = st.integers(0, 70000).map(lambda i: str(i) if i < 65536 else _BAD_PORTS[i % len(_BAD_PORTS)])
+
+
+@given(
+    st.sampled_from(["tcp", "udp", "TCP", "icmp", "proto 6"]),
+    st.lists(_octet, min_size=8, max_size=8),
+    _port_text,
+    _port_text,
+    st.sampled_from(["", " len=1500", " len=0", " len=65536", " len=070", " frag", "  ", " len=64 frag"]),
+    st.sampled_from([" ", "  ", "\t"]),
+)
+@settings(max_examples=500)
+def test_fast_path_parses_exactly_like_the_general_parser(proto, octets, sport, dport, tail, sep):
+    from pepc.simulate import _parse_packet
+
+    text = f"{proto}{sep}{'.'.join(octets[:4])}:{sport} > {'.'.join(octets[4:])}:{dport}{tail}"
+    try:
+        want = _parse_packet(text)
+    except PacketSyntaxError:
+        want = None
+    try:
+        got = parse_packet(text)
+    except PacketSyntaxError:
+        got = None
+    assert got == want
