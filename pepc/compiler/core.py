@@ -206,10 +206,11 @@ def _compile(policy: Policy, config: Config, now: datetime, previous: Assignment
     # sorting by EntryKey (and a memcmp per comparison instead of a tuple walk).
     key_pack = pack.compiled(layout.RULE_KEY).pack
     val_pack = pack.compiled(layout.RULE_VAL).pack
-    packed = sorted([(key_pack(*k), k) for k in best])
+    packed = {key_pack(*k): k for k in best}
     rule_bytes = {}
     entry_list = []
-    for kb, k in packed:
+    for kb in sorted(packed):
+        k = packed[kb]
         rank, ri = best[k]
         rule_bytes[kb] = val_pack(rank, slot_of[ri], action_of[ri])
         entry_list.append(_entry(shapes[k[:5]], k, rank, slot_of[ri], action_of[ri], id_of[ri]))
