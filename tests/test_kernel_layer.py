@@ -265,3 +265,38 @@ def test_bloom_filter_is_used_exactly_and_only_when_its_marker_is_current():
         # an empty filter whose marker is stale (another policy digest): ignored
         dataplane.write_bloom(bm, {marker_key: (bloom.marker(bytes(32)) ^ 1).to_bytes(8, "little")})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+
+
+def test_without_privileges_the_message_says_what_is_needed():
+    """As an unprivileged user (setpriv to nobody), loading fails with the
+    EPERM message, not a traceback or a bare errno."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="pepc-test-nobody-"))  # pytest's tmp dirs are root-only
+    d.chmod(0o755)
+    obj = d / "pepc_xdp.o"
+    shutil.copy(object_for(SMALL), obj)
+    obj.chmod(0o644)
+    script = (
+        "from pepc.kernel.loader import load_object\n"
+        "from pepc.diagnostics import EnvironmentProblem\n"
+        "try:\n"
+        f"    load_object({str(obj)!r})\n"
+        "except EnvironmentProblem as e:\n"
+        "    print(e.message)\n"
+    )
+    try:
+        r = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
+            capture_output=True, text=True, timeout=60, cwd=str(Path(__file__).resolve().parent.parent),
+        )
+    finally:
+        shutil.rmtree(d)
+    assert r.returncode == 0, r.stderr
+    assert "needs root or CAP_BPF+CAP_NET_ADMIN" in r.stdout
