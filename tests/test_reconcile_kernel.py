@@ -199,13 +199,13 @@ def test_drift_is_planned_and_repaired(tmp_path, capsys):
         inst = _open(h)
         try:
             gen = _live(h).active_gen
-            assert _verdict(inst.prog_fd, "10.123.0.1") == XDP_PASS
-            # by hand: a BLOCK entry for src 10.123.0.1/32 in the active generation
-            slot = next(s.slot for s in _slots(h) if s.id_bytes == b"block_bad")
-            key = layout.RULE_KEY.pack({"src_plen": 32, "dst_plen": 0, "sport_plen": 0, "dport_plen": 0, "proto_plen": 0, "src": 0x0A7B0001})
-            val = layout.RULE_VAL.pack({"rank": 1, "slot": slot, "action": int(Action.BLOCK)})
-            inst.maps[f"pepc_rules_{gen}"].update(key, val)
-            assert _verdict(inst.prog_fd, "10.123.0.1") == XDP_DROP  # the hand edit is live
+            assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP  # block_bad
+            # by hand: block_bad's entry in the active generation now says ALLOW
+            rules = inst.maps[f"pepc_rules_{gen}"]
+            (key, val), = [(k, v) for k, v in rules.items() if layout.RULE_KEY.unpack(k)["src"] == 0x0A000032]
+            edited = layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(val), "action": int(Action.ALLOW)})
+            rules.update(key, edited)
+            assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_PASS  # the hand edit is live
             planned = plan_policy(pol, h.config, NOW, h.instance)
             try:
                 assert planned.plan.drift.found and planned.plan.drift.delta.of("pepc_rules").count == 1
@@ -217,10 +217,39 @@ def test_drift_is_planned_and_repaired(tmp_path, capsys):
             r = apply_policy(pol, h.config, NOW, instance=h.instance)
             assert r.result == "applied" and r.plan.drift.found
             assert r.per_map == {"pepc_ctrl": 1, f"pepc_rules_{gen}": 1}  # flip to the clean gen, repair the other
-            assert _verdict(inst.prog_fd, "10.123.0.1") == XDP_PASS
+            assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP
             again = apply_policy(pol, h.config, NOW, instance=h.instance)
             assert again.writes == 0 and not again.plan.drift.found
             assert audit.last(h.config.state_dir, h.instance, "applied")["drift_repaired"] is True
+        finally:
+            inst.close()
+
+
+def test_prefilter_is_maintained_and_a_stale_one_is_repaired(tmp_path):
+    """The mask prefilter (pepc.bloom) of each generation follows its rules;
+    a word cleared by hand is drift, and apply rewrites it."""
+    from pepc import bloom
+
+    with host_env(tmp_path) as h:
+        apply_policy(base_policy(), h.config, NOW, instance=h.instance)
+        pol2 = policy(*base_policy().rules, rule("zz_new", Action.BLOCK, src="10.60.0.0/16"))
+        r = apply_policy(pol2, h.config, NOW, instance=h.instance)
+        assert 1 <= r.per_map.get(f"pepc_bloom_{r.generation}", 0) <= 2  # a word for the new key, the marker
+        live = _live(h)
+        words = live.bloom_words
+        for g in (0, 1):
+            assert live.gens[g]["pepc_bloom"] == bloom.for_contents(live.gens[g], words)
+        inst = _open(h)
+        try:
+            assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_DROP
+            bm = inst.maps[f"pepc_bloom_{r.generation}"]
+            key = next(k for k in live.active["pepc_rules"] if layout.RULE_KEY.unpack(k)["src"] == 0x0A3C0000)
+            word, _bit = bloom.position(key, words)
+            bm.update(diff.u32(word), bytes(8))  # the new rule's bit is gone: its lookup is skipped
+            assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_PASS
+            fix = apply_policy(pol2, h.config, NOW, instance=h.instance)
+            assert fix.plan.drift.found and fix.plan.drift.delta.of("pepc_bloom").count == 1
+            assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_DROP
         finally:
             inst.close()
 

@@ -216,6 +216,8 @@ class Writer:
                 self.put("pepc_gen", pairs)
                 continue
             kname = f"{m.name}_{gen}"
+            if kname not in self.maps:  # a prefilter the loaded program does not have
+                continue
             if diff.is_array(m.name):
                 size = self.maps[kname].value_size
                 self.put(kname, list(m.writes) + [(k, bytes(size)) for k in m.deletes])
@@ -324,11 +326,21 @@ def assignments_for(policy: Policy, live: LiveState | None, now: datetime):
 
 
 def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
+    """The program and the contents of one generation, the mask prefilter
+    included (sized for the live maps, or for a fresh load of this layout)."""
+    from pepc import bloom
     from pepc.compiler import compile_program
     from pepc.compiler.pack import map_contents
 
     program = compile_program(policy, config, now, assignments_for(policy, live, now))
-    return program, map_contents(program)
+    contents = map_contents(program)
+    if live is not None and live.layout_digest == program.layout_digest:
+        words = live.bloom_words  # None: this program has no prefilter
+    else:
+        words = bloom.words(program.caps)  # a load: the object this pepc builds has one
+    if words:
+        contents[diff.BLOOM] = bloom.for_contents(contents, words)
+    return program, contents
 
 
 # --- plan --------------------------------------------------------------------------

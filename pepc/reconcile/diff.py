@@ -17,7 +17,11 @@ from pepc import layout
 from pepc.model import Action
 
 #: The maps that exist once per generation, in the order apply writes them.
-GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen")
+#: `pepc_bloom` is the data plane's mask prefilter (pepc/bloom.py): derived
+#: from the rules and the policy digest, not in layout.MAPS, present only
+#: when the loaded program has it.
+GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen", "pepc_bloom")
+BLOOM = "pepc_bloom"
 
 Contents = Mapping[str, Mapping[bytes, bytes]]
 
@@ -34,7 +38,7 @@ def u32_of(key: bytes) -> int:
 
 
 def is_array(name: str) -> bool:
-    return layout.map_def(name).kind != "HASH"
+    return name == BLOOM or layout.map_def(name).kind != "HASH"
 
 
 def _nonzero(content: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:
@@ -474,7 +478,10 @@ class Drift:
 
     @property
     def found(self) -> bool:
-        return not self.digest_ok
+        # `delta` is only ever filled when the stored digest is the desired
+        # one: then any difference (the prefilter included, which the digest
+        # does not cover) is drift
+        return not self.digest_ok or not self.delta.empty
 
     def to_json(self) -> dict:
         return {

@@ -70,7 +70,18 @@ def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, 
     out["pepc_masks"] = _array_nonzero(maps[f"pepc_masks_{gen}"])
     out["pepc_slots"] = _array_nonzero(maps[f"pepc_slots_{gen}"])
     out["pepc_rules"] = _hash_all(maps[f"pepc_rules_{gen}"])
+    bloom_map = maps.get(f"{diff.BLOOM}_{gen}")
+    if bloom_map is not None:
+        out[diff.BLOOM] = _array_nonzero(bloom_map)
     return out
+
+
+def bloom_words(maps: Mapping[str, Any]) -> int | None:
+    """Words of the prefilter maps (both generations), None without them."""
+    b0, b1 = maps.get(f"{diff.BLOOM}_0"), maps.get(f"{diff.BLOOM}_1")
+    if b0 is None or b1 is None or b0.max_entries != b1.max_entries or b0.value_size != 8:
+        return None
+    return b0.max_entries - 1
 
 
 def capacities(maps: Mapping[str, Any]) -> dict[str, int]:
@@ -111,4 +122,5 @@ def read_live(
         prog_id=prog_id,
         capacities=capacities(maps),
         attachments=attachments,
+        bloom_words=bloom_words(maps),
     )

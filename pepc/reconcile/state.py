@@ -32,6 +32,9 @@ class LiveState:
     prog_id: int | None = None
     capacities: Mapping[str, int] = field(default_factory=dict)  # max_entries by logical map name
     attachments: tuple[Attachment, ...] = ()  # interfaces where this instance's program is attached
+    #: words of the mask prefilter (pepc.bloom) of each generation; None when
+    #: the loaded program has no prefilter maps
+    bloom_words: int | None = None
 
     @property
     def inactive_gen(self) -> int:
