@@ -139,3 +139,14 @@ def test_default_directory_is_beside_the_policy(capsys, tmp_path):
     _tests(tmp_path, "tests:\n  - {packet: icmp 8.8.8.8 > 203.0.113.10, expect: ALLOW, rule: icmp}\n")
     rc, out, _ = run(capsys, "test", str(tmp_path / "policies.d"))
     assert (rc, out.splitlines()[-1]) == (0, "1 passed, 0 failed")
+
+
+def test_readme_test_file_example_passes(capsys, examples, tmp_path):
+    """The README's `pepc test` file example (the ```yml block) is real."""
+    import re
+
+    blocks = re.findall(r"```yml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1
+    d = _tests(tmp_path, blocks[0])
+    rc, out, _ = run(capsys, "test", str(examples), str(d))
+    assert (rc, out.splitlines()[-1]) == (0, "4 passed, 0 failed")
