@@ -202,3 +202,76 @@ def test_hostile_ids_are_escaped_in_the_header():
     assert all(line.startswith(" *") for line in table if line.strip())
     # and the long id is there in full (the slot map truncates at 64 bytes, the comment does not)
     assert "long-0123456789012345678901234567890123456789012345678901234567890123456789-%C3%BC" in body
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def _run(capsys, *argv):
+    from pepc.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def test_compile_twice_is_byte_identical(capsys, examples, tmp_path):
+    for out in ("a", "b"):
+        rc, text, _ = _run(capsys, "compile", str(examples), "-o", str(tmp_path / out), "--now", "2026-11-23T00:00:00Z", "--no-object")
+        assert rc == 0
+    assert "11 live rules (2 inactive)" in text and "policy digest" in text
+    for name in ("pepc_policy.h", "plan.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert not (tmp_path / "a" / "pepc_xdp.o").exists()
+
+
+@needs_clang
+def test_compile_builds_the_object(capsys, examples, tmp_path):
+    rc, text, err = _run(capsys, "compile", str(examples), "-o", str(tmp_path), "--now", "2026-11-23T00:00:00Z")
+    assert rc == 0, err
+    obj = tmp_path / "pepc_xdp.o"
+    assert obj.read_bytes()[:4] == b"\x7fELF" and "wrote " + str(obj) in text
+
+
+def test_compile_previous_keeps_slots(capsys, tmp_path):
+    src = tmp_path / "policies.d"
+    src.mkdir()
+    rules = "".join(f"  - {{id: r{i}, action: BLOCK, src: {{ip: 10.0.0.{i}}}}}\n" for i in range(1, 6))
+    (src / "a.yaml").write_text("policies:\n" + rules)
+    assert _run(capsys, "compile", str(src), "-o", str(tmp_path / "v1"), "--no-object")[0] == 0
+    (src / "a.yaml").write_text("policies:\n  - {id: r0, action: ALLOW, src: {ip: 10.0.0.99}}\n" + rules.replace("  - {id: r2,", "  - {id: r2x,"))
+    prev = tmp_path / "v1" / "plan.json"
+    assert _run(capsys, "compile", str(src), "-o", str(tmp_path / "v2"), "--no-object", "--previous", str(prev))[0] == 0
+    v1 = {r["id"]: r for r in json.loads(prev.read_text())["rules"]}
+    v2 = {r["id"]: r for r in json.loads((tmp_path / "v2" / "plan.json").read_text())["rules"]}
+    for rid in ("r1", "r3", "r4", "r5"):
+        assert (v2[rid]["slot"], v2[rid]["order_key"]) == (v1[rid]["slot"], v1[rid]["order_key"])
+    # the new rules take never-used slots first; r2's freed slot waits
+    assert {v2["r0"]["slot"], v2["r2x"]["slot"]} == {5, 6}
+    assert v2["r0"]["order_key"] < v2["r1"]["order_key"] and v1["r1"]["order_key"] < v2["r2x"]["order_key"] < v1["r3"]["order_key"]
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("{not json", 1, "not JSON"),
+        ('{"format": "something-else"}', 1, "not a pepc plan"),
+        ('{"format": "pepc-plan/1", "rules": [{"id": 1}]}', 0, "rule table"),
+    ],
+)
+def test_compile_bad_previous_plan(capsys, examples, tmp_path, text, line, words):
+    plan = tmp_path / "old.json"
+    plan.write_text(text)
+    rc, _, err = _run(capsys, "compile", str(examples), "-o", str(tmp_path / "o"), "--no-object", "--previous", str(plan))
+    assert rc == 2 and "[bad-plan]" in err and words in err
+    assert f"{plan}:{line}:" in err if line else f"{plan}: error" in err
+
+
+def test_compile_over_capacity_is_a_located_error(capsys, examples, tmp_path):
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("capacities: {max_rules: 16, max_entries: 8, max_masks: 64}\n")
+    rc, out, err = _run(capsys, "compile", str(examples), "--config", str(cfg), "-o", str(tmp_path / "o"), "--no-object")
+    assert rc == 2 and out == ""
+    assert f"{cfg}:1:29: error: the policy needs" in err and "[capacity]" in err  # at max_entries
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -67,8 +67,25 @@ class RuleStats:
     entries: int
 
 
-def _config_loc(config: Config) -> Location | None:
-    return Location(config.source) if config.source else None
+def _config_loc(config: Config, key: str) -> Location | None:
+    """Where `capacities.<key>` is set in the config file (the file itself
+    when the key is absent, None without a file)."""
+    if not config.source:
+        return None
+    here = Location(config.source)
+    try:
+        from pepc.loader.files import read_and_parse
+
+        parsed = read_and_parse(config.source, config.source)
+        doc = parsed.docs[0].value if parsed.docs else None
+        caps = doc.get("capacities") if isinstance(doc, dict) else None
+        if isinstance(caps, dict) and key in caps:
+            return parsed.marks.key_loc(caps, key, (1, 1))
+        if isinstance(doc, dict) and "capacities" in doc:
+            return parsed.marks.key_loc(doc, "capacities", (1, 1))
+    except Exception:  # the location is a courtesy; the error stands without it
+        return here
+    return here
 
 
 def _capacity_error(message: str, loc: Location, related: list[Related], rule: str | None = None) -> PolicyError:
@@ -141,9 +158,8 @@ def compile_program(policy: Policy, config: Config, now: datetime, previous: Ass
 def _compile(policy: Policy, config: Config, now: datetime, previous: Assignments | None) -> Program:
     caps = config.capacities
     rules = sorted(policy.live_rules(now), key=lambda r: r.id)
-    cfg_loc = _config_loc(config)
-
     if len(rules) > caps.max_rules:
+        cfg_loc = _config_loc(config, "max_rules")
         over = rules[caps.max_rules]
         raise _capacity_error(
             f"{len(rules)} live rules do not fit capacities.max_rules = {caps.max_rules}",
@@ -168,6 +184,7 @@ def _compile(policy: Policy, config: Config, now: datetime, previous: Assignment
             mask_best[shape] = rank
 
     if len(best) > caps.max_entries:
+        cfg_loc = _config_loc(config, "max_entries")
         top = sorted(range(len(rules)), key=lambda i: (-entries_per_rule[i], rules[i].id))[:3]
         related = [Related(f"rule {rules[i].id!r} needs {entries_per_rule[i]} entries", rules[i].loc) for i in top]
         loc = cfg_loc or rules[top[0]].loc
@@ -181,6 +198,7 @@ def _compile(policy: Policy, config: Config, now: datetime, previous: Assignment
     shapes = {s: MaskShape(*s) for s in mask_best}
     mask_order = sorted(mask_best, key=lambda s: (mask_best[s], s))
     if len(mask_order) > caps.max_masks:
+        cfg_loc = _config_loc(config, "max_masks")
         # the first masks that do not fit, by the rule holding their best entry
         owner: dict[tuple, int] = {}
         for key, (rank, ri) in best.items():
