@@ -47,7 +47,7 @@ def words(caps: layout.Capacities) -> int:
 
 def map_entries(caps: layout.Capacities) -> int:
     """max_entries of each pepc_bloom_<gen> array: the words plus the marker."""
-    return words(caps) + 1
+    return layout.map_def(MAP_NAME).entries(caps)
 
 
 def position(key: bytes, n_words: int) -> tuple[int, int]:

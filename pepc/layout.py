@@ -13,6 +13,7 @@ arm64) and therefore of their BPF programs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct as _struct
@@ -349,6 +350,8 @@ class MapDef:
             return int(self.max_entries)
         if self.max_entries == "counters":
             return len(COUNTERS)
+        if self.max_entries == "bloom":
+            return caps.max_entries + 1  # one u64 word per rule entry, then the marker
         return getattr(caps, self.max_entries)
 
     def kernel_names(self) -> tuple[str, ...]:
@@ -363,6 +366,15 @@ MAPS: tuple[MapDef, ...] = (
     MapDef("pepc_masks", "ARRAY", U32_KEY, MASK, "max_masks", True, "masks in ascending best rank"),
     MapDef("pepc_rules", "HASH", RULE_KEY, RULE_VAL, "max_entries", True, "(mask shape, masked fields) -> rank, slot, action"),
     MapDef("pepc_slots", "ARRAY", U32_KEY, SLOT, "max_rules", True, "per-rule settings by slot"),
+    MapDef(
+        "pepc_bloom",
+        "ARRAY",
+        U32_KEY,
+        U64_VALUE,
+        "bloom",
+        True,
+        "mask prefilter: Bloom words over the rule keys, then a marker (contents derived, pepc/bloom.py)",
+    ),
     MapDef("pepc_stats", "PERCPU_ARRAY", U32_KEY, RULE_STATS, "max_rules", doc="per-rule counters by slot"),
     MapDef("pepc_rl", "ARRAY", U32_KEY, RL_STATE, "max_rules", doc="token buckets by slot"),
     MapDef("pepc_evbudget", "PERCPU_ARRAY", U32_KEY, EV_BUDGET, "max_rules", doc="event budgets by slot"),
@@ -378,9 +390,22 @@ def map_def(name: str) -> MapDef:
     raise KeyError(name)
 
 
+@functools.lru_cache(maxsize=1)
+def program_source_digest() -> str:
+    """sha256 of the XDP program's source: a changed program must be reloaded
+    even when no struct changed, so its source is part of the layout digest."""
+    from pepc.resources import BPF_DIR
+
+    try:
+        return hashlib.sha256((BPF_DIR / "pepc_xdp.c").read_bytes()).hexdigest()
+    except OSError:
+        return "absent"
+
+
 def layout_description(caps: Capacities) -> dict:
     """Everything a program's binary interface depends on."""
     return {
+        "program": program_source_digest(),
         "structs": [s.describe() for s in STRUCTS],
         "maps": [
             [m.name, m.kind, m.key.name if m.key else None, m.value.name if m.value else None, m.entries(caps), m.per_generation]

@@ -35,9 +35,6 @@ def test_loaded_maps_equal_layout_maps():
                         m.value.size if m.value else 0,
                         m.entries(caps),
                     )
-            # the mask prefilter: an accelerator outside the policy layout (pepc/bloom.py)
-            for g in (0, 1):
-                expected[f"pepc_bloom_{g}"] = ("ARRAY", 4, 8, bloom.map_entries(caps))
             live = {n: (bm.map_type, bm.key_size, bm.value_size, bm.max_entries) for n, bm in inst.maps.items()}
             assert live == expected
             assert inst.prog_name == "pepc_xdp"

@@ -72,10 +72,10 @@ pepc.kernel.errors
     KernelError(message, hint, errno, applied), kernel_error(op, errno, what=...)
 
 Maps of an instance (layout.MAPS): pepc_ctrl, pepc_gen, pepc_masks_{0,1},
-pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_stats, pepc_rl, pepc_evbudget,
-pepc_counters, pepc_events; plus the accelerator pepc_bloom_{0,1} (ARRAY of
-u64, max_entries + 1; not in layout.MAPS: a writer that ignores it leaves
-its marker stale, which only disables it).
+pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_bloom_{0,1}, pepc_stats, pepc_rl,
+pepc_evbudget, pepc_counters, pepc_events. pepc_bloom is the mask prefilter
+(ARRAY of u64, max_entries + 1): its contents are derived from the rules,
+and a writer that ignores it leaves its marker stale, which only disables it.
 
 Pin names: bpffs refuses any name containing "." (EPERM even on lookup), so
 temporary pins use the suffix loader.TMP_SUFFIX ("__new"), never dot-files.

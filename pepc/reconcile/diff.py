@@ -18,8 +18,8 @@ from pepc.model import Action
 
 #: The maps that exist once per generation, in the order apply writes them.
 #: `pepc_bloom` is the data plane's mask prefilter (pepc/bloom.py): derived
-#: from the rules and the policy digest, not in layout.MAPS, present only
-#: when the loaded program has it.
+#: from the rules and the policy digest rather than carried by Program, and
+#: tolerated as absent so that an instance loaded by an older pepc still reads.
 GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen", "pepc_bloom")
 BLOOM = "pepc_bloom"
 

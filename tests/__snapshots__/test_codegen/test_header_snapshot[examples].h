@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 5e771eaddea3cbb65eb0b1e619ec5c11
+ * layout digest: 52d4e06e84ba6e2f0ba3c38e9fc21fd1
  * policy digest: a4390956ea6de91fbc705513d6a2902e88ee508bd3699da52646add2b4d23fe5
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "5e771eaddea3cbb65eb0b1e619ec5c11"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x5e, 0x77, 0x1e, 0xad, 0xde, 0xa3, 0xcb, 0xb6, 0x5e, 0xb0, 0xb1, 0xe6, 0x19, 0xec, 0x5c, 0x11 }
+#define PEPC_LAYOUT_DIGEST "52d4e06e84ba6e2f0ba3c38e9fc21fd1"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x52, 0xd4, 0xe0, 0x6e, 0x84, 0xba, 0x6e, 0x2f, 0x0b, 0xa3, 0xc3, 0x8e, 0x9f, 0xc2, 0x1f, 0xd1 }
 #define PEPC_POLICY_DIGEST "a4390956ea6de91fbc705513d6a2902e88ee508bd3699da52646add2b4d23fe5"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -87,6 +87,7 @@ enum pepc_counter {
  *   pepc_masks: ARRAY, __u32, struct pepc_mask, 64 (x2 generations)
  *   pepc_rules: HASH, struct pepc_rule_key, struct pepc_rule_val, 65536 (x2 generations)
  *   pepc_slots: ARRAY, __u32, struct pepc_slot, 1024 (x2 generations)
+ *   pepc_bloom: ARRAY, __u32, __u64, 65537 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 1024
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 1024
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 1024

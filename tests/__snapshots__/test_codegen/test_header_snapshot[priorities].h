@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 44359531caa90ae04bc241374672f9b7
+ * layout digest: a85d9d6b44f661ee2407da04a0c85b2c
  * policy digest: 2aad95c36b03cb3be19527d6ba1b2153dad5dda66d556e897457a78ab0b6852a
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "44359531caa90ae04bc241374672f9b7"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x44, 0x35, 0x95, 0x31, 0xca, 0xa9, 0x0a, 0xe0, 0x4b, 0xc2, 0x41, 0x37, 0x46, 0x72, 0xf9, 0xb7 }
+#define PEPC_LAYOUT_DIGEST "a85d9d6b44f661ee2407da04a0c85b2c"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xa8, 0x5d, 0x9d, 0x6b, 0x44, 0xf6, 0x61, 0xee, 0x24, 0x07, 0xda, 0x04, 0xa0, 0xc8, 0x5b, 0x2c }
 #define PEPC_POLICY_DIGEST "2aad95c36b03cb3be19527d6ba1b2153dad5dda66d556e897457a78ab0b6852a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -87,6 +87,7 @@ enum pepc_counter {
  *   pepc_masks: ARRAY, __u32, struct pepc_mask, 32 (x2 generations)
  *   pepc_rules: HASH, struct pepc_rule_key, struct pepc_rule_val, 4096 (x2 generations)
  *   pepc_slots: ARRAY, __u32, struct pepc_slot, 64 (x2 generations)
+ *   pepc_bloom: ARRAY, __u32, __u64, 4097 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 64
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 64
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 64

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: c7c8c75ca444f492202ebebbc0ec248b
+ * layout digest: bf99735c406efbe1acb7c6ad84363d07
  * policy digest: ce1a7cf286f3b6be67e4aa17a5daab7f876c28bc72c4c30d27cb2a6e7612be72
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "c7c8c75ca444f492202ebebbc0ec248b"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xc7, 0xc8, 0xc7, 0x5c, 0xa4, 0x44, 0xf4, 0x92, 0x20, 0x2e, 0xbe, 0xbb, 0xc0, 0xec, 0x24, 0x8b }
+#define PEPC_LAYOUT_DIGEST "bf99735c406efbe1acb7c6ad84363d07"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xbf, 0x99, 0x73, 0x5c, 0x40, 0x6e, 0xfb, 0xe1, 0xac, 0xb7, 0xc6, 0xad, 0x84, 0x36, 0x3d, 0x07 }
 #define PEPC_POLICY_DIGEST "ce1a7cf286f3b6be67e4aa17a5daab7f876c28bc72c4c30d27cb2a6e7612be72"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -87,6 +87,7 @@ enum pepc_counter {
  *   pepc_masks: ARRAY, __u32, struct pepc_mask, 128 (x2 generations)
  *   pepc_rules: HASH, struct pepc_rule_key, struct pepc_rule_val, 131072 (x2 generations)
  *   pepc_slots: ARRAY, __u32, struct pepc_slot, 16384 (x2 generations)
+ *   pepc_bloom: ARRAY, __u32, __u64, 131073 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 16384
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 16384
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 16384
