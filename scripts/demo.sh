@@ -138,6 +138,8 @@ $PEPC history --instance "$INSTANCE" --limit 5
 
 step "pepc unload --instance $INSTANCE"
 $PEPC unload --instance "$INSTANCE"
+
+step "after unload: no filter, so the SSH probe that was dropped passes"
 probe tcp 10.201.0.2 0 22 pass  # no filter any more: the host answers again
 echo
 echo "demo: done"
