@@ -29,6 +29,7 @@ Intentional overlaps are acknowledged where they are written:
 from __future__ import annotations
 
 import dataclasses
+import gc
 from datetime import datetime
 
 from pepc.checker.anomalies import PAIR_CODES, Analysis, Raw, Suppressions
@@ -60,6 +61,18 @@ def analyze(
     atom (the benchmark's all-pairs baseline; same results as long as no
     finding hits its cap of named rules).
     """
+    # The analysis allocates millions of small objects and frees none until
+    # it returns; the cyclic collector would rescan them again and again.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze(policy, config, now, capacity, naive_index)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naive_index: bool) -> list[Finding]:
     live = list(policy.live_rules(now))
     space = Space.build(live, naive=naive_index)
     sup = Suppressions(live)

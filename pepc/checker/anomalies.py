@@ -38,16 +38,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pepc.checker import regions
-from pepc.checker.geometry import FULL, N_CLASSES, intersection, intersects, packet_of, pick_point
+from pepc.checker.geometry import FULL, N_CLASSES, contains_point, covers, intersection, intersects, packet_of, pick_point
 from pepc.checker.space import ActionKey, Space
 from pepc.diagnostics import Finding, Related
 from pepc.model import Action, Location, Rule
 from pepc.semantics import rank_key, specificity
 
 #: Partner rules a pairwise finding names per losing rule.
-PAIR_CAP = 8
-#: Candidate atoms a rule's targeted probes look at before the exact search.
-PROBE_BUDGET = 256
+PAIR_CAP = 5
+#: Later atoms with another action a rule's probes try before the exact search.
+PROBES = 16
 #: Pieces the search for related rules of one finding may visit.
 PIECE_CAP = 20000
 #: How many rule ids a message names before "and N more" (related
@@ -151,11 +151,58 @@ class Analysis:
     # --- shadowed / redundant ------------------------------------------------
 
     def coverage(self) -> list[Raw]:
+        """Shadowed and redundant rules.
+
+        1. One readable packet per atom: where the rule wins it and the
+           next rule (or the default) acts differently, the rule matters.
+        2. For the rules still open, a sweep up from the worst rank keeps
+           one index per action of the atoms ranked *after* the current
+           one, so each open atom sees exactly the later atoms with another
+           action, the only ones that can make it matter; a packet in each
+           of the first PROBES of them is tried.
+        3. Exact region search (regions.py) for what is still open.
+        """
+        s = self.s
+        akeys, arule, boxes, rules = s.akeys, s.arule, s.boxes, s.rules
+        dkey = self.default_key
+        n = len(rules)
+        free = [False] * n
+        pending: set[int] = set()
+        for ri in range(n):
+            if s.rule_atoms[ri] and not self._probe_atoms(ri, free):
+                pending.add(ri)
+        worse_diff = [False] * n
+        overflow = [False] * n
+        probes = dict.fromkeys(pending, PROBES)
+        later: dict[Action, object] = {}
+        for a in reversed(s.order):
+            ri = arule[a]
+            act = rules[ri].action
+            if ri in pending and not overflow[ri]:
+                mykey = akeys[ri]
+                for other, idx in later.items():
+                    if other is act and act is not Action.RATE_LIMIT:
+                        continue
+                    for w in idx.meeting(boxes[a], s.dsts[a], s.srcs[a]):  # type: ignore[attr-defined]
+                        if akeys[arule[w]] == mykey:
+                            continue
+                        worse_diff[ri] = True
+                        if probes[ri] <= 0:
+                            overflow[ri] = True
+                            break
+                        probes[ri] -= 1
+                        win, nxt = s.decide(pick_point(intersection(boxes[a], boxes[w])), ri)  # type: ignore[arg-type]
+                        if arule[win] == ri:
+                            free[ri] = True
+                            if (akeys[arule[nxt]] if nxt is not None else dkey) != mykey:
+                                pending.discard(ri)
+                                break
+                    if ri not in pending or overflow[ri]:
+                        break
+            self._insert(later, act, a)
         out: list[Raw] = []
-        for ri in range(len(self.s.rules)):
-            if not self.s.rule_atoms[ri]:
-                continue
-            verdict = self._classify(ri)
+        for ri in sorted(pending):
+            verdict = self._exact(ri, free[ri], worse_diff[ri])
             if verdict == "shadowed":
                 self.shadowed.add(ri)
                 out.append(self._shadowed(ri))
@@ -163,45 +210,26 @@ class Analysis:
                 out.append(self._redundant(ri))
         return out
 
-    def _classify(self, ri: int) -> str | None:
+    def _probe_atoms(self, ri: int, free: list[bool]) -> bool:
+        """Step 1: whether a readable packet shows that rule ri matters."""
+        s = self.s
+        akeys, arule, mykey = s.akeys, s.arule, s.akeys[ri]
+        for a in s.rule_atoms[ri]:
+            win, nxt = s.decide(pick_point(s.boxes[a]), ri)
+            if arule[win] == ri:
+                free[ri] = True
+                if (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
+                    return True
+        return False
+
+    def _exact(self, ri: int, free: bool, worse_diff: bool) -> str | None:
         """None (the rule decides some packet), "redundant" or "shadowed"."""
         s = self.s
-        akeys, arule, arank, boxes = s.akeys, s.arule, s.arank, s.boxes
+        akeys, boxes, own = s.akeys, s.boxes, s.rule_atoms[ri]
         mykey, dkey = akeys[ri], self.default_key
-        own = s.rule_atoms[ri]
-        free = False
-
-        def changes(n: int | None) -> bool:
-            return (akeys[arule[n]] if n is not None else dkey) != mykey
-
-        # 1. one readable packet per atom
-        for a in own:
-            win, nxt = s.decide(pick_point(boxes[a]), ri)
-            if arule[win] == ri:
-                free = True
-                if changes(nxt):
-                    return None
-        # 2. a packet inside each other rule's atom that could take over
-        budget, exhausted, worse_diff = PROBE_BUDGET, True, False
-        for a in own:
-            ra, ba = arank[a], boxes[a]
-            for w in s.meeting(a):
-                budget -= 1
-                if budget < 0:
-                    exhausted = False
-                    break
-                if arank[w] <= ra or arule[w] == ri or akeys[arule[w]] == mykey:
-                    continue
-                worse_diff = True
-                win, nxt = s.decide(pick_point(intersection(ba, boxes[w])), ri)  # type: ignore[arg-type]
-                if arule[win] == ri:
-                    free = True
-                    if changes(nxt):
-                        return None
-            if not exhausted:
-                break
-        # 3. exact; skipped when no atom after it could change the action
-        if not exhausted or worse_diff or dkey != mykey:
+        # without a later atom of another action, and the default acting
+        # alike, no packet the rule wins can change: skip the search
+        if worse_diff or dkey != mykey:
 
             def is_same(w: tuple) -> bool:
                 return akeys[w[10]] == mykey
@@ -230,8 +258,9 @@ class Analysis:
                 if pieces >= PIECE_CAP:
                     break
         point, claimed = witness  # type: ignore[misc]
-        win = s.first_match(point, also=(ri, claimed))
-        if win is None or s.arule[win] != claimed or s.first_match(point, only_rule=ri, also=(ri,)) is None:
+        judged = s.judge(point, also=(ri, claimed))
+        win = s.first_of(judged)
+        if win is None or s.arule[win] != claimed or s.first_of(judged, rule=ri) is None:
             raise AssertionError(f"witness for shadowed {rule.id} does not hold")
         cover = _by_place([s.rules[w] for w in winners])
         ids = [r.id for r in cover]
@@ -279,8 +308,8 @@ class Analysis:
                 break
         if witness is None:
             raise AssertionError(f"redundant rule {rule.id} has no packet it wins")
-        win = s.first_match(witness, also=(ri,))
-        nxt = s.first_match(witness, skip_rule=ri)
+        judged = s.judge(witness, also=(ri,))
+        win, nxt = s.first_of(judged), s.first_of(judged, skip_rule=ri)
         if win is None or s.arule[win] != ri:
             raise AssertionError(f"witness for redundant {rule.id}: the rule does not win it")
         if (s.akeys[s.arule[nxt]] if nxt is not None else self.default_key) != s.akeys[ri]:
@@ -309,54 +338,81 @@ class Analysis:
     # --- pairs ----------------------------------------------------------------
 
     def pairs(self) -> list[Finding]:
-        """Pairwise findings, already filtered by the suppressions."""
+        """Pairwise findings, already filtered by the suppressions.
+
+        The sweep goes down the rank order. `same` holds the atoms of the
+        current priority seen so far (candidates for `conflict`), `higher`
+        the atoms of every higher priority (`correlation` /
+        `generalization`), each split by action so that a rule never looks
+        at candidates with its own action. The two tiers are capped apart,
+        the same-priority one first, so that a rule that loses to many
+        higher-priority rules still shows its tie-break conflicts.
+        """
         s = self.s
-        arule, akeys, boxes, dsts, srcs = s.arule, s.akeys, s.boxes, s.dsts, s.srcs
-        shadowed, rules = self.shadowed, s.rules
-        by_action: dict[Action, object] = {}
+        arule, akeys, boxes, dsts, srcs, rules = s.arule, s.akeys, s.boxes, s.dsts, s.srcs, s.rules
+        shadowed = self.shadowed
+        higher: dict[Action, object] = {}
+        same: dict[Action, object] = {}
+        level: list[int] = []  # atoms in `same`
+        level_prio = None
         found: dict[int, dict[int, str | None]] = {}  # loser -> partner -> code (None: silenced)
-        counts: dict[int, int] = {}
-        capped: set[int] = set()
-        retries: dict[int, list[tuple[int, int]]] = {}
+        counts: dict[tuple[int, int], int] = {}
+        capped: set[tuple[int, int]] = set()  # (loser, tier)
+        retries: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for x in s.order:
             L = arule[x]
-            act = rules[L].action
-            if L not in shadowed and L not in capped:
+            rule = rules[L]
+            act = rule.action
+            if rule.priority != level_prio:
+                for j in level:
+                    self._insert(higher, rules[arule[j]].action, j)
+                same, level, level_prio = {}, [], rule.priority
+            if L not in shadowed:
                 kL = akeys[L]
                 got = found.setdefault(L, {})
-                for other, idx in by_action.items():
-                    if other is act and act is not Action.RATE_LIMIT:
+                for tier, indexes in ((0, same), (1, higher)):
+                    if (L, tier) in capped:
                         continue
-                    for y in idx.meeting(boxes[x], dsts[x], srcs[x]):  # type: ignore[attr-defined]
-                        H = arule[y]
-                        if H in got or akeys[H] == kL or H in shadowed:
+                    for other, idx in indexes.items():
+                        if other is act and act is not Action.RATE_LIMIT:
                             continue
-                        if arule[s.winner(pick_point(intersection(boxes[x], boxes[y])))] == H:  # type: ignore[arg-type,index]
-                            self._take(L, H, got, counts, capped)
-                            if L in capped:
-                                break
-                        else:
-                            retries.setdefault(L, []).append((x, y))
-                    if L in capped:
-                        break
-            idx = by_action.get(act)
-            if idx is None:
-                idx = by_action[act] = s.new_index()
-            idx.add(x)  # type: ignore[attr-defined]
-        for L, tries in retries.items():
+                        for y in idx.meeting(boxes[x], dsts[x], srcs[x]):  # type: ignore[attr-defined]
+                            H = arule[y]
+                            if H in got or akeys[H] == kL or H in shadowed:
+                                continue
+                            point = pick_point(intersection(boxes[x], boxes[y]))  # type: ignore[arg-type]
+                            if arule[s.winner(point)] == H:  # type: ignore[index]
+                                if len(s.rule_atoms[H]) > 1:
+                                    point = self._first_taken(x, H)
+                                self._take(L, H, tier, got, counts, capped, point)
+                                if (L, tier) in capped:
+                                    break
+                            else:
+                                retries.setdefault((L, tier), []).append((x, y))
+                        if (L, tier) in capped:
+                            break
+            self._insert(same, act, x)
+            level.append(x)
+        for (L, tier), tries in retries.items():
             got = found[L]
             for x, y in tries:
-                if L in capped:
+                if (L, tier) in capped:
                     break
                 H = arule[y]
                 if H not in got and self._exact_take(x, y) is not None:
-                    self._take(L, H, got, counts, capped)
+                    self._take(L, H, tier, got, counts, capped, None)
         out = []
         for L in sorted(found):
-            partners = {H: code for H, code in found[L].items() if code is not None}
+            partners = {H: got for H, got in found[L].items() if got is not None}
             if partners:
-                out += self._pair_findings(L, partners, L in capped)
+                out += self._pair_findings(L, partners, {tier for tier in (0, 1) if (L, tier) in capped})
         return out
+
+    def _insert(self, indexes: dict, action: Action, atom: int) -> None:
+        idx = indexes.get(action)
+        if idx is None:
+            idx = indexes[action] = self.s.new_index()
+        idx.add(atom)
 
     def _exact_take(self, x: int, y: int) -> tuple | None:
         """A piece of x∩y that y's rule wins (atom y ranked before x)."""
@@ -368,7 +424,20 @@ class Analysis:
         js = sorted((j for j in s.meeting_both(x, y, region) if arank[j] < ry and arule[j] != H), key=arank.__getitem__)
         return regions.find_free(region, [items[j] for j in js])
 
-    def _take(self, L: int, H: int, got: dict, counts: dict, capped: set) -> None:
+    def _first_taken(self, x: int, H: int) -> tuple:
+        """The probe point of the first of H's atoms (rank order) that
+        takes packets of atom x: the same whatever order the index
+        returned H's atoms in."""
+        s = self.s
+        bx, rx = s.boxes[x], s.arank[x]
+        for y in s.rule_atoms[H]:
+            if s.arank[y] < rx and intersects(bx, s.boxes[y]):
+                point = pick_point(intersection(bx, s.boxes[y]))  # type: ignore[arg-type]
+                if s.arule[s.winner(point)] == H:  # type: ignore[index]
+                    return point
+        raise AssertionError("no atom of the rule takes the packet it was found taking")
+
+    def _take(self, L: int, H: int, tier: int, got: dict, counts: dict, capped: set, point: tuple | None) -> None:
         """Record that rule H takes some of rule L's packets."""
         rules = self.s.rules
         code = self._pair_code(L, H)
@@ -377,12 +446,14 @@ class Analysis:
             self.sup.used.update(silencing)
             got[H] = None
             return
-        got[H] = code
-        counts[L] = counts.get(L, 0) + 1
-        if counts[L] >= PAIR_CAP and not self._pending_code_suppressions(L):
-            capped.add(L)
+        got[H] = (code, point)
+        n = counts[(L, tier)] = counts.get((L, tier), 0) + 1
+        if n >= PAIR_CAP and not self._pending_code_suppressions(L):
+            capped.add((L, tier))
 
     def _pending_code_suppressions(self, L: int) -> bool:
+        """A `suppress:` entry of a pair code on L that nothing used yet: the
+        search goes on so that it is not reported unused wrongly."""
         rule = self.s.rules[L]
         return any(c in rule.suppress and (rule.id, "code:" + c) not in self.sup.used for c in PAIR_CODES)
 
@@ -398,7 +469,16 @@ class Analysis:
         """Whether rule `outer`'s match space contains rule `inner`'s."""
         s = self.s
         outer_items = [s.items[j] for j in s.rule_atoms[outer]]
-        return all(regions.find_free(s.boxes[a], outer_items) is None for a in s.rule_atoms[inner])
+        for a in s.rule_atoms[inner]:
+            box = s.boxes[a]
+            if any(covers(o, box) for o in outer_items):
+                continue
+            point = pick_point(box)
+            if not any(contains_point(o, point) for o in outer_items):
+                return False
+            if regions.find_free(box, outer_items) is not None:
+                return False
+        return True
 
     def pair_witness(self, L: int, H: int) -> tuple | None:
         """A packet of L's that H wins, found the same way whatever the
@@ -421,39 +501,44 @@ class Analysis:
                 return pick_point(piece)
         return None
 
-    def _pair_findings(self, L: int, partners: dict[int, str], capped: bool) -> list[Finding]:
+    def _pair_findings(self, L: int, partners: dict[int, tuple], capped_tiers: set[int]) -> list[Finding]:
         s = self.s
         lo = s.rules[L]
         out = []
         for code in PAIR_CODES:
-            hs = _by_place([s.rules[H] for H, c in partners.items() if c == code])
+            hs = _by_place([s.rules[H] for H, (c, _) in partners.items() if c == code])
             if not hs:
                 continue
             related, first_pkt, notes = [], None, []
             for hi in hs:
                 H = self.rule_idx[hi.id]
-                point = self.pair_witness(L, H)
+                point = partners[H][1] or self.pair_witness(L, H)
                 if point is None:
                     raise AssertionError(f"no witness for {hi.id} taking packets of {lo.id}")
-                win = s.first_match(point, also=(L, H))
-                mine = s.first_match(point, only_rule=L, also=(L,))
-                if win is None or s.arule[win] != H or mine is None:
-                    raise AssertionError(f"witness for {hi.id} over {lo.id} does not hold")
-                pkt = str(packet_of(point))
-                first_pkt = first_pkt or pkt
+                if first_pkt is None:
+                    # the finding's witness: confirmed by the semantics
+                    judged = s.judge(point, also=(L, H))
+                    win, mine = s.first_of(judged), s.first_of(judged, rule=L)
+                    if win is None or s.arule[win] != H or mine is None:
+                        raise AssertionError(f"witness for {hi.id} over {lo.id} does not hold")
+                    first_pkt = str(packet_of(point))
+                else:
+                    stabbed = s.stab(point)
+                    win = min(stabbed, key=s.arank.__getitem__)
+                    mine = min((j for j in stabbed if s.arule[j] == L), key=s.arank.__getitem__)
                 if code == "conflict":
                     ws, ls = specificity(s.atoms[win]), specificity(s.atoms[mine])
                     why = f"specificity {ws} > {ls}" if ws != ls else f"id `{hi.id}` < `{lo.id}`"
                     notes.append(f"`{hi.id}` ({why})")
-                    text = f"`{hi.id}` ({describe(hi)}) wins by tie-break ({why}), e.g. `{pkt}`"
+                    text = f"`{hi.id}` ({describe(hi)}) wins by tie-break ({why})"
                 else:
                     notes.append(f"`{hi.id}` ({describe(hi)}, priority {hi.priority})")
-                    text = f"`{hi.id}` ({describe(hi)}, priority {hi.priority}) takes its packets, e.g. `{pkt}`"
+                    text = f"`{hi.id}` ({describe(hi)}, priority {hi.priority}) takes some of its packets"
                 related.append(Related(text, hi.loc))
             shown = ", ".join(notes[:_NAMES_IN_MESSAGE])
             if len(notes) > _NAMES_IN_MESSAGE:
                 shown += f" and {len(notes) - _NAMES_IN_MESSAGE} more"
-            if capped:
+            if (0 if code == "conflict" else 1) in capped_tiers:
                 shown += f" (the first {PAIR_CAP} rules found are named; there may be more)"
             if code == "conflict":
                 msg = (

@@ -24,7 +24,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from typing import Iterator
 
-from pepc.checker.geometry import PORT_MAX, Box
+from pepc.checker.geometry import N_CLASSES, PORT_MAX, Box
 
 #: Buckets and groups at most this long are scanned instead of indexed.
 _SCAN = 16
@@ -86,7 +86,7 @@ class _Bucket:
 
     def __init__(self) -> None:
         self.members: list[int] = []
-        self.sec: dict[tuple[int, int], _Group] | None = None
+        self.sec: dict[int, _Group] | None = None  # key: addr << 6 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
 
@@ -100,10 +100,10 @@ class _Bucket:
                 self._put(j, keys[j], boxes[j], boxes)
 
     def _put(self, i: int, key: tuple[int, int], box: Box, boxes: list) -> None:
-        g = self.sec.get(key)  # type: ignore[union-attr]
+        plen, addr = key
+        g = self.sec.get(addr << 6 | plen)  # type: ignore[union-attr]
         if g is None:
-            g = self.sec[key] = _Group()  # type: ignore[index]
-            plen, addr = key
+            g = self.sec[addr << 6 | plen] = _Group()  # type: ignore[index]
             arr = self.addrs.get(plen)
             if arr is None:
                 insort(self.plens, plen)
@@ -119,24 +119,15 @@ class _Bucket:
             return
         for p in self.plens:
             if p <= plen:
-                g = sec.get((p, addr & _MASKS[p]))
+                g = sec.get((addr & _MASKS[p]) << 6 | p)
                 if g is not None:
                     yield g.query(lo, hi)
             else:
                 arr = self.addrs[p]
-                for a in arr[bisect_left(arr, addr) : bisect_right(arr, last)]:
-                    yield sec[(p, a)].query(lo, hi)
-
-    def stab(self, addr: int, port: int) -> Iterator[list[int]]:
-        sec = self.sec
-        if sec is None:
-            yield self.members
-            return
-        for p in self.plens:
-            g = sec.get((p, addr & _MASKS[p]))
-            if g is not None:
-                yield g.query(port, port)
-
+                # indices, not a slice: a caller that stops early must not
+                # pay for copying a long block list
+                for k in range(bisect_left(arr, addr), bisect_right(arr, last)):
+                    yield sec[arr[k] << 6 | p].query(lo, hi)
 
 class _Index:
     """Atoms bucketed by one address prefix: field 4 (dst) or 2 (src)."""
@@ -146,16 +137,15 @@ class _Index:
         self.pkeys = pkeys
         self.skeys = skeys
         self.field = field
-        self.buckets: dict[tuple[int, int], _Bucket] = {}
+        self.buckets: dict[int, _Bucket] = {}  # key: addr << 6 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
 
     def add(self, i: int) -> None:
-        key = self.pkeys[i]
-        b = self.buckets.get(key)
+        plen, addr = self.pkeys[i]
+        b = self.buckets.get(addr << 6 | plen)
         if b is None:
-            b = self.buckets[key] = _Bucket()
-            plen, addr = key
+            b = self.buckets[addr << 6 | plen] = _Bucket()
             arr = self.addrs.get(plen)
             if arr is None:
                 insort(self.plens, plen)
@@ -172,11 +162,13 @@ class _Index:
         slast = saddr + _SIZES[splen] - 1
         for p in self.plens:
             if p <= pplen:
-                b = buckets.get((p, paddr & _MASKS[p]))
-                chosen = (b,) if b is not None else ()
+                b = buckets.get((paddr & _MASKS[p]) << 6 | p)
+                if b is None:
+                    continue
+                chosen: Iterator[_Bucket] = iter((b,))
             else:
                 arr = self.addrs[p]
-                chosen = [buckets[(p, a)] for a in arr[bisect_left(arr, paddr) : bisect_right(arr, plast)]]
+                chosen = (buckets[arr[k] << 6 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
             for b in chosen:
                 for members in b.query(splen, saddr, slast, q0, q1):
                     for j in members:
@@ -187,49 +179,91 @@ class _Index:
                         ):
                             yield j
 
-    def stab(self, point: tuple) -> Iterator[int]:
-        boxes, buckets = self.boxes, self.buckets
+    def stab(self, point: tuple, out: list[int]) -> None:
+        """Append the atoms containing the point to `out`."""
+        boxes, buckets, masks = self.boxes, self.buckets, _MASKS
         cls, src, dst, sport, dport = point
-        prim, sec = (dst, src) if self.field == 4 else (src, dst)
+        prim, sec_addr = (dst, src) if self.field == 4 else (src, dst)
         for p in self.plens:
-            b = buckets.get((p, prim & _MASKS[p]))
+            b = buckets.get((prim & masks[p]) << 6 | p)
             if b is None:
                 continue
-            for members in b.stab(sec, dport):
+            sec = b.sec
+            if sec is None:
+                lists = (b.members,)
+            else:
+                lists = []
+                for sp in b.plens:
+                    g = sec.get((sec_addr & masks[sp]) << 6 | sp)
+                    if g is not None:
+                        if g.wide is None:
+                            lists.append(g.members)
+                        else:
+                            lists.append(g.wide)
+                            got = g.single.get(dport)
+                            if got:
+                                lists.append(got)
+            for members in lists:
                 for j in members:
                     o = boxes[j]
                     if (
                         o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
                         and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
                     ):
-                        yield j
+                        out.append(j)
 
 
 class BoxIndex:
-    def __init__(self, boxes: list, dsts: list, srcs: list):
-        self.dsts, self.srcs = dsts, srcs
-        self.by_dst = _Index(boxes, dsts, srcs, 4)
-        self.by_src = _Index(boxes, srcs, dsts, 2)
+    """Atoms by the two address prefixes, for box and point queries.
+
+    With `classes=True` (the sweeps) the atoms are first split by their
+    protocol-class interval (one of the seven a rule can have), so that an
+    ICMP rule never walks the TCP rules of a wide bucket. The static index
+    keeps one partition: its point queries would otherwise visit up to
+    four, and its box queries are rare.
+    """
+
+    def __init__(self, boxes: list, dsts: list, srcs: list, classes: bool = True):
+        self.boxes, self.dsts, self.srcs = boxes, dsts, srcs
+        self.classes = classes
+        self.parts: dict[tuple[int, int], tuple[_Index, _Index]] = {}
 
     def add(self, i: int) -> None:
-        self.by_dst.add(i)
-        self.by_src.add(i)
+        b = self.boxes[i]
+        key = (b[0], b[1]) if self.classes else (0, N_CLASSES - 1)
+        part = self.parts.get(key)
+        if part is None:
+            part = self.parts[key] = (
+                _Index(self.boxes, self.dsts, self.srcs, 4),
+                _Index(self.boxes, self.srcs, self.dsts, 2),
+            )
+        part[0].add(i)
+        part[1].add(i)
 
     def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> Iterator[int]:
         """Atoms whose boxes meet box q, whose dst/src are these prefixes."""
-        if dst[0] >= src[0]:
-            return self.by_dst.meeting(q, dst, src)
-        return self.by_src.meeting(q, src, dst)
+        by_dst = dst[0] >= src[0]
+        for (c0, c1), (bd, bs) in self.parts.items():
+            if c0 <= q[1] and c1 >= q[0]:
+                if by_dst:
+                    yield from bd.meeting(q, dst, src)
+                else:
+                    yield from bs.meeting(q, src, dst)
 
-    def stab(self, point: tuple) -> Iterator[int]:
+    def stab(self, point: tuple) -> list[int]:
         """Atoms whose boxes contain the point."""
-        return self.by_dst.stab(point)
+        out: list[int] = []
+        cls = point[0]
+        for (c0, c1), (bd, _) in self.parts.items():
+            if c0 <= cls <= c1:
+                bd.stab(point, out)
+        return out
 
 
 class ScanIndex:
     """BoxIndex's interface as a scan of everything added (O(n) a query)."""
 
-    def __init__(self, boxes: list, dsts: list, srcs: list):
+    def __init__(self, boxes: list, dsts: list, srcs: list, classes: bool = True):
         self.boxes = boxes
         self.members: list[int] = []
 
@@ -247,13 +281,12 @@ class ScanIndex:
             ):
                 yield j
 
-    def stab(self, point: tuple) -> Iterator[int]:
+    def stab(self, point: tuple) -> list[int]:
         cls, src, dst, sport, dport = point
         boxes = self.boxes
-        for j in self.members:
-            o = boxes[j]
-            if (
-                o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
-                and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
-            ):
-                yield j
+        return [
+            j for j in self.members
+            if boxes[j][0] <= cls <= boxes[j][1] and boxes[j][2] <= src <= boxes[j][3]
+            and boxes[j][4] <= dst <= boxes[j][5] and boxes[j][6] <= sport <= boxes[j][7]
+            and boxes[j][8] <= dport <= boxes[j][9]
+        ]

@@ -52,12 +52,23 @@ class Space:
     _lists: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.index = self.new_index()
+        self.index = self.index_type(self.boxes, self.dsts, self.srcs, classes=False)
         for i in range(len(self.boxes)):
             self.index.add(i)
+        self._stabs: dict[tuple, list[int]] = {}
 
     def new_index(self) -> BoxIndex | ScanIndex:
         return self.index_type(self.boxes, self.dsts, self.srcs)
+
+    def stab(self, point: tuple) -> list[int]:
+        """The atoms containing the point (remembered: witnesses are often
+        probed twice)."""
+        got = self._stabs.get(point)
+        if got is None:
+            if len(self._stabs) > 1_000_000:
+                self._stabs.clear()
+            got = self._stabs[point] = self.index.stab(point)
+        return got
 
     @classmethod
     def build(cls, rules: list[Rule], naive: bool = False) -> "Space":
@@ -142,7 +153,7 @@ class Space:
         arank, arule = self.arank, self.arule
         best = nxt = None
         br = nr = 1 << 62
-        for j in self.index.stab(point):
+        for j in self.stab(point):
             r = arank[j]
             if r < br:
                 best, br = j, r
@@ -152,41 +163,37 @@ class Space:
 
     def winner(self, point: tuple) -> int | None:
         best, br = None, 1 << 62
-        for j in self.index.stab(point):
+        for j in self.stab(point):
             if self.arank[j] < br:
                 best, br = j, self.arank[j]
         return best
 
     # --- witnesses, checked against pepc.semantics ------------------------
 
-    def first_match(
-        self, point: tuple, skip_rule: int = -1, only_rule: int = -1, also: tuple[int, ...] = ()
-    ) -> int | None:
-        """The atom that wins `point` by the semantics (atom_matches and
-        rank_key), ignoring rule `skip_rule` / only among `only_rule`.
+    def judge(self, point: tuple, also: tuple[int, ...] = ()) -> list[int]:
+        """The atoms matching `point` by the semantics (atom_matches), best
+        first by rank_key.
 
-        The candidates come from the index; the decision does not: a witness
-        is only reported when the semantics confirm it, and a box that
-        disagrees with atom_matches is a bug.
+        The candidates are the index's, plus every atom of the rules they
+        belong to and of `also`; the decision is the semantics': a witness
+        is only reported when they confirm it, and an atom whose box
+        disagrees with atom_matches (or one the index missed) is a bug.
         """
         pkt = packet_of(point)
-        best, best_key = None, None
-        found = set(self.index.stab(point))
-        for j in self.rule_candidates(found, also):
-            if self.arule[j] == skip_rule or (only_rule >= 0 and self.arule[j] != only_rule):
-                continue
+        found = set(self.stab(point))
+        rules = {self.arule[j] for j in found} | set(also)
+        matching = []
+        for j in found | {j for r in rules for j in self.rule_atoms[r]}:
             atom = self.atoms[j]
             matches = atom_matches(atom, pkt)
             if matches != contains_point(self.boxes[j], point) or matches != (j in found):
                 raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
             if matches:
-                k = rank_key(atom)
-                if best_key is None or k < best_key:
-                    best, best_key = j, k
-        return best
+                matching.append((rank_key(atom), j))
+        return [j for _, j in sorted(matching)]
 
-    def rule_candidates(self, found: set[int], also: tuple[int, ...]) -> list[int]:
-        # the stabbed atoms, plus every atom of the rules involved, so that
-        # a box missing from the index would show up as a disagreement
-        rules = {self.arule[j] for j in found} | set(also)
-        return sorted(found | {j for r in rules for j in self.rule_atoms[r]})
+    def first_of(self, judged: list[int], rule: int = -1, skip_rule: int = -1) -> int | None:
+        for j in judged:
+            if (rule < 0 or self.arule[j] == rule) and self.arule[j] != skip_rule:
+                return j
+        return None
