@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pepc import layout
 from pepc.config import Config, Interface, XdpMode
@@ -263,6 +263,10 @@ class ApplyResult:
     attached: tuple[tuple[str, str], ...]  # (ifname, mode) after the apply
     detached: tuple[str, ...] = ()
     recovered: tuple[str, ...] = ()
+    #: what was compiled and is now in both generations (for the watch
+    #: session's mirror; not part of the JSON)
+    program: Program | None = field(default=None, repr=False, compare=False)
+    contents: Mapping[str, Mapping[bytes, bytes]] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {
@@ -375,9 +379,31 @@ def plan_policy(
     t = time.perf_counter()
     inst, live = open_live(config, instance)
     timings["read"] = time.perf_counter() - t
+    return plan_against(policy, config, now, instance, iface_names, inst, live, timings)
+
+
+def plan_against(
+    policy: Policy,
+    config: Config,
+    now: datetime,
+    instance: str,
+    iface_names: Sequence[str] | None,
+    inst: Any,
+    live: LiveState | None,
+    timings: dict[str, float],
+    *,
+    compile_fn: Any = None,
+    trusted: bool = False,
+) -> Planned:
+    """The plan step of an apply, given the live state however it was had
+    (read in full by `plan_policy`, or taken from a session's mirror).
+    Owns `inst`: closes it on error. `compile_fn(policy, config, now, live)`
+    replaces `compile_desired` (the session's incremental compiler);
+    `trusted`: the live generations are the session's own record of what it
+    wrote, so drift is not looked for (see ReconcileSession)."""
     try:
         t = time.perf_counter()
-        program, contents = compile_desired(policy, config, now, live)
+        program, contents = (compile_fn or compile_desired)(policy, config, now, live)
         timings["compile"] = time.perf_counter() - t
         t = time.perf_counter()
         ifaces = desired_interfaces(config, iface_names)
@@ -398,6 +424,7 @@ def plan_policy(
             live,
             [(i.name, i.mode.value) for i in ifaces],
             current,
+            trusted=trusted,
         )
         ours = {live.prog_id} if live and live.prog_id else set()
         foreign = tuple(
@@ -491,14 +518,49 @@ def apply_policy(
     refused, nothing touched) or EnvironmentProblem (kernel/host refused).
 
     `check=False` only for callers that have just run `check_errors` on
-    this very policy and config themselves (the watch loop checks on load;
-    the benchmark times the checker apart): the gate is never skipped
-    silently."""
+    this very policy and config themselves (the benchmark times the checker
+    apart): the gate is never skipped silently."""
+    return converge(
+        policy,
+        config,
+        now,
+        planner=lambda recovered: plan_policy(policy, config, now, instance, iface_names),
+        gate=(lambda planned: check_errors(policy, config, now)) if check else None,
+        instance=instance,
+        wait=wait,
+        policy_path=policy_path,
+        write_audit=write_audit,
+        abort_after=abort_after,
+    )
+
+
+def converge(
+    policy: Policy,
+    config: Config,
+    now: datetime,
+    *,
+    planner: Callable[[Sequence[str]], Planned],
+    gate: Callable[[Planned], Sequence[Finding]] | None,
+    instance: str = "default",
+    wait: float = 0.0,
+    policy_path: str | None = None,
+    write_audit: bool = True,
+    abort_after: int | None = None,
+    abort_in_process: bool = False,
+) -> ApplyResult:
+    """The steps of every apply, in order, under the instance lock: repair
+    interrupted pin swaps, plan (`planner(recovered)`: read or mirror the
+    live state, compile, diff), run the check `gate` when anything is to be
+    written, execute (writes, flip, RCU barriers, counter resets, or the
+    load path), audit. `pepc apply` and the watch session differ only in
+    their planner and gate."""
     started = time.perf_counter()
     check_instance_name(instance)
     path = policy_path or policy.root
     check_s = 0.0
-    log = WriteLog(abort_after=abort_after if abort_after is not None else _abort_after_from_env())
+    log = WriteLog(
+        abort_after=abort_after if abort_after is not None else _abort_after_from_env(), abort_in_process=abort_in_process
+    )
     planned: Planned | None = None
     try:
         with InstanceLock(config.run_dir, instance, wait):
@@ -506,16 +568,16 @@ def apply_policy(
 
             recovered = pinswap.recover(config.pin_root, instance)
             try:
-                planned = plan_policy(policy, config, now, instance, iface_names)
+                planned = planner(tuple(recovered))
             except PolicyError as err:
                 if write_audit:
                     record_refusal(config, instance, err.findings, path, started)
                 raise
-            if check and planned.plan.changes_pending:
+            if gate is not None and planned.plan.changes_pending:
                 # The gate of `pepc check`. Skipped only when nothing would be
                 # written: the live maps already hold exactly this policy.
                 t = time.perf_counter()
-                errors = check_errors(policy, config, now)
+                errors = list(gate(planned))
                 check_s = time.perf_counter() - t
                 if errors:
                     if write_audit:
@@ -532,6 +594,8 @@ def apply_policy(
                 duration_s=time.perf_counter() - started,
                 timings={"check": check_s, **planned.timings, **result.timings},
                 recovered=tuple(recovered),
+                program=planned.program,
+                contents=planned.contents,
             )
     except (EnvironmentProblem, OSError) as err:
         if write_audit and not isinstance(err, PolicyError):

@@ -10,7 +10,8 @@ needs no kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import compress, filterfalse
+from operator import itemgetter, ne
 from typing import Iterable, Mapping
 
 from pepc import layout
@@ -120,16 +121,22 @@ class GenDelta:
 
 
 def diff_map(name: str, desired: Mapping[bytes, bytes], live: Mapping[bytes, bytes]) -> MapDelta:
-    # Set operations on dict views run in C: the cost is one hash lookup per
-    # element, and Python-level work only for the elements that differ.
+    # One C-level pass (map/compress: no tuple or set per element, so no
+    # allocation for the garbage collector to chase) finds the keys whose
+    # value differs or is missing; Python-level work only for those. Deletes
+    # need a second pass only when the sizes say live has keys desired has not.
     if desired == live:
         return MapDelta(name)
     first = itemgetter(0)
     if not live:
         return MapDelta(name, tuple(sorted(desired.items(), key=first)), (), 0)
-    writes = sorted(desired.items() - live.items(), key=first)
-    deletes = sorted(live.keys() - desired.keys())
-    changed = sum(1 for k, _ in writes if k in live)
+    differ = list(compress(desired, map(ne, desired.values(), map(live.get, desired))))
+    changed = sum(1 for k in differ if k in live)
+    writes = sorted(((k, desired[k]) for k in differ), key=first)
+    if len(live) == len(desired) - (len(differ) - changed):
+        deletes: list[bytes] = []
+    else:
+        deletes = sorted(filterfalse(desired.__contains__, live))
     return MapDelta(name, tuple(writes), tuple(deletes), changed)
 
 
@@ -398,12 +405,18 @@ def rule_summary(desired: Contents, live: Contents, delta: GenDelta | None = Non
 
     # A rule that moved slot is the same rule: look for it on the other side
     # (a C-level set of identities first; the slow search only on a hit).
-    l_idents = set(map(itemgetter(_IDENT), l_sl.values()))
-    d_idents = set(map(itemgetter(_IDENT), d_sl.values()))
+    # (built on first need: a one-rule edit in place needs neither)
+    idents: dict[str, set[bytes]] = {}
+
+    def has_ident(which: str, ib: bytes) -> bool:
+        if which not in idents:
+            idents[which] = set(map(itemgetter(_IDENT), (l_sl if which == "l" else d_sl).values()))
+        return ib in idents[which]
+
     l_by_ident = {ident(r): r for r in l_slots.values()}
     for r in list(d_slots.values()):
         ib = d_sl[u32(r.slot)][_IDENT]
-        if ident(r) not in l_by_ident and ib in l_idents:
+        if ident(r) not in l_by_ident and has_ident("l", ib):
             k = _find_ident(l_sl, ib)
             lr = decode_slot(k, l_sl[k]) if k is not None else None
             if lr is not None:
@@ -411,7 +424,7 @@ def rule_summary(desired: Contents, live: Contents, delta: GenDelta | None = Non
     d_by_ident = {ident(r): r for r in d_slots.values()}
     for r in list(l_slots.values()):
         ib = l_sl[u32(r.slot)][_IDENT]
-        if ident(r) not in d_by_ident and ib in d_idents:
+        if ident(r) not in d_by_ident and has_ident("d", ib):
             k = _find_ident(d_sl, ib)
             dr = decode_slot(k, d_sl[k]) if k is not None else None
             if dr is not None:

@@ -169,9 +169,14 @@ def make_plan(
     live: LiveState | None,
     interfaces: Sequence[tuple[str, str]] = (),
     current: Mapping[str, Attachment] | None = None,
+    *,
+    trusted: bool = False,
 ) -> ReconcilePlan:
     """`interfaces`: (ifname, mode) that must carry the program; `current`:
-    what netlink reports attached on them now."""
+    what netlink reports attached on them now. `trusted`: the generations of
+    `live` are a record of what was written (the watch session's mirror),
+    not a read: drift is not looked for (it would cost a hash of the whole
+    active generation and could only find what the record already says)."""
     desired = diff.normalize(desired)
     ifaces = _interface_actions(interfaces, live, current or {})
     empty = diff.empty_contents()
@@ -217,7 +222,7 @@ def make_plan(
             sync_old=full,
             resets=(),
             carry=tuple(sorted(carry)),
-            drift=None if live is None else diff.find_drift(live.active, desired, policy_digest),
+            drift=None if live is None or trusted else diff.find_drift(live.active, desired, policy_digest),
             interfaces=ifaces,
             notes=tuple(notes),
         )
@@ -248,7 +253,13 @@ def make_plan(
         sync_old=behind,
         resets=diff.slots_to_reset(desired, active, behind) if flip else (),
         carry=(),
-        drift=diff.find_drift(active, desired, policy_digest, behind),
+        drift=_trusted_drift(active) if trusted else diff.find_drift(active, desired, policy_digest, behind),
         interfaces=ifaces,
         notes=tuple(notes),
     )
+
+
+def _trusted_drift(active: diff.Contents) -> diff.Drift:
+    g = diff.gen_info(active)
+    stored = str(g["policy_digest"]) if g else None
+    return diff.Drift(digest_ok=True, stored_digest=stored, contents_digest=stored or "")

@@ -1,0 +1,283 @@
+"""A warm reconciler for long-running callers (`pepc watch`).
+
+`pepc apply` is a fresh process: it reads both generations in full, compiles
+from scratch and runs the check gate. A watch service converges the same
+instance again and again; `ReconcileSession` keeps what it learnt between
+reconciles so that an event-triggered one costs what the change costs:
+
+- the compiler state (``pepc.compiler.IncrementalCompiler`` when there is
+  one, else ``compile_program`` with the live assignments, behind the same
+  call), with the last program compiled;
+- a MIRROR: the contents it last wrote to both generations (after every
+  complete apply both hold the desired contents), the active generation,
+  the ``pepc_gen`` element of each generation (policy digest, counts), the
+  layout digest and the program id;
+- the last policy the check gate passed.
+
+The trust rule (also in the package docstring): a `full` reconcile reads
+the live state in full, exactly as `pepc apply`; an event-triggered one
+reads only ``pepc_ctrl`` and ``pepc_gen`` and, when they and the program id
+equal the mirror, takes the generations from the mirror. Anything else is
+a full read. The writes, flip, barriers, counter resets, crash safety and
+audit are `apply.converge`, the code of `pepc apply`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+from pepc.config import Config
+from pepc.diagnostics import Finding
+from pepc.model import Policy
+from pepc.program import Program
+from pepc.reconcile import apply as _apply
+from pepc.reconcile import diff
+from pepc.reconcile.state import LiveState
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """What the session last wrote: both generations hold `contents`."""
+
+    layout_digest: str
+    active_gen: int
+    gen_value: bytes | None  # the pepc_gen element of both generations
+    contents: Mapping[str, Mapping[bytes, bytes]]
+    prog_id: int
+
+
+def check_gate(policy: Policy, config: Config, now: datetime) -> list[Finding]:
+    """The check gate of an apply, as one call (the errors `pepc check`
+    would report). The one place to make incremental later."""
+    return _apply.check_errors(policy, config, now)
+
+
+class _Compiler:
+    """compile_desired with warm state: the incremental compiler when pepc
+    has one and the live slots are the ones it last assigned; otherwise a
+    fresh compile with the live assignments (what `pepc apply` does)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        cls = getattr(importlib.import_module("pepc.compiler"), "IncrementalCompiler", None)
+        self._inc = cls(config) if cls is not None else None
+        self.previous: Program | None = None
+        self.previous_slots: Mapping[bytes, bytes] | None = None
+        self.incremental = False  # whether the last compile was incremental
+
+    def forget(self) -> None:
+        self.previous = None
+        self.previous_slots = None
+
+    def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
+        from pepc import bloom
+        from pepc.compiler.pack import map_contents
+
+        warm = (
+            self._inc is not None
+            and self.previous is not None
+            and live is not None
+            and live.active.get("pepc_slots", {}) == self.previous_slots
+        )
+        self.incremental = warm
+        if warm:
+            program = self._inc.compile(policy, now, self.previous)
+        else:
+            from pepc.compiler import compile_program
+
+            program = compile_program(policy, config, now, _apply.assignments_for(policy, live, now))
+        contents = map_contents(program)
+        if live is not None and live.layout_digest == program.layout_digest:
+            words = live.bloom_words
+        else:
+            words = bloom.words(program.caps)
+        if words:
+            contents[diff.BLOOM] = bloom.for_contents(contents, words)
+        return program, contents
+
+
+class ReconcileSession:
+    """Held by `pepc watch` across reconciles; see the module docstring."""
+
+    def __init__(
+        self,
+        instance: str,
+        config: Config,
+        *,
+        iface_names: Sequence[str] | None = None,
+        wait: float = 0.0,
+        policy_path: str | None = None,
+        write_audit: bool = True,
+        gate: Callable[[Policy, Config, datetime], Sequence[Finding]] = check_gate,
+    ) -> None:
+        self.instance = _apply.check_instance_name(instance)
+        self.config = config
+        self.iface_names = list(iface_names) if iface_names else None
+        self.wait = wait
+        self.policy_path = policy_path
+        self.write_audit = write_audit
+        self._gate_fn = gate
+        self._compiler = _Compiler(config)
+        self.mirror: Mirror | None = None
+        self._must_read = True  # the first reconcile, and after any error
+        self._checked: tuple[Policy, Config, tuple[str, ...]] | None = None
+        #: how the last reconcile got the live state: "full" | "mirror" |
+        #: "full (mirror disagreed: ...)" | "none" (no instance)
+        self.last_read = ""
+        self.last_gate_skipped = False
+
+    # --- state ----------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """Trust nothing remembered: the next reconcile reads everything."""
+        self.mirror = None
+        self._must_read = True
+        self._compiler.forget()
+
+    def _use_config(self, config: Config | None) -> Config:
+        if config is not None and config != self.config:
+            self.config = config
+            self._compiler = _Compiler(config)
+            self._checked = None
+            self.invalidate()
+        return self.config
+
+    # --- the gate -------------------------------------------------------
+
+    def _gate(self, policy: Policy, config: Config, now: datetime) -> list[Finding]:
+        live_ids = tuple(r.id for r in policy.live_rules(now))
+        c = self._checked
+        if c is not None and c[1] == config and c[2] == live_ids and (c[0] is policy or c[0] == policy):
+            self.last_gate_skipped = True
+            return []
+        self.last_gate_skipped = False
+        errors = list(self._gate_fn(policy, config, now))
+        if not errors:
+            self._checked = (policy, config, live_ids)
+        return errors
+
+    # --- the live state ---------------------------------------------------
+
+    def _live_from_mirror(self, inst: Any) -> tuple[LiveState | None, str]:
+        """(LiveState taken from the mirror, "") or (None, why not)."""
+        from pepc.reconcile.live import bloom_words, capacities, compatible, read_ctrl
+
+        m = self.mirror
+        if m is None:
+            return None, "no mirror"
+        if inst.prog_id != m.prog_id:
+            return None, f"program {inst.prog_id} is not {m.prog_id}"
+        if compatible(inst.maps):
+            return None, "incompatible maps"
+        active, digest, _ = read_ctrl(inst.maps)
+        if active != m.active_gen or digest != m.layout_digest:
+            return None, "pepc_ctrl changed"
+        g = inst.maps["pepc_gen"]
+        for gen in (0, 1):
+            raw = g.lookup(diff.u32(gen))
+            if (raw if raw is not None and any(raw) else None) != m.gen_value:
+                return None, f"pepc_gen[{gen}] changed"
+        d = _apply.pin_dir(self.config, self.instance)
+        return (
+            LiveState(
+                instance=self.instance,
+                pin_dir=str(d),
+                layout_digest=digest,
+                active_gen=active,
+                gens=(m.contents, m.contents),
+                prog_id=inst.prog_id,
+                capacities=capacities(inst.maps),
+                attachments=_apply.instance_links(inst.prog_id),
+                bloom_words=bloom_words(inst.maps),
+            ),
+            "",
+        )
+
+    def _planner(self, policy: Policy, now: datetime, full: bool) -> Callable[[Sequence[str]], _apply.Planned]:
+        from pepc.kernel.loader import open_instance
+        from pepc.reconcile.live import read_live
+
+        def plan(recovered: Sequence[str]) -> _apply.Planned:
+            timings: dict[str, float] = {}
+            t = time.perf_counter()
+            d = _apply.pin_dir(self.config, self.instance)
+            inst = open_instance(d)
+            live: LiveState | None = None
+            trusted = False
+            try:
+                if inst is None:
+                    self.last_read = "none"
+                else:
+                    why = "full" if full else ("pins recovered" if recovered else "")
+                    if not why:
+                        live, why = self._live_from_mirror(inst)
+                        trusted = live is not None
+                    if live is None:
+                        live = read_live(self.instance, str(d), inst.maps, inst.prog_id, _apply.instance_links(inst.prog_id))
+                        self.last_read = "full" if why == "full" else f"full ({why})"
+                    else:
+                        self.last_read = "mirror"
+            except BaseException:
+                if inst is not None:
+                    inst.close()
+                raise
+            timings["read"] = time.perf_counter() - t
+            return _apply.plan_against(
+                policy, self.config, now, self.instance, self.iface_names, inst, live, timings,
+                compile_fn=self._compiler, trusted=trusted,
+            )
+
+        return plan
+
+    # --- reconcile ----------------------------------------------------------
+
+    def reconcile(
+        self,
+        policy: Policy,
+        now: datetime,
+        *,
+        full: bool,
+        config: Config | None = None,
+        abort_after: int | None = None,
+        abort_in_process: bool = False,
+    ) -> _apply.ApplyResult:
+        """Converge the instance to `policy`. `full`: read the live state in
+        full (first reconcile, resync timer, SIGHUP); it is forced after any
+        error and on the first call. Raises what `apply_policy` raises."""
+        cfg = self._use_config(config)
+        full = full or self._must_read or self.mirror is None
+        try:
+            result = _apply.converge(
+                policy,
+                cfg,
+                now,
+                planner=self._planner(policy, now, full),
+                gate=lambda planned: self._gate(policy, cfg, now),
+                instance=self.instance,
+                wait=self.wait,
+                policy_path=self.policy_path,
+                write_audit=self.write_audit,
+                abort_after=abort_after,
+                abort_in_process=abort_in_process,
+            )
+        except BaseException:
+            # Refused, failed or killed midway: what the kernel holds is no
+            # longer known, so the next reconcile reads it in full.
+            self.invalidate()
+            raise
+        contents = diff.normalize(result.contents or {})
+        self.mirror = Mirror(
+            layout_digest=result.plan.layout_digest,
+            active_gen=result.generation,
+            gen_value=contents["pepc_gen"].get(diff.u32(0)),
+            contents=contents,
+            prog_id=result.prog_id,
+        )
+        self._compiler.previous = result.program
+        self._compiler.previous_slots = contents["pepc_slots"]
+        self._must_read = False
+        return result
