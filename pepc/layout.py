@@ -66,8 +66,14 @@ class Struct:
     fields: tuple[Field, ...]
     doc: str = ""
 
-    @property
-    def offsets(self) -> dict[str, int]:
+    # Offsets, size and packers depend only on the (frozen) fields: they are
+    # computed once per struct and cached in the instance __dict__
+    # (functools.cached_property writes there directly, which a frozen
+    # dataclass allows). Packing is then one precompiled struct.Struct call
+    # per byte-order run instead of a per-field walk.
+
+    @functools.cached_property
+    def _offsets(self) -> dict[str, int]:
         out, off = {}, 0
         for f in self.fields:
             if off % f.align:
@@ -77,9 +83,13 @@ class Struct:
         return out
 
     @property
+    def offsets(self) -> dict[str, int]:
+        return dict(self._offsets)
+
+    @functools.cached_property
     def size(self) -> int:
         last = self.fields[-1]
-        end = self.offsets[last.name] + last.size
+        end = self._offsets[last.name] + last.size
         align = max(f.align for f in self.fields)
         if end % align:
             raise ValueError(f"{self.name} needs tail padding to {align}")
@@ -89,60 +99,128 @@ class Struct:
     def c_name(self) -> str:
         return f"struct {self.name}"
 
-    def _format(self, f: Field) -> str:
-        ch = CTYPES[f.ctype][1]
-        if f.ctype == "char":
-            return f"{f.count}s"
-        if f.ctype.startswith("be"):
-            return ""  # packed by hand, big-endian
-        return f"{f.count}{ch}" if f.count > 1 else ch
+    @functools.cached_property
+    def _segments(self) -> tuple[tuple[_struct.Struct, int], ...]:
+        """The struct as runs of fields sharing a byte order: (packer, number
+        of values it takes). Padding is 'x' (no value), chars 'Ns' (one
+        bytes value), arrays N values."""
+        segs: list[tuple[str, str, int]] = []  # (order, format, values)
+        for f in self.fields:
+            ch = CTYPES[f.ctype][1]
+            if f.name.startswith("_pad"):
+                order, fmt, n = None, f"{f.size}x", 0
+            elif f.ctype == "char":
+                order, fmt, n = None, f"{f.count}s", 1
+            else:
+                order = ">" if f.ctype.startswith("be") else "<"
+                if f.align == 1:
+                    order = None  # single bytes have no byte order
+                fmt, n = (f"{f.count}{ch}" if f.count > 1 else ch), f.count
+            if segs and (order is None or segs[-1][0] in (None, order)):
+                o, s, k = segs[-1]
+                segs[-1] = (o if order is None else order, s + fmt, k + n)
+            else:
+                segs.append((order, fmt, n))
+        out = tuple((_struct.Struct((o or "<") + s), n) for o, s, n in segs)
+        if sum(p.size for p, _ in out) != self.size:
+            raise AssertionError(f"{self.name}: packers disagree with the layout")
+        return out
+
+    @functools.cached_property
+    def packer(self) -> _struct.Struct | None:
+        """One struct.Struct for the whole struct (values in field order,
+        padding skipped, arrays flattened, chars as bytes) when all its
+        multi-byte fields share one byte order; None otherwise."""
+        segs = self._segments
+        return segs[0][0] if len(segs) == 1 else None
+
+    @functools.cached_property
+    def pack_values(self):
+        """pack_values(*values) -> bytes: positional fast path, values in
+        field order as for `packer` (padding skipped, arrays flattened)."""
+        segs = self._segments
+        if len(segs) == 1:
+            return segs[0][0].pack
+        parts = []
+        i = 0
+        for p, n in segs:
+            parts.append((p.pack, i, i + n))
+            i += n
+
+        def pack_values(*values: Any) -> bytes:
+            return b"".join([f(*values[a:b]) for f, a, b in parts])
+
+        return pack_values
+
+    @functools.cached_property
+    def unpack_values(self):
+        """unpack_values(data) -> tuple: the inverse of pack_values."""
+        segs = self._segments
+        if len(segs) == 1:
+            return segs[0][0].unpack_from
+        parts = []
+        off = 0
+        for p, _ in segs:
+            parts.append((p.unpack_from, off))
+            off += p.size
+
+        def unpack_values(data: bytes) -> tuple:
+            out: tuple = ()
+            for f, o in parts:
+                out += f(data, o)
+            return out
+
+        return unpack_values
+
+    @functools.cached_property
+    def _value_fields(self) -> tuple[tuple[str, int, bool], ...]:
+        """(name, count, is_char) of every field that takes values."""
+        return tuple((f.name, f.count, f.ctype == "char") for f in self.fields if not f.name.startswith("_pad"))
 
     def pack(self, values: Mapping[str, Any]) -> bytes:
         """Pack named field values (missing fields and padding are zero).
         Arrays take a sequence (chars take bytes); be* fields take host ints."""
-        out = bytearray(self.size)
-        offs = self.offsets
-        for f in self.fields:
-            v = values.get(f.name)
-            if v is None:
-                continue
-            off = offs[f.name]
-            if f.ctype == "char":
-                data = bytes(v)[: f.count]
-                out[off : off + len(data)] = data
-            elif f.ctype.startswith("be"):
-                fmt = ">" + CTYPES[f.ctype][1]
-                _struct.pack_into(fmt, out, off, v)
-            elif f.count > 1:
-                _struct.pack_into("<" + self._format(f), out, off, *v)
+        flat: list[Any] = []
+        get = values.get
+        for name, count, is_char in self._value_fields:
+            v = get(name)
+            if is_char:
+                flat.append(b"" if v is None else bytes(v))
+            elif count > 1:
+                if v is None:
+                    flat.extend([0] * count)
+                else:
+                    v = list(v)
+                    if len(v) != count:
+                        raise _struct.error(f"{self.name}.{name} takes {count} values")
+                    flat.extend(v)
             else:
-                _struct.pack_into("<" + self._format(f), out, off, v)
-        return bytes(out)
+                flat.append(0 if v is None else v)
+        return self.pack_values(*flat)
 
     def unpack(self, data: bytes) -> dict[str, Any]:
         if len(data) < self.size:
             raise ValueError(f"{self.name}: {len(data)} bytes, need {self.size}")
-        offs = self.offsets
+        vals = self.unpack_values(data)
         out: dict[str, Any] = {}
-        for f in self.fields:
-            off = offs[f.name]
-            if f.name.startswith("_pad"):
-                continue
-            if f.ctype == "char":
-                out[f.name] = bytes(data[off : off + f.count]).rstrip(b"\0")
-            elif f.ctype.startswith("be"):
-                out[f.name] = _struct.unpack_from(">" + CTYPES[f.ctype][1], data, off)[0]
-            elif f.count > 1:
-                out[f.name] = list(_struct.unpack_from("<" + self._format(f), data, off))
+        i = 0
+        for name, count, is_char in self._value_fields:
+            if is_char:
+                out[name] = bytes(vals[i]).rstrip(b"\0")
+                i += 1
+            elif count > 1:
+                out[name] = list(vals[i : i + count])
+                i += count
             else:
-                out[f.name] = _struct.unpack_from("<" + self._format(f), data, off)[0]
+                out[name] = vals[i]
+                i += 1
         return out
 
     def describe(self) -> dict:
         return {
             "name": self.name,
             "size": self.size,
-            "fields": [[f.name, f.ctype, f.count, self.offsets[f.name]] for f in self.fields],
+            "fields": [[f.name, f.ctype, f.count, self._offsets[f.name]] for f in self.fields],
         }
 
 
