@@ -110,6 +110,14 @@ def discover(root: str | os.PathLike) -> tuple[list[SourceFile], list[Finding]]:
 
 def read_source(path: str, display: str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[str | None, list[Finding]]:
     """The text of a file, or the findings that say why it cannot be had."""
+    data, findings = read_bytes(path, display, max_file_bytes=max_file_bytes)
+    if data is None:
+        return None, findings
+    return decode_source(data, display)
+
+
+def read_bytes(path: str, display: str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[bytes | None, list[Finding]]:
+    """The bytes of a file (within the size limit), or why they cannot be had."""
     here = Location(display)
     try:
         with open(path, "rb") as fh:
@@ -121,6 +129,10 @@ def read_source(path: str, display: str, *, max_file_bytes: int = DEFAULT_MAX_FI
         return None, [Finding("io-error", f"cannot read the file: {err.strerror or err}", here)]
     if len(data) > max_file_bytes:
         return None, [_too_large(display, len(data), max_file_bytes)]
+    return data, []
+
+
+def decode_source(data: bytes, display: str) -> tuple[str | None, list[Finding]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -83,6 +83,8 @@ class _RawRule:
     pos: Pos
     legacy: bool
     broken: bool
+    #: (cache entry, index) when the file came through a LoadCache
+    cached: Any = None
 
 
 @dataclass
@@ -96,26 +98,55 @@ class _State:
         self.findings.append(Finding(code, message, loc, rule=rule, help=help, related=tuple(related)))
 
 
-def load_policy(path: str | os.PathLike, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Policy:
+def load_policy(path: str | os.PathLike, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, cache: Any = None) -> Policy:
     """Load and validate a policy directory. Raises PolicyError with every
-    finding that blocks loading."""
+    finding that blocks loading. `cache` (pepc.loader.cache.LoadCache) makes
+    a reload re-read and re-parse only the files that changed; the result is
+    the same as without it."""
     root = os.fspath(path)
     files, findings = discover(root)
+    if cache is not None:
+        return cache.load(root, files, findings, max_file_bytes)
     st = _State(findings=list(findings))
     displays = []
     for sf in files:
         parsed = read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes)
         displays.append(sf.display)
-        st.findings.extend(parsed.findings)
-        if any(f.code in _PARSE_STOPPERS for f in parsed.findings):
-            # A file whose parse stopped is not interpreted: its documents
-            # may be truncated, and errors in them would mislead. (Duplicate
-            # keys and bad tags do not stop the parse: the rest is checked.)
-            continue
-        _classify(parsed, st)
+        _merge(st, file_state(parsed))
+    return _finish(root, st, displays)
+
+
+def file_state(parsed: ParsedFile) -> _State:
+    """What one file contributes before names are resolved: its findings,
+    definitions and raw rules (phases 1-2, which look at that file only)."""
+    fst = _State(findings=list(parsed.findings))
+    if any(f.code in _PARSE_STOPPERS for f in parsed.findings):
+        # A file whose parse stopped is not interpreted: its documents
+        # may be truncated, and errors in them would mislead. (Duplicate
+        # keys and bad tags do not stop the parse: the rest is checked.)
+        return fst
+    _classify(parsed, fst)
+    return fst
+
+
+def _merge(st: _State, fst: _State) -> None:
+    st.findings.extend(fst.findings)
+    for name, defs in fst.networks.items():
+        st.networks.setdefault(name, []).extend(defs)
+    for name, defs in fst.services.items():
+        st.services.setdefault(name, []).extend(defs)
+    st.rules.extend(fst.rules)
+
+
+def _finish(root: str, st: _State, displays: list[str], resolve: Any = None, tables_hook: Any = None) -> Policy:
+    """Phases 3-5 on the merged files. `resolve(raw, st, networks, services)`
+    replaces _resolve_rule and `tables_hook(networks, services)` sees the
+    resolved name tables first (the cache's memo of both)."""
     networks = _resolve_defs(st, st.networks, "network")
     services = _resolve_defs(st, st.services, "service")
-    rules = _resolve_rules(st, networks, services)
+    if tables_hook is not None:
+        networks, services = tables_hook(networks, services)
+    rules = _resolve_rules(st, networks, services, resolve)
     blocking = [f for f in st.findings if f.blocks_load]
     if blocking:
         raise PolicyError(st.findings)
@@ -331,7 +362,8 @@ def _resolve_defs(st: _State, table: dict[str, list[_Def]], kind: str) -> dict[s
 _NO_POS: Pos = (0, 0)
 
 
-def _resolve_rules(st: _State, networks: dict, services: dict) -> list[Rule]:
+def _resolve_rules(st: _State, networks: dict, services: dict, resolve: Any = None) -> list[Rule]:
+    resolve = resolve or _resolve_rule
     rules: list[Rule] = []
     first_id: dict[str, Location] = {}
     for raw in st.rules:
@@ -350,7 +382,7 @@ def _resolve_rules(st: _State, networks: dict, services: dict) -> list[Rule]:
             first_id[rid] = id_loc
         if raw.broken:
             continue
-        rule = _resolve_rule(raw, st, networks, services)
+        rule = resolve(raw, st, networks, services)
         if rule is not None:
             rules.append(rule)
     return rules

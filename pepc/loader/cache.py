@@ -1,0 +1,192 @@
+"""Reloading a policy directory at the cost of what changed.
+
+`load_policy(path, cache=LoadCache())` gives exactly what an uncached load
+gives (the same Policy, or a PolicyError with the same findings in the same
+order), but keeps per file what only depends on that file:
+
+- the parse and the schema-validated classification (findings, network and
+  service definitions, raw rules) — phases 1-2 of pepc/loader/policy.py;
+- the resolution of each of its rules (the Rule, or the findings that stop
+  it), valid while the global name tables it resolves against (networks and
+  services, resolved) are equal to those it was computed with.
+
+The directory is walked on every load (new, removed and renamed files are
+seen); a file is re-read only when its stat key (size, mtime_ns, inode,
+ctime_ns) changed, and re-parsed only when its bytes changed too (a touch,
+or a `git checkout` that rewrites a file with the same bytes, costs a read
+and a hash). As git does for its index, an entry whose mtime was within
+RACY_NS of the moment it was read is "racy": a second write in the same
+timestamp tick could leave the stat key unchanged, so such an entry is
+verified by hash on the next load until it is old enough.
+
+Discovery findings and the duplicate-id pass are recomputed on every load:
+they are global and cheap. When nothing at all changed the previous Policy
+object itself is returned, so callers can tell "unchanged" by identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pepc.diagnostics import Finding, PolicyError
+from pepc.loader import policy as _policy
+from pepc.loader.files import SourceFile, decode_source, read_bytes
+from pepc.loader.reader import Marks, ParsedFile, parse_text
+from pepc.model import Policy
+
+#: Entries read within this long of their mtime are re-verified by hash.
+RACY_NS = 2_000_000_000
+
+_versions = itertools.count(1)
+
+
+@dataclass
+class _Entry:
+    key: tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+    digest: bytes
+    racy: bool
+    state: Any  # policy._State of this file alone
+    version: int
+    #: per raw rule of `state.rules`: (Rule | None, findings), computed
+    #: against `tables`; reset when the tables change
+    tables: Any = None
+    resolved: dict | None = None
+
+
+@dataclass
+class Stats:
+    """What the last load did (for tests, logs and the benchmark)."""
+
+    files: int = 0
+    stat_hits: int = 0  # stat key unchanged: nothing read
+    hash_hits: int = 0  # read and hashed, bytes unchanged: not parsed
+    parsed: int = 0  # read and parsed
+    rules_resolved: int = 0  # rules resolved (not taken from the cache)
+    unchanged: bool = False  # the previous Policy was returned as is
+
+
+class LoadCache:
+    def __init__(self, *, racy_ns: int = RACY_NS) -> None:
+        self.racy_ns = racy_ns
+        self._files: dict[tuple[str, str, int], _Entry] = {}
+        self._tables: Any = None  # (networks, services) of the last load
+        self._last: tuple[Any, Policy | PolicyError] | None = None
+        self.stats = Stats()
+
+    def clear(self) -> None:
+        self.__init__(racy_ns=self.racy_ns)
+
+    # --- per file -------------------------------------------------------------
+
+    def _entry(self, sf: SourceFile, max_file_bytes: int) -> _Entry | None:
+        """The cached state of a file, refreshed; None when it cannot be
+        read (the uncached path then reports why, exactly as without a cache)."""
+        ck = (sf.path, sf.display, max_file_bytes)
+        now = time.time_ns()
+        try:
+            st = os.stat(sf.path)
+        except OSError:
+            self._files.pop(ck, None)
+            return None
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        e = self._files.get(ck)
+        if e is not None and e.key == key and not e.racy:
+            self.stats.stat_hits += 1
+            return e
+        data, findings = read_bytes(sf.path, sf.display, max_file_bytes=max_file_bytes)
+        if data is None:
+            self._files.pop(ck, None)
+            return None
+        digest = hashlib.blake2b(data, digest_size=20).digest()
+        racy = now - st.st_mtime_ns < self.racy_ns or now - st.st_ctime_ns < self.racy_ns
+        if e is not None and e.digest == digest:
+            self.stats.hash_hits += 1
+            e.key, e.racy = key, racy
+            return e
+        self.stats.parsed += 1
+        text, findings = decode_source(data, sf.display)
+        parsed = ParsedFile(sf.display, [], Marks(sf.display), findings) if text is None else parse_text(text, sf.display)
+        fst = _policy.file_state(parsed)
+        for i, raw in enumerate(fst.rules):
+            raw.cached = i
+        e = _Entry(key=key, digest=digest, racy=racy, state=fst, version=next(_versions))
+        self._files[ck] = e
+        return e
+
+    # --- the load -------------------------------------------------------------
+
+    def load(self, root: str, files: list[SourceFile], findings: list[Finding], max_file_bytes: int) -> Policy:
+        """load_policy's body with the cache (called by load_policy)."""
+        from pepc.loader.files import read_and_parse
+
+        self.stats = Stats(files=len(files))
+        st = _policy._State(findings=list(findings))
+        displays = []
+        signature: list[Any] = [root, max_file_bytes, tuple(findings)]
+        owners: dict[int, _Entry] = {}  # id(state.rules list) -> entry
+        seen = set()
+        for sf in files:
+            displays.append(sf.display)
+            e = self._entry(sf, max_file_bytes)
+            if e is None:
+                # unreadable now: no cache entry; the plain path says why
+                _policy._merge(st, _policy.file_state(read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes)))
+                signature.append(None)  # never equal to a previous load's
+                signature.append(next(_versions))
+                continue
+            seen.add((sf.path, sf.display, max_file_bytes))
+            signature.append((sf.path, sf.display, e.version))
+            for raw in e.state.rules:
+                owners[id(raw)] = e
+            _policy._merge(st, e.state)
+        for ck in list(self._files):
+            if ck not in seen:
+                del self._files[ck]
+        sig = tuple(signature)
+        if self._last is not None and self._last[0] == sig:
+            self.stats.unchanged = True
+            last = self._last[1]
+            if isinstance(last, PolicyError):
+                raise PolicyError(list(last.findings))
+            return last
+
+        def resolve(raw: Any, st_: Any, networks: dict, services: dict) -> Any:
+            e = owners.get(id(raw))
+            if e is None or raw.cached is None:
+                self.stats.rules_resolved += 1
+                return _policy._resolve_rule(raw, st_, networks, services)
+            t = e.tables
+            if t is None or t[0] is not networks or t[1] is not services:
+                # (identity: _adopt_tables hands out the previous load's
+                # tables when they are equal)
+                e.tables, e.resolved = (networks, services), {}
+            hit = e.resolved.get(raw.cached)
+            if hit is None:
+                self.stats.rules_resolved += 1
+                tmp = _policy._State()
+                rule = _policy._resolve_rule(raw, tmp, networks, services)
+                hit = (rule, tuple(tmp.findings))
+                e.resolved[raw.cached] = hit
+            st_.findings.extend(hit[1])
+            return hit[0]
+
+        try:
+            pol = _policy._finish(root, st, displays, resolve, tables_hook=self._adopt_tables)
+        except PolicyError as err:
+            self._last = (sig, err)
+            raise
+        self._last = (sig, pol)
+        return pol
+
+    def _adopt_tables(self, networks: dict, services: dict) -> tuple[dict, dict]:
+        """The resolved name tables, as the previous load's objects when equal."""
+        prev = self._tables
+        if prev is not None and prev[0] == networks and prev[1] == services:
+            return prev
+        self._tables = (networks, services)
+        return self._tables
