@@ -1,9 +1,14 @@
 """The real backend of the watch loop: pepc's loader and `pepc apply`'s code path.
 
-Nothing here reconciles by itself: `apply` is `pepc.reconcile.apply.apply_policy`,
-the function behind `pepc apply`, so a watch reconcile and a manual apply
-are the same operation (same check gate, same lock, same audit trail, same
-crash-safe generation flip).
+Nothing here reconciles by itself. Loads go through a `LoadCache` (a reload
+re-parses only the files that changed, with the same result as a fresh
+load); applies go through a `ReconcileSession` (pepc/reconcile/session.py),
+which runs the steps of `pepc apply` (`apply.converge`: same check gate,
+same lock, same audit trail, same crash-safe generation flip) with warm
+state. Trust: the start, every resync timer, SIGHUP and any retry after an
+error read the live maps in full (drift is found and repaired there); a
+filesystem change or an expiry reads only the control words and, when they
+match what the session last wrote, diffs against its mirror.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from typing import Hashable, Sequence
 from pepc.config import Config
 from pepc.diagnostics import PolicyError
 from pepc.watch import fs
+from pepc.watch.schedule import Reason
 from pepc.watch.service import Loaded, Outcome
+
+#: Reasons whose reconcile may trust the session's mirror of the live maps.
+EVENT_REASONS = frozenset({Reason.CHANGE, Reason.EXPIRY})
 
 
 class PepcBackend:
@@ -39,6 +48,18 @@ class PepcBackend:
         self.iface_names = list(iface_names) if iface_names else None
         self.lock_wait = lock_wait
         self.config: Config = Config()  # the last config that loaded (pins, state dir, interfaces)
+        from pepc.loader.cache import LoadCache
+
+        self.cache = LoadCache()
+        self.session = None  # ReconcileSession, made at the first apply
+        self._full_next = True  # until the loop says why it reconciles
+        self.last_full: bool | None = None
+
+    def reconcile_reasons(self, reasons: frozenset[Reason]) -> None:
+        """Called by the loop before apply: a reconcile due only to file
+        events or expiries may trust the mirror; any other reason (start,
+        resync, SIGHUP, retry) reads everything."""
+        self._full_next = not reasons or not reasons <= EVENT_REASONS
 
     def initial_config(self) -> tuple[Config, PolicyError | None]:
         from pepc.loader import load_config
@@ -59,30 +80,29 @@ class PepcBackend:
         started = time.perf_counter()
         config = load_config(self.explicit_config, self.path)
         try:
-            policy = load_policy(self.path)
+            policy = load_policy(self.path, cache=self.cache)
         except PolicyError as err:
             record_refusal(config, self.instance, err.findings, self.path, started)  # as `pepc apply` does
             raise
         return Loaded(policy, config)
 
     def apply(self, loaded: Loaded, now: datetime) -> Outcome:
-        from pepc.reconcile.apply import apply_policy
+        from pepc.reconcile.session import ReconcileSession
 
-        r = apply_policy(
-            loaded.policy,
-            loaded.config,
-            now,
-            instance=self.instance,
-            iface_names=self.iface_names,
-            wait=self.lock_wait,
-            policy_path=self.path,
-        )
+        full, self._full_next = self._full_next, True
+        if self.session is None:
+            self.session = ReconcileSession(
+                self.instance, loaded.config, iface_names=self.iface_names, wait=self.lock_wait, policy_path=self.path
+            )
+        r = self.session.reconcile(loaded.policy, now, full=full, config=loaded.config)
+        self.last_full = self.session.last_read != "mirror"
         self.config = loaded.config
-        counts = r.plan.rules.counts()
+        counts = r.plan.rule_counts
         details = {
             "apply": r.result,
             "policy_digest": r.plan.policy_digest,
             "prog_id": r.prog_id,
+            "live_read": self.session.last_read,
             "rules_added": counts.get("added", 0),
             "rules_changed": counts.get("changed", 0),
             "rules_removed": counts.get("removed", 0),
@@ -98,6 +118,8 @@ class PepcBackend:
     def unload(self) -> tuple[list, list]:
         from pepc.reconcile.apply import unload_instance
 
+        if self.session is not None:
+            self.session.invalidate()
         return unload_instance(self.config, self.instance, wait=self.lock_wait)
 
     def pin_dir(self) -> str:

@@ -309,6 +309,9 @@ class WatchService:
             target = None
         else:
             assert target is not None
+            note = getattr(self.backend, "reconcile_reasons", None)
+            if note is not None:  # lets a warm backend pick how much of the live state to read
+                note(reasons)
             try:
                 outcome = self.backend.apply(target, now)
             except PolicyError as err:  # loaded and checked, but does not compile (e.g. capacity)
