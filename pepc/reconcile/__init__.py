@@ -12,6 +12,12 @@ Pieces (functional core, imperative shell):
                   writes the audit line.
 - ``lock.py``     flock on ``<run_dir>/<instance>.lock`` (``--wait``).
 - ``audit.py``    ``<state_dir>/<instance>/audit.jsonl``.
+- ``session.py``  ReconcileSession: the warm reconciler `pepc watch` holds.
+
+`apply.converge(planner, gate)` is the one sequence of steps every apply
+runs (lock, pin recovery, plan, gate, writes/flip/barriers/resets or the
+load path, audit); `apply_policy` (`pepc apply`) and the session differ
+only in how they plan (read everything vs. the mirror) and gate.
 
 Instances
 ---------
@@ -109,6 +115,33 @@ unload appends one
 JSON line to ``<state_dir>/<NAME>/audit.jsonl``: time, instance, result,
 policy and layout digests, git commit and dirty flag of the policy dir,
 rules added/changed/removed, map elements written, duration.
+
+The watch session and its trust rule
+-----------------------------------
+A `ReconcileSession` keeps, between reconciles, the compiler state, the
+last policy the check gate passed, and a MIRROR of what it last wrote:
+after every complete apply both generations hold the desired contents, so
+the mirror is one contents dict plus the active generation, the
+``pepc_gen`` element (policy digest and counts), the layout digest and the
+program id.
+
+- A FULL reconcile — the first one, every resync timer, SIGHUP, any
+  reconcile after an error (refused, failed, aborted: the mirror is then
+  dropped) and whenever interrupted pin swaps were just repaired — reads
+  the live state in full, exactly as `pepc apply`, and finds drift.
+- An EVENT-triggered reconcile (file change, expiry) opens the pins and
+  reads only ``pepc_ctrl`` (active generation, layout digest), both
+  ``pepc_gen`` elements (stored policy digests and counts) and the program
+  id. When all equal the mirror, the generations' contents are taken from
+  the mirror instead of reading every map, and the plan skips the drift
+  hash (it could only find what the mirror says). Anything that disagrees
+  is a full read.
+
+So an element changed by hand behind pepc's back is not seen by an
+event-triggered reconcile; it is repaired at the next full one: the
+reconciler is level-triggered at resync granularity, like Kubernetes
+informers with periodic resync. Anything that changes the control words
+(another `pepc apply`, a reload, an unload) is noticed at once.
 
 Costs
 -----
