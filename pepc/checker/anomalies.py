@@ -522,7 +522,7 @@ class Analysis:
                     if win is None or s.arule[win] != H or mine is None:
                         raise AssertionError(f"witness for {hi.id} over {lo.id} does not hold")
                     first_pkt = str(packet_of(point))
-                else:
+                elif code == "conflict":  # the tie-break is told from the atoms at the point
                     stabbed = s.stab(point)
                     win = min(stabbed, key=s.arank.__getitem__)
                     mine = min((j for j in stabbed if s.arule[j] == L), key=s.arank.__getitem__)

@@ -65,7 +65,7 @@ class Space:
         probed twice)."""
         got = self._stabs.get(point)
         if got is None:
-            if len(self._stabs) > 1_000_000:
+            if len(self._stabs) > 200_000:
                 self._stabs.clear()
             got = self._stabs[point] = self.index.stab(point)
         return got
