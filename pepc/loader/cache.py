@@ -52,10 +52,19 @@ class _Entry:
     racy: bool
     state: Any  # policy._State of this file alone
     version: int
-    #: per raw rule of `state.rules`: (Rule | None, findings), computed
-    #: against `tables`; reset when the tables change
+    ids: tuple[str, ...] = ()  # the rule ids that count for duplicates
+    #: computed against `tables` (reset when they change): per raw rule of
+    #: `state.rules`, (Rule | None, findings); and for the whole file, when
+    #: no id is duplicated anywhere, (rules, findings)
     tables: Any = None
     resolved: dict | None = None
+    block: tuple[list, list] | None = None
+
+    def against(self, networks: dict, services: dict) -> None:
+        t = self.tables
+        if t is None or t[0] is not networks or t[1] is not services:
+            # (identity: _adopt_tables hands out the previous load's tables when equal)
+            self.tables, self.resolved, self.block = (networks, services), {}, None
 
 
 @dataclass
@@ -114,7 +123,8 @@ class LoadCache:
         fst = _policy.file_state(parsed)
         for i, raw in enumerate(fst.rules):
             raw.cached = i
-        e = _Entry(key=key, digest=digest, racy=racy, state=fst, version=next(_versions))
+        ids = tuple(rid for raw in fst.rules if (rid := _policy.rule_id(raw)) is not None)
+        e = _Entry(key=key, digest=digest, racy=racy, state=fst, version=next(_versions), ids=ids)
         self._files[ck] = e
         return e
 
@@ -128,21 +138,23 @@ class LoadCache:
         st = _policy._State(findings=list(findings))
         displays = []
         signature: list[Any] = [root, max_file_bytes, tuple(findings)]
-        owners: dict[int, _Entry] = {}  # id(state.rules list) -> entry
+        entries: list[_Entry] = []
+        plain_rules = False  # a file read without the cache contributed rules
         seen = set()
         for sf in files:
             displays.append(sf.display)
             e = self._entry(sf, max_file_bytes)
             if e is None:
                 # unreadable now: no cache entry; the plain path says why
-                _policy._merge(st, _policy.file_state(read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes)))
+                fst = _policy.file_state(read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes))
+                plain_rules = plain_rules or bool(fst.rules)
+                _policy._merge(st, fst)
                 signature.append(None)  # never equal to a previous load's
                 signature.append(next(_versions))
                 continue
             seen.add((sf.path, sf.display, max_file_bytes))
             signature.append((sf.path, sf.display, e.version))
-            for raw in e.state.rules:
-                owners[id(raw)] = e
+            entries.append(e)
             _policy._merge(st, e.state)
         for ck in list(self._files):
             if ck not in seen:
@@ -155,16 +167,38 @@ class LoadCache:
                 raise PolicyError(list(last.findings))
             return last
 
-        def resolve(raw: Any, st_: Any, networks: dict, services: dict) -> Any:
+        def resolve_rules(st_: Any, networks: dict, services: dict) -> list:
+            n_ids = sum(len(e.ids) for e in entries)
+            if plain_rules or len(set(itertools.chain.from_iterable(e.ids for e in entries))) != n_ids:
+                # a duplicated id: the rule-by-rule pass, memoised per rule
+                owners = {id(raw): e for e in entries for raw in e.state.rules}
+                return _policy._resolve_rules(st_, networks, services, lambda raw, s_, n_, v_: resolve(owners, raw, s_, n_, v_))
+            # No duplicates: each file's rules resolve on their own, in order
+            # (what the rule-by-rule pass does then), so whole files are reused.
+            out: list = []
+            for e in entries:
+                e.against(networks, services)
+                if e.block is None:
+                    tmp = _policy._State()
+                    rules = []
+                    for raw in e.state.rules:
+                        if raw.broken:
+                            continue
+                        self.stats.rules_resolved += 1
+                        r = _policy._resolve_rule(raw, tmp, networks, services)
+                        if r is not None:
+                            rules.append(r)
+                    e.block = (rules, tmp.findings)
+                st_.findings.extend(e.block[1])
+                out.extend(e.block[0])
+            return out
+
+        def resolve(owners: dict, raw: Any, st_: Any, networks: dict, services: dict) -> Any:
             e = owners.get(id(raw))
             if e is None or raw.cached is None:
                 self.stats.rules_resolved += 1
                 return _policy._resolve_rule(raw, st_, networks, services)
-            t = e.tables
-            if t is None or t[0] is not networks or t[1] is not services:
-                # (identity: _adopt_tables hands out the previous load's
-                # tables when they are equal)
-                e.tables, e.resolved = (networks, services), {}
+            e.against(networks, services)
             hit = e.resolved.get(raw.cached)
             if hit is None:
                 self.stats.rules_resolved += 1
@@ -176,7 +210,7 @@ class LoadCache:
             return hit[0]
 
         try:
-            pol = _policy._finish(root, st, displays, resolve, tables_hook=self._adopt_tables)
+            pol = _policy._finish(root, st, displays, resolve_rules, tables_hook=self._adopt_tables)
         except PolicyError as err:
             self._last = (sig, err)
             raise

@@ -138,15 +138,15 @@ def _merge(st: _State, fst: _State) -> None:
     st.rules.extend(fst.rules)
 
 
-def _finish(root: str, st: _State, displays: list[str], resolve: Any = None, tables_hook: Any = None) -> Policy:
-    """Phases 3-5 on the merged files. `resolve(raw, st, networks, services)`
-    replaces _resolve_rule and `tables_hook(networks, services)` sees the
-    resolved name tables first (the cache's memo of both)."""
+def _finish(root: str, st: _State, displays: list[str], resolve_rules: Any = None, tables_hook: Any = None) -> Policy:
+    """Phases 3-5 on the merged files. `resolve_rules(st, networks,
+    services)` replaces _resolve_rules and `tables_hook(networks, services)`
+    sees the resolved name tables first (the cache's memo of both)."""
     networks = _resolve_defs(st, st.networks, "network")
     services = _resolve_defs(st, st.services, "service")
     if tables_hook is not None:
         networks, services = tables_hook(networks, services)
-    rules = _resolve_rules(st, networks, services, resolve)
+    rules = (resolve_rules or _resolve_rules)(st, networks, services)
     blocking = [f for f in st.findings if f.blocks_load]
     if blocking:
         raise PolicyError(st.findings)
@@ -362,24 +362,33 @@ def _resolve_defs(st: _State, table: dict[str, list[_Def]], kind: str) -> dict[s
 _NO_POS: Pos = (0, 0)
 
 
+def _id_loc(raw: _RawRule) -> Location:
+    return raw.marks.value_loc(raw.obj, "id", raw.pos)
+
+
+def rule_id(raw: _RawRule) -> str | None:
+    """The id that counts for duplicate detection (None: no usable id)."""
+    rid = raw.obj.get("id")
+    return rid if isinstance(rid, str) and rid else None
+
+
 def _resolve_rules(st: _State, networks: dict, services: dict, resolve: Any = None) -> list[Rule]:
     resolve = resolve or _resolve_rule
     rules: list[Rule] = []
-    first_id: dict[str, Location] = {}
+    first_id: dict[str, _RawRule] = {}  # locations made only for a duplicate
     for raw in st.rules:
-        rid = raw.obj.get("id")
-        if isinstance(rid, str) and rid:
-            id_loc = raw.marks.value_loc(raw.obj, "id", raw.pos)
+        rid = rule_id(raw)
+        if rid is not None:
             if rid in first_id:
                 st.add(
                     "duplicate-id",
                     f"rule id {rid!r} is used twice",
-                    id_loc,
+                    _id_loc(raw),
                     rule=rid,
-                    related=[Related(f"first rule {rid!r}", first_id[rid])],
+                    related=[Related(f"first rule {rid!r}", _id_loc(first_id[rid]))],
                 )
                 continue
-            first_id[rid] = id_loc
+            first_id[rid] = raw
         if raw.broken:
             continue
         rule = resolve(raw, st, networks, services)
