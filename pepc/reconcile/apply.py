@@ -722,7 +722,10 @@ def _build_object(program: Program, policy: Policy, workdir: Path) -> Path:
     from pepc.codegen import HEADER_NAME, render_header
     from pepc.objbuild import OBJECT_NAME, build_object
 
-    shell = dataclasses.replace(program, masks=(), entries=(), slots=())
+    shell = Program(
+        caps=program.caps, default_action=program.default_action, event_cap=program.event_cap,
+        masks=(), entries=(), slots=(), policy_digest=program.policy_digest, layout_digest=program.layout_digest,
+    )
     (workdir / HEADER_NAME).write_text(render_header(shell, Policy(policy.root, ())), encoding="utf-8")
     out = workdir / OBJECT_NAME
     build_object(workdir, out)
