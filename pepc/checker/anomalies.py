@@ -16,8 +16,8 @@ Definitions (on the rank order of DESIGN.md; only live rules take part):
   exception carved out of L), else a `correlation`. (H containing L would
   make L shadowed.) Shadowed rules get no pairwise findings: the shadowed
   finding names the rules. One finding per losing rule and code names its
-  partners, at most PAIR_CAP of them (the message says when there may be
-  more): a block list that overlaps every service rule is one finding per
+  partners, at most PAIR_CAP of them per tier (equal / higher priority;
+  the message says when there may be more): a block list that overlaps every service rule is one finding per
   rule, not one per pair.
 - never-matches: atoms with a port constraint and protocol ICMP.
 - unreachable-default: the union of all live atoms is the whole space.
@@ -166,7 +166,7 @@ class Analysis:
         akeys, arule, boxes, rules = s.akeys, s.arule, s.boxes, s.rules
         dkey = self.default_key
         n = len(rules)
-        free = [False] * n
+        free: list[tuple | None] = [None] * n  # a point where the rule wins
         pending: set[int] = set()
         for ri in range(n):
             if s.rule_atoms[ri] and not self._probe_atoms(ri, free):
@@ -191,9 +191,10 @@ class Analysis:
                             overflow[ri] = True
                             break
                         probes[ri] -= 1
-                        win, nxt = s.decide(pick_point(intersection(boxes[a], boxes[w])), ri)  # type: ignore[arg-type]
+                        point = pick_point(intersection(boxes[a], boxes[w]))  # type: ignore[arg-type]
+                        win, nxt = s.decide(point, ri)
                         if arule[win] == ri:
-                            free[ri] = True
+                            free[ri] = free[ri] or point
                             if (akeys[arule[nxt]] if nxt is not None else dkey) != mykey:
                                 pending.discard(ri)
                                 break
@@ -206,24 +207,26 @@ class Analysis:
             if verdict == "shadowed":
                 self.shadowed.add(ri)
                 out.append(self._shadowed(ri))
-            elif verdict == "redundant":
-                out.append(self._redundant(ri))
+            elif verdict is not None:
+                out.append(self._redundant(ri, verdict))
         return out
 
-    def _probe_atoms(self, ri: int, free: list[bool]) -> bool:
+    def _probe_atoms(self, ri: int, free: list) -> bool:
         """Step 1: whether a readable packet shows that rule ri matters."""
         s = self.s
         akeys, arule, mykey = s.akeys, s.arule, s.akeys[ri]
         for a in s.rule_atoms[ri]:
-            win, nxt = s.decide(pick_point(s.boxes[a]), ri)
+            point = pick_point(s.boxes[a])
+            win, nxt = s.decide(point, ri)
             if arule[win] == ri:
-                free[ri] = True
+                free[ri] = free[ri] or point
                 if (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
                     return True
         return False
 
-    def _exact(self, ri: int, free: bool, worse_diff: bool) -> str | None:
-        """None (the rule decides some packet), "redundant" or "shadowed"."""
+    def _exact(self, ri: int, free: tuple | None, worse_diff: bool) -> tuple | str | None:
+        """None (the rule decides some packet), "shadowed", or for a
+        redundant rule a point where it wins."""
         s = self.s
         akeys, boxes, own = s.akeys, s.boxes, s.rule_atoms[ri]
         mykey, dkey = akeys[ri], self.default_key
@@ -237,9 +240,12 @@ class Analysis:
             for a in own:
                 if regions.find_bad(boxes[a], s.better(a), s.worse(a), is_same, dkey == mykey) is not None:
                     return None
-        if not free:
-            free = any(regions.find_free(boxes[a], s.better(a)) is not None for a in own)
-        return "redundant" if free else "shadowed"
+        for a in own:
+            if free is not None:
+                break
+            piece = regions.find_free(boxes[a], s.better(a))
+            free = pick_point(piece) if piece is not None else None
+        return free if free is not None else "shadowed"
 
     def _shadowed(self, ri: int) -> Raw:
         s = self.s
@@ -278,7 +284,9 @@ class Analysis:
             partners=tuple(ids),
         )
 
-    def _redundant(self, ri: int) -> Raw:
+    def _redundant(self, ri: int, known: tuple) -> Raw:
+        """`known`: a point the rule wins, the witness if the search for
+        the rules taking over is cut short before it finds one."""
         s = self.s
         rule = s.rules[ri]
         takers: set[int | None] = set()
@@ -307,7 +315,7 @@ class Analysis:
             if pieces >= PIECE_CAP:
                 break
         if witness is None:
-            raise AssertionError(f"redundant rule {rule.id} has no packet it wins")
+            witness = known
         judged = s.judge(witness, also=(ri,))
         win, nxt = s.first_of(judged), s.first_of(judged, skip_rule=ri)
         if win is None or s.arule[win] != ri:
