@@ -57,39 +57,53 @@ def check_gate(policy: Policy, config: Config, now: datetime) -> list[Finding]:
 
 
 class _Compiler:
-    """compile_desired with warm state: the incremental compiler when pepc
-    has one and the live slots are the ones it last assigned; otherwise a
-    fresh compile with the live assignments (what `pepc apply` does)."""
+    """compile_desired with warm state: `pepc.compiler.IncrementalCompiler`
+    when pepc has one (same results as compile_program for the same
+    arguments), else compile_program. Either way with the live assignments,
+    exactly as `pepc apply`."""
 
     def __init__(self, config: Config):
         self.config = config
         cls = getattr(importlib.import_module("pepc.compiler"), "IncrementalCompiler", None)
         self._inc = cls(config) if cls is not None else None
-        self.previous: Program | None = None
-        self.previous_slots: Mapping[bytes, bytes] | None = None
-        self.incremental = False  # whether the last compile was incremental
+        self.incremental = False  # whether the last compile went through the incremental compiler
+        self._assign_memo: tuple[Any, tuple[str, ...], Any] | None = None
 
     def forget(self) -> None:
-        self.previous = None
-        self.previous_slots = None
+        cls = type(self._inc) if self._inc is not None else None
+        self._inc = cls(self.config) if cls is not None else None
+        self._assign_memo = None
+
+    def _assignments(self, policy: Policy, live: LiveState | None, now: datetime) -> Any:
+        """apply.assignments_for, memoised on (the live slots object, the
+        live rule ids): a mirror-read reconcile of an edit that keeps the
+        ids reuses them."""
+        if live is None:
+            return None
+        slots = live.active.get("pepc_slots", {})
+        ids = tuple(r.id for r in policy.live_rules(now))
+        m = self._assign_memo
+        if m is not None and m[0] is slots and m[1] == ids:
+            return m[2]
+        from pepc.compiler import Assignments
+
+        s, k = diff.assignments_from_slots(slots, ids)
+        a = Assignments(slots=s, order_keys=k)
+        self._assign_memo = (slots, ids, a)
+        return a
 
     def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
         from pepc import bloom
         from pepc.compiler.pack import map_contents
 
-        warm = (
-            self._inc is not None
-            and self.previous is not None
-            and live is not None
-            and live.active.get("pepc_slots", {}) == self.previous_slots
-        )
-        self.incremental = warm
-        if warm:
-            program = self._inc.compile(policy, now, self.previous)
+        previous = self._assignments(policy, live, now)
+        self.incremental = self._inc is not None
+        if self._inc is not None:
+            program = self._inc.compile(policy, now, previous)
         else:
             from pepc.compiler import compile_program
 
-            program = compile_program(policy, config, now, _apply.assignments_for(policy, live, now))
+            program = compile_program(policy, config, now, previous)
         contents = map_contents(program)
         if live is not None and live.layout_digest == program.layout_digest:
             words = live.bloom_words
@@ -277,7 +291,5 @@ class ReconcileSession:
             contents=contents,
             prog_id=result.prog_id,
         )
-        self._compiler.previous = result.program
-        self._compiler.previous_slots = contents["pepc_slots"]
         self._must_read = False
         return result
