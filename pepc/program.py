@@ -8,7 +8,7 @@ structs of layout.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pepc import layout
 from pepc.model import Action, Location
@@ -125,16 +125,70 @@ class SlotInfo:
         )
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+class _LazyEntries:
+    """`Program.entries`: given, or decoded from the packed rule contents on
+    first use (most users of a 10^5-rule program never look at it). A data
+    descriptor, so the dataclass machinery (init, eq, hash, repr,
+    dataclasses.replace) sees an ordinary field."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return None  # the field's default: derive from packed_rules
+        entries = obj.__dict__.get("_entries")
+        if entries is None:
+            entries = _decode_entries(obj.__dict__["packed_rules"], obj.slots)
+            obj.__dict__["_entries"] = entries
+        return entries
+
+    def __set__(self, obj, value):
+        obj.__dict__["_entries"] = value
+
+
 @dataclass(frozen=True)
 class Program:
+    """One compiled generation. The compiler hands over the packed rule-map
+    contents (`packed_rules`, key bytes -> value bytes: what the reconciler
+    and the digest need) and leaves `entries` to be decoded on demand; a
+    Program built from `entries` packs them on demand instead."""
+
     caps: layout.Capacities
     default_action: Action
     event_cap: int
     masks: tuple[Mask, ...]  # ascending best_rank: the order the data plane walks
-    entries: tuple[Entry, ...]  # sorted by key
-    slots: tuple[SlotInfo, ...]  # sorted by slot
-    policy_digest: str  # 64 hex digits
-    layout_digest: str  # 32 hex digits
+    entries: tuple[Entry, ...] = _LazyEntries()  # type: ignore[assignment]  # sorted by key
+    slots: tuple[SlotInfo, ...] = ()  # sorted by slot
+    policy_digest: str = ""  # 64 hex digits
+    layout_digest: str = ""  # 32 hex digits
+    packed_rules: dict[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        given = self.__dict__.get("_entries")
+        if given is not None:
+            _set(self, "packed_rules", None)  # entries are authoritative (dataclasses.replace keeps both)
+        elif self.packed_rules is None:
+            raise TypeError("a Program takes entries or packed_rules")
+
+    @property
+    def n_entries(self) -> int:
+        return len(self.rule_contents())
+
+    def rule_contents(self) -> dict[bytes, bytes]:
+        """The pepc_rules contents, packed. Shared: do not modify."""
+        rules = self.packed_rules
+        if rules is None:
+            pack_key, pack_val = layout.RULE_KEY.pack_values, layout.RULE_VAL.pack_values
+            rules = {}
+            for e in self.entries:
+                k, sh = e.key, e.key.shape
+                rules[pack_key(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)] = pack_val(
+                    e.rank, e.slot, int(e.action)
+                )
+            _set(self, "packed_rules", rules)
+        return rules
 
     def gen_value(self) -> bytes:
         return layout.GEN.pack(
@@ -158,7 +212,7 @@ class Program:
         return {
             "pepc_gen": {u32({"v": 0}): self.gen_value()},
             "pepc_masks": {u32({"v": i}): m.value_bytes() for i, m in enumerate(self.masks)},
-            "pepc_rules": {e.key.key_bytes(): e.value_bytes() for e in self.entries},
+            "pepc_rules": dict(self.rule_contents()),
             "pepc_slots": {u32({"v": s.slot}): s.value_bytes() for s in self.slots},
         }
 
@@ -167,3 +221,29 @@ class Program:
             if s.rule_id == rule_id:
                 return s.slot
         return None
+
+
+def _decode_entries(rules: dict[bytes, bytes], slots: tuple[SlotInfo, ...]) -> tuple[Entry, ...]:
+    """Entries for packed rule contents, sorted by key. The packed key is
+    big-endian in field order, so sorting by its bytes is sorting by
+    EntryKey. Built without the frozen-dataclass __init__ (one
+    object.__setattr__ per field): the same objects at half the cost;
+    tests/test_compiler.py checks equality with the constructor."""
+    ids = {s.slot: s.rule_id for s in slots}
+    unkey, unval = layout.RULE_KEY.unpack_values, layout.RULE_VAL.unpack_values
+    actions = {int(a): a for a in Action}
+    shapes: dict[bytes, MaskShape] = {}
+    out = []
+    for kb in sorted(rules):
+        sh = kb[:5]
+        shape = shapes.get(sh)
+        if shape is None:
+            shape = shapes[sh] = MaskShape(*sh)
+        _, _, _, _, _, proto, src, dst, sport, dport = unkey(kb)
+        rank, slot, action = unval(rules[kb])
+        key = _new(EntryKey)
+        _set(key, "__dict__", {"shape": shape, "proto": proto, "src": src, "dst": dst, "sport": sport, "dport": dport})
+        entry = _new(Entry)
+        _set(entry, "__dict__", {"key": key, "rank": rank, "slot": slot, "action": actions[action], "rule_id": ids.get(slot, "")})
+        out.append(entry)
+    return tuple(out)

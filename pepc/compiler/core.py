@@ -19,7 +19,7 @@ from pepc.compiler.ports import port_prefixes
 from pepc.config import Config
 from pepc.diagnostics import Finding, PolicyError, Related
 from pepc.model import Action, Location, Policy, Protocol, Rule
-from pepc.program import Entry, EntryKey, Mask, MaskShape, Program, SlotInfo
+from pepc.program import Mask, MaskShape, Program, SlotInfo
 from pepc.semantics import SPEC_PROTOCOL, SPEC_SINGLE_PORT
 
 _TCP, _UDP, _ANY = Protocol.TCP.value, Protocol.UDP.value, Protocol.ANY
@@ -103,39 +103,400 @@ def _protocols(rule_proto: Protocol, has_ports: bool) -> tuple[tuple[int, int], 
     return ((8, rule_proto.value),)
 
 
-def _expand(rules: list[Rule], order_keys: Mapping[str, int]) -> tuple[dict[tuple, tuple[int, int]], list[int]]:
-    """Every key of every atom -> (best rank, index of the rule holding it),
-    plus the atom count per rule."""
-    best: dict[tuple, tuple[int, int]] = {}
-    get = best.get
-    atoms_per_rule = []
-    for ri, rule in enumerate(rules):
-        base = ((0xFFFF - rule.priority) << layout.RANK_PRIO_SHIFT) | order_keys[rule.id]
-        proto = rule.protocol
-        spec_proto = SPEC_PROTOCOL if proto is not _ANY else 0
-        sitems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in rule.sports]
-        ditems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in rule.dports]
-        atoms_per_rule.append(len(rule.src) * len(rule.dst) * len(sitems) * len(ditems))
-        for s_any, s_spec, s_cover in sitems:
-            for d_any, d_spec, d_cover in ditems:
-                protos = _protocols(proto, not (s_any and d_any))
-                if not protos:
+_KEY_PACK = layout.RULE_KEY.pack_values
+_VAL_PACK = layout.RULE_VAL.pack_values
+_U32 = layout.U32_KEY.pack_values
+_PRIO_SHIFT, _SPEC_SHIFT = layout.RANK_PRIO_SHIFT, layout.RANK_SPEC_SHIFT
+
+
+def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
+    """Every key of every atom of `rule` (packed RULE_KEY bytes, whose first
+    five bytes are the mask shape), each once, with the best rank the rule
+    gives it minus the order key (which only ORs into the low bits)."""
+    out: dict[bytes, int] = {}
+    get = out.get
+    base = (0xFFFF - rule.priority) << _PRIO_SHIFT
+    proto = rule.protocol
+    spec_proto = SPEC_PROTOCOL if proto is not _ANY else 0
+    sitems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in rule.sports]
+    ditems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in rule.dports]
+    for s_any, s_spec, s_cover in sitems:
+        for d_any, d_spec, d_cover in ditems:
+            protos = _protocols(proto, not (s_any and d_any))
+            if not protos:
+                continue
+            port_spec = spec_proto + s_spec + d_spec
+            for src in rule.src:
+                sp, sa = src.plen, src.addr
+                for dst in rule.dst:
+                    dp, da = dst.plen, dst.addr
+                    rank = base | ((0xFF - (sp + dp + port_spec)) << _SPEC_SHIFT)
+                    for pplen, pval in protos:
+                        for splen, sval in s_cover:
+                            for dplen, dval in d_cover:
+                                key = _KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval)
+                                cur = get(key)
+                                if cur is None or rank < cur:
+                                    out[key] = rank
+    return tuple(out.items())
+
+
+def _same_matches(a: Rule, b: Rule) -> bool:
+    """Whether two rules have the same keys and ranks (up to the order key)."""
+    return (
+        a.priority == b.priority
+        and a.protocol is b.protocol
+        and a.src == b.src
+        and a.dst == b.dst
+        and a.sports == b.sports
+        and a.dports == b.dports
+    )
+
+
+_NOTHING = object()
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _slot_info(rule: Rule, slot: int, order_key: int) -> SlotInfo:
+    """SlotInfo(...) without the frozen-dataclass __init__ (the same object)."""
+    info = _new(SlotInfo)
+    _set(
+        info,
+        "__dict__",
+        {
+            "slot": slot,
+            "rule_id": rule.id,
+            "action": rule.action,
+            "priority": rule.priority,
+            "order_key": order_key,
+            "rate_bps": rule.rate_limit_bps if rule.action is Action.RATE_LIMIT else 0,
+            "burst_bytes": _burst(rule),
+            "loc": rule.loc,
+        },
+    )
+    return info
+
+
+class IncrementalCompiler:
+    """compile_program, keeping per-rule work from one call to the next.
+
+    `compile(policy, now, previous)` returns exactly what
+    `compile_program(policy, config, now, previous)` returns. Between calls
+    it keeps: every live rule's expansion (its keys with their ranks minus
+    the order key), the merged key -> best (rank, rule) table grouped by
+    mask shape, every contributor of keys that several rules hold (so that
+    withdrawing the best finds the next), the best rank per shape, the
+    packed rule and slot contents, and the digest's per-map sums. A call
+    then costs O(rules) identity checks plus work proportional to the rules
+    that changed (their keys, and the shapes whose best entry they held).
+    Any exception resets the state: the next call starts afresh.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._track = True  # keep contributors for later withdrawals
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rules: dict[str, Rule] = {}
+        self._exp: dict[str, tuple[tuple[bytes, int], ...]] = {}
+        self._ok: dict[str, int] = {}
+        self._slot: dict[str, int] = {}
+        self._prev_in: Any = _NOTHING
+        self._shapes: dict[bytes, dict[bytes, tuple[int, str]]] = {}
+        self._extra: dict[bytes, dict[str, int]] = {}
+        self._vals: dict[bytes, bytes] = {}
+        self._vals_shared = False
+        self._acc_rules = 0
+        self._mask_best: dict[bytes, int] = {}
+        self._slotinfo: dict[str, SlotInfo] = {}
+        self._slotval: dict[str, tuple[bytes, int]] = {}  # rule id -> (slot key, hash term)
+        self._slot_contents: dict[bytes, bytes] = {}
+        self._by_slot: list[SlotInfo | None] = []
+        self._slots_tuple: tuple[SlotInfo, ...] = ()
+        self._acc_slots = 0
+        self._masks: dict[tuple[bytes, int], Mask] = {}
+
+    def compile(self, policy: Policy, now: datetime, previous: Assignments | None = None) -> Program:
+        # Hundreds of thousands of small immutable objects and no cycles: the
+        # cyclic GC would rescan the growing heap again and again for nothing.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._compile(policy, now, previous)
+        except BaseException:
+            self._reset()
+            raise
+        finally:
+            if enabled:
+                gc.enable()
+
+    # --- assignments -----------------------------------------------------------------
+
+    def _assign(self, new: dict[str, Rule], previous: Assignments | None) -> tuple[dict[str, int], dict[str, int], bool]:
+        """(order keys, slots, unchanged since the last call)."""
+        same_ids = new.keys() == self._rules.keys()
+        if same_ids and self._prev_in is not _NOTHING:
+            if previous is self._prev_in:
+                return self._ok, self._slot, True
+            # a plan made from the last result keeps everything
+            if previous is not None and previous.order_keys == self._ok and previous.slots == self._slot:
+                return self._ok, self._slot, True
+        ids = sorted(new)
+        order_keys = assign_order_keys(ids, previous.order_keys if previous else None)
+        slots = assign_slots(ids, self.config.capacities.max_rules, previous.slots if previous else None)
+        return order_keys, slots, False
+
+    # --- the merged table ------------------------------------------------------------
+
+    def _withdraw(self, rid: str, order_key: int, dirty_keys: set, dirty_shapes: set) -> None:
+        shapes, extra, mask_best = self._shapes, self._extra, self._mask_best
+        for kb, prank in self._exp[rid]:
+            shape = kb[:5]
+            sd = shapes[shape]
+            cur = sd[kb]
+            ext = extra.get(kb)
+            if ext is None:
+                del sd[kb]
+            else:
+                del ext[rid]
+                if cur[1] == rid:
+                    sd[kb] = min((r, i) for i, r in ext.items())
+                if len(ext) == 1:
+                    del extra[kb]
+            if cur[1] == rid:
+                dirty_keys.add(kb)
+                if cur[0] == mask_best.get(shape):
+                    dirty_shapes.add(shape)
+
+    def _contribute(self, rid: str, order_key: int, dirty_keys: set | None) -> None:
+        shapes, extra, mask_best, track = self._shapes, self._extra, self._mask_best, self._track
+        for kb, prank in self._exp[rid]:
+            rank = prank | order_key
+            shape = kb[:5]
+            sd = shapes.get(shape)
+            if sd is None:
+                sd = shapes[shape] = {}
+            cur = sd.get(kb)
+            if cur is None:
+                sd[kb] = (rank, rid)
+            else:
+                if track:
+                    ext = extra.get(kb)
+                    if ext is None:
+                        extra[kb] = {cur[1]: cur[0], rid: rank}
+                    else:
+                        ext[rid] = rank
+                if rank > cur[0]:
                     continue
-                port_spec = spec_proto + s_spec + d_spec
-                for src in rule.src:
-                    sp, sa = src.plen, src.addr
-                    for dst in rule.dst:
-                        dp, da = dst.plen, dst.addr
-                        rank = base | ((0xFF - (sp + dp + port_spec)) << layout.RANK_SPEC_SHIFT)
-                        cand = (rank, ri)
-                        for pplen, pval in protos:
-                            for splen, sval in s_cover:
-                                for dplen, dval in d_cover:
-                                    key = (sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval)
-                                    cur = get(key)
-                                    if cur is None or rank < cur[0]:
-                                        best[key] = cand
-    return best, atoms_per_rule
+                sd[kb] = (rank, rid)
+            if dirty_keys is not None:
+                dirty_keys.add(kb)
+                mb = mask_best.get(shape)
+                if mb is None or rank < mb:
+                    mask_best[shape] = rank
+
+    # --- one call --------------------------------------------------------------------
+
+    def _compile(self, policy: Policy, now: datetime, previous: Assignments | None) -> Program:
+        config = self.config
+        caps = config.capacities
+        new = {r.id: r for r in policy.live_rules(now)}
+        if len(new) > caps.max_rules:
+            rules = sorted(new.values(), key=lambda r: r.id)
+            cfg_loc = _config_loc(config, "max_rules")
+            over = rules[caps.max_rules]
+            raise _capacity_error(
+                f"{len(rules)} live rules do not fit capacities.max_rules = {caps.max_rules}",
+                over.loc,
+                [Related("capacities.max_rules is set here", cfg_loc)] if cfg_loc else [],
+                over.id,
+            )
+        order_keys, slots, kept = self._assign(new, previous)
+        old_rules, old_ok, old_slot = self._rules, self._ok, self._slot
+        fresh = not old_rules
+        if fresh:
+            changed = list(new)
+            removed: list[str] = []
+        else:
+            get = old_rules.get
+            if kept:
+                changed = [rid for rid, r in new.items() if get(rid) is not r]
+            else:
+                changed = [
+                    rid for rid, r in new.items()
+                    if get(rid) is not r or old_ok.get(rid) != order_keys[rid] or old_slot.get(rid) != slots[rid]
+                ]
+            removed = [] if len(old_rules) == len(new) and old_rules.keys() == new.keys() else [rid for rid in old_rules if rid not in new]
+
+        exp = self._exp
+        if fresh:
+            for rid, r in new.items():
+                exp[rid] = _expand_rule(r)
+                self._contribute(rid, order_keys[rid], None)
+            self._fresh_contents(new, slots)
+        else:
+            dirty_keys: set[bytes] = set()
+            dirty_shapes: set[bytes] = set()
+            for rid in removed:
+                self._withdraw(rid, old_ok[rid], dirty_keys, dirty_shapes)
+                del exp[rid]
+            for rid in changed:
+                if rid in old_rules:
+                    self._withdraw(rid, old_ok[rid], dirty_keys, dirty_shapes)
+            for rid in changed:
+                r, old = new[rid], old_rules.get(rid)
+                if old is None or not (old is r or _same_matches(old, r)):
+                    exp[rid] = _expand_rule(r)
+                self._contribute(rid, order_keys[rid], dirty_keys)
+            self._update_contents(new, slots, dirty_keys, dirty_shapes)
+
+        self._rules, self._ok, self._slot, self._prev_in = new, order_keys, slots, previous
+
+        if len(self._vals) > caps.max_entries:
+            raise self._entries_error(new)
+
+        mask_best = self._mask_best
+        mask_order = sorted(mask_best, key=lambda s: (mask_best[s], s))
+        if len(mask_order) > caps.max_masks:
+            raise self._masks_error(new, mask_order)
+        masks = []
+        cache = self._masks
+        for s in mask_order:
+            m = cache.get((s, mask_best[s]))
+            if m is None:
+                m = cache[(s, mask_best[s])] = Mask(MaskShape(*s), mask_best[s])
+            masks.append(m)
+        if len(cache) > 4 * len(masks) + 64:
+            self._masks = {(s, mask_best[s]): m for s, m in zip(mask_order, masks)}
+        mask_contents = {_U32(i): pack.mask_value(m) for i, m in enumerate(masks)}
+
+        self._update_slots(new, order_keys, slots, changed, removed, fresh)
+
+        total = pack.contents_sum("pepc_masks", mask_contents) + self._acc_rules + self._acc_slots
+        digest = pack.finish_digest(
+            total, len(masks), len(self._vals), len(self._slotinfo), int(config.default_action), config.event_cap
+        )
+        self._vals_shared = True  # the Program owns this dict now: copy before the next change
+        return Program(
+            caps=caps,
+            default_action=config.default_action,
+            event_cap=config.event_cap,
+            masks=tuple(masks),
+            slots=self._slots_tuple,
+            policy_digest=digest,
+            layout_digest=pack.layout_digest(caps),
+            packed_rules=self._vals,
+        )
+
+    def _fresh_contents(self, new: dict[str, Rule], slots: dict[str, int]) -> None:
+        slot_of = slots
+        act = {rid: int(r.action) for rid, r in new.items()}
+        vals: dict[bytes, bytes] = {}
+        mask_best = self._mask_best
+        for shape, sd in self._shapes.items():
+            vals.update({kb: _VAL_PACK(rank, slot_of[rid], act[rid]) for kb, (rank, rid) in sd.items()})
+            mask_best[shape] = min(sd.values())[0]
+        self._vals = vals
+        self._vals_shared = False
+        self._acc_rules = pack.contents_sum("pepc_rules", vals)
+
+    def _update_contents(self, new: dict[str, Rule], slots: dict[str, int], dirty_keys: set, dirty_shapes: set) -> None:
+        if self._vals_shared:
+            self._vals = dict(self._vals)
+            self._vals_shared = False
+        vals, shapes = self._vals, self._shapes
+        acc = self._acc_rules
+        h = pack.element_hash
+        for kb in dirty_keys:
+            sd = shapes.get(kb[:5])
+            cur = sd.get(kb) if sd is not None else None
+            old = vals.get(kb)
+            if cur is None:
+                if old is not None:
+                    acc -= h("pepc_rules", kb, old)
+                    del vals[kb]
+                continue
+            nv = _VAL_PACK(cur[0], slots[cur[1]], int(new[cur[1]].action))
+            if nv != old:
+                if old is not None:
+                    acc -= h("pepc_rules", kb, old)
+                acc += h("pepc_rules", kb, nv)
+                vals[kb] = nv
+        self._acc_rules = acc % pack.DIGEST_MOD
+        mask_best = self._mask_best
+        for shape in dirty_shapes:
+            sd = shapes.get(shape)
+            if not sd:
+                shapes.pop(shape, None)
+                mask_best.pop(shape, None)
+            else:
+                mask_best[shape] = min(sd.values())[0]
+
+    def _update_slots(self, new, order_keys, slots, changed, removed, fresh) -> None:
+        infos, svals, contents = self._slotinfo, self._slotval, self._slot_contents
+        if not changed and not removed:
+            return
+        by_slot = self._by_slot
+        acc = self._acc_slots
+        h = pack.element_hash
+        slot_value = pack.slot_value
+        for rid in (*removed, *(rid for rid in changed if rid in infos)):
+            old = infos.pop(rid)
+            kb, term = svals.pop(rid)
+            acc -= term
+            if contents.get(kb) is not None and by_slot[old.slot] is old:
+                del contents[kb]
+                by_slot[old.slot] = None
+        top = max((slots[rid] for rid in changed), default=-1)
+        if top >= len(by_slot):
+            by_slot.extend([None] * (top + 1 - len(by_slot)))
+        for rid in changed:
+            info = _slot_info(new[rid], slots[rid], order_keys[rid])
+            kb, vb = _U32(info.slot), slot_value(info)
+            term = h("pepc_slots", kb, vb)
+            infos[rid], svals[rid], contents[kb] = info, (kb, term), vb
+            by_slot[info.slot] = info
+            acc += term
+        self._acc_slots = acc % pack.DIGEST_MOD
+        self._slots_tuple = tuple(filter(None, by_slot))
+
+    # --- capacity errors -------------------------------------------------------------
+
+    def _entries_error(self, new: dict[str, Rule]) -> PolicyError:
+        caps = self.config.capacities
+        rules = sorted(new.values(), key=lambda r: r.id)
+        per_rule = dict.fromkeys(new, 0)
+        for sd in self._shapes.values():
+            for _, rid in sd.values():
+                per_rule[rid] += 1
+        cfg_loc = _config_loc(self.config, "max_entries")
+        top = sorted(rules, key=lambda r: (-per_rule[r.id], r.id))[:3]
+        related = [Related(f"rule {r.id!r} needs {per_rule[r.id]} entries", r.loc) for r in top]
+        return _capacity_error(
+            f"the policy needs {len(self._vals)} rule-map entries; capacities.max_entries is {caps.max_entries}",
+            cfg_loc or top[0].loc,
+            related,
+            None if cfg_loc else top[0].id,
+        )
+
+    def _masks_error(self, new: dict[str, Rule], mask_order: list[bytes]) -> PolicyError:
+        caps = self.config.capacities
+        cfg_loc = _config_loc(self.config, "max_masks")
+        # the first masks that do not fit, by the rule holding their best entry
+        extra = mask_order[caps.max_masks : caps.max_masks + 3]
+        owner = {s: min(self._shapes[s].values())[1] for s in extra}
+        related = [
+            Related(f"rule {owner[s]!r} needs mask {_shape_text(tuple(s))}", new[owner[s]].loc) for s in extra
+        ]
+        first = new[owner[extra[0]]]
+        return _capacity_error(
+            f"the policy needs {len(mask_order)} distinct masks; capacities.max_masks is {caps.max_masks}",
+            cfg_loc or first.loc,
+            related,
+            None if cfg_loc else first.id,
+        )
 
 
 def compile_program(policy: Policy, config: Config, now: datetime, previous: Assignments | None = None) -> Program:
@@ -144,148 +505,9 @@ def compile_program(policy: Policy, config: Config, now: datetime, previous: Ass
     Raises PolicyError (code `capacity`) when the result does not fit the
     configured maps: a plan is never silently truncated.
     """
-    # Hundreds of thousands of small immutable objects and no cycles: the
-    # cyclic GC would rescan the growing heap again and again for nothing.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _compile(policy, config, now, previous)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _compile(policy: Policy, config: Config, now: datetime, previous: Assignments | None) -> Program:
-    caps = config.capacities
-    rules = sorted(policy.live_rules(now), key=lambda r: r.id)
-    if len(rules) > caps.max_rules:
-        cfg_loc = _config_loc(config, "max_rules")
-        over = rules[caps.max_rules]
-        raise _capacity_error(
-            f"{len(rules)} live rules do not fit capacities.max_rules = {caps.max_rules}",
-            over.loc,
-            [Related("capacities.max_rules is set here", cfg_loc)] if cfg_loc else [],
-            over.id,
-        )
-
-    ids = [r.id for r in rules]
-    order_keys = assign_order_keys(ids, previous.order_keys if previous else None)
-    slots = assign_slots(ids, caps.max_rules, previous.slots if previous else None)
-
-    best, atoms_per_rule = _expand(rules, order_keys)
-
-    entries_per_rule = [0] * len(rules)
-    mask_best: dict[tuple, int] = {}
-    for key, (rank, ri) in best.items():
-        entries_per_rule[ri] += 1
-        shape = key[:5]
-        cur = mask_best.get(shape)
-        if cur is None or rank < cur:
-            mask_best[shape] = rank
-
-    if len(best) > caps.max_entries:
-        cfg_loc = _config_loc(config, "max_entries")
-        top = sorted(range(len(rules)), key=lambda i: (-entries_per_rule[i], rules[i].id))[:3]
-        related = [Related(f"rule {rules[i].id!r} needs {entries_per_rule[i]} entries", rules[i].loc) for i in top]
-        loc = cfg_loc or rules[top[0]].loc
-        raise _capacity_error(
-            f"the policy needs {len(best)} rule-map entries; capacities.max_entries is {caps.max_entries}",
-            loc,
-            related,
-            None if cfg_loc else rules[top[0]].id,
-        )
-
-    shapes = {s: MaskShape(*s) for s in mask_best}
-    mask_order = sorted(mask_best, key=lambda s: (mask_best[s], s))
-    if len(mask_order) > caps.max_masks:
-        cfg_loc = _config_loc(config, "max_masks")
-        # the first masks that do not fit, by the rule holding their best entry
-        owner: dict[tuple, int] = {}
-        for key, (rank, ri) in best.items():
-            if rank == mask_best[key[:5]]:
-                owner[key[:5]] = ri
-        extra = mask_order[caps.max_masks : caps.max_masks + 3]
-        related = [
-            Related(f"rule {rules[owner[s]].id!r} needs mask {_shape_text(s)}", rules[owner[s]].loc) for s in extra
-        ]
-        first = rules[owner[extra[0]]]
-        raise _capacity_error(
-            f"the policy needs {len(mask_order)} distinct masks; capacities.max_masks is {caps.max_masks}",
-            cfg_loc or first.loc,
-            related,
-            None if cfg_loc else first.id,
-        )
-
-    masks = tuple(Mask(shapes[s], mask_best[s]) for s in mask_order)
-    slot_of = [slots[r.id] for r in rules]
-    action_of = [r.action for r in rules]
-    id_of = [r.id for r in rules]
-    # The packed key is big-endian in field order, so sorting by its bytes is
-    # sorting by EntryKey (and a memcmp per comparison instead of a tuple walk).
-    key_pack = pack.compiled(layout.RULE_KEY).pack
-    val_pack = pack.compiled(layout.RULE_VAL).pack
-    packed = {key_pack(*k): k for k in best}
-    rule_bytes = {}
-    entry_list = []
-    for kb in sorted(packed):
-        k = packed[kb]
-        rank, ri = best[k]
-        rule_bytes[kb] = val_pack(rank, slot_of[ri], action_of[ri])
-        entry_list.append(_entry(shapes[k[:5]], k, rank, slot_of[ri], action_of[ri], id_of[ri]))
-    entries = tuple(entry_list)
-    del packed, entry_list
-    slot_infos = tuple(
-        sorted(
-            (
-                SlotInfo(
-                    slot=slots[r.id],
-                    rule_id=r.id,
-                    action=r.action,
-                    priority=r.priority,
-                    order_key=order_keys[r.id],
-                    rate_bps=r.rate_limit_bps if r.action is Action.RATE_LIMIT else 0,
-                    burst_bytes=_burst(r),
-                    loc=r.loc,
-                )
-                for r in rules
-            ),
-            key=lambda s: s.slot,
-        )
-    )
-    u32 = pack.compiled(layout.U32_KEY).pack
-    digest = pack.policy_digest(
-        {u32(i): pack.mask_value(m) for i, m in enumerate(masks)},
-        rule_bytes,
-        pack.slot_values(slot_infos),
-        int(config.default_action),
-        config.event_cap,
-    )
-    return Program(
-        caps=caps,
-        default_action=config.default_action,
-        event_cap=config.event_cap,
-        masks=masks,
-        entries=entries,
-        slots=slot_infos,
-        policy_digest=digest,
-        layout_digest=pack.layout_digest(caps),
-    )
-
-
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _entry(shape: MaskShape, k: tuple, rank: int, slot: int, action: Action, rule_id: str) -> Entry:
-    """Entry(EntryKey(shape, *k[5:]), rank, slot, action, rule_id), built
-    without the frozen-dataclass __init__ (one object.__setattr__ per
-    field): the same objects at half the cost, which matters at 10^5
-    entries. tests/test_compiler.py checks equality with the constructor."""
-    key = _new(EntryKey)
-    _set(key, "__dict__", {"shape": shape, "proto": k[5], "src": k[6], "dst": k[7], "sport": k[8], "dport": k[9]})
-    entry = _new(Entry)
-    _set(entry, "__dict__", {"key": key, "rank": rank, "slot": slot, "action": action, "rule_id": rule_id})
-    return entry
+    compiler = IncrementalCompiler(config)
+    compiler._track = False  # used once: no withdrawals to prepare for
+    return compiler.compile(policy, now, previous)
 
 
 def _burst(rule: Rule) -> int:
@@ -302,9 +524,16 @@ def _shape_text(shape: tuple) -> str:
 
 def rule_stats(policy: Policy, program: Program) -> dict[str, RuleStats]:
     """Atoms and map entries per live rule of `program` (for plans and summaries)."""
+    ids = {s.slot: s.rule_id for s in program.slots}
+    per_slot: dict[int, int] = {}
+    unval = layout.RULE_VAL.unpack_values
+    for vb in program.rule_contents().values():
+        slot = unval(vb)[1]
+        per_slot[slot] = per_slot.get(slot, 0) + 1
     entries: dict[str, int] = {}
-    for e in program.entries:
-        entries[e.rule_id] = entries.get(e.rule_id, 0) + 1
+    for slot, n in per_slot.items():
+        rid = ids.get(slot, "")
+        entries[rid] = entries.get(rid, 0) + n
     out = {}
     by_id = {r.id: r for r in policy.rules}
     for s in program.slots:

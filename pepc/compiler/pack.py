@@ -51,15 +51,9 @@ def rule_key_bytes(shape_fields: tuple[int, int, int, int, int], proto: int, src
 
 
 def map_contents(program: Program) -> dict[str, dict[bytes, bytes]]:
-    """Exactly `program.map_contents()`, fast for the big maps."""
-    key_pack = compiled(layout.RULE_KEY).pack
-    val_pack = compiled(layout.RULE_VAL).pack
-    rules = {}
-    for e in program.entries:
-        k, sh = e.key, e.key.shape
-        rules[key_pack(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)] = val_pack(
-            e.rank, e.slot, int(e.action)
-        )
+    """Exactly `program.map_contents()`, positional packing for the small
+    maps; the rule map is the compiler's packed contents (a copy)."""
+    rules = dict(program.rule_contents())
     u32 = compiled(layout.U32_KEY).pack
     return {
         "pepc_gen": {u32(0): program.gen_value()},
@@ -69,29 +63,51 @@ def map_contents(program: Program) -> dict[str, dict[bytes, bytes]]:
     }
 
 
+def slot_value(s: SlotInfo) -> bytes:
+    """SlotInfo.value_bytes(), positionally."""
+    raw = s.rule_id.encode("utf-8")
+    return layout.SLOT.pack_values(
+        s.rate_bps, s.burst_bytes, s.order_key, s.priority, int(s.action), layout.SLOT_FLAG_USED, min(len(raw), 0xFFFF), raw[: layout.RULE_ID_LEN]
+    )
+
+
 def slot_values(slots: Iterable[SlotInfo]) -> dict[bytes, bytes]:
     """{slot index: SlotInfo.value_bytes()}, fast."""
-    u32 = compiled(layout.U32_KEY).pack
-    slot_pack = compiled(layout.SLOT).pack
-    used, id_len = layout.SLOT_FLAG_USED, layout.RULE_ID_LEN
-    out = {}
-    for s in slots:
-        raw = s.rule_id.encode("utf-8")
-        out[u32(s.slot)] = slot_pack(
-            s.rate_bps, s.burst_bytes, s.order_key, s.priority, int(s.action), used, min(len(raw), 0xFFFF), raw[:id_len]
-        )
-    return out
+    u32 = layout.U32_KEY.pack_values
+    return {u32(s.slot): slot_value(s) for s in slots}
+
+
+# The policy digest is an order-independent multiset hash, so that the
+# incremental compiler (and a reconciler tracking live contents) can update
+# it in O(changes): the sum mod 2^256 of one sha256 per map element over
+# (map name, key, value), finalised by sha256 together with the element
+# counts, the default action and the event cap.
+DIGEST_MOD = 1 << 256
+_DIGEST_TAGS = {name: name.encode() + b"\0" for name in ("pepc_masks", "pepc_rules", "pepc_slots")}
+_sha256 = hashlib.sha256
+_from_bytes = int.from_bytes
+
+
+def element_hash(map_name: str, key: bytes, value: bytes) -> int:
+    """One map element's term of the policy digest's sum."""
+    return _from_bytes(_sha256(_DIGEST_TAGS[map_name] + key + value).digest(), "little")
+
+
+def contents_sum(map_name: str, content: dict[bytes, bytes]) -> int:
+    """The sum (mod 2^256) of element_hash over one map's contents."""
+    tag = _DIGEST_TAGS[map_name]
+    return sum(_from_bytes(_sha256(tag + k + v).digest(), "little") for k, v in content.items()) % DIGEST_MOD
+
+
+def finish_digest(total: int, n_masks: int, n_rules: int, n_slots: int, default_action: int, event_cap: int) -> str:
+    h = _sha256(b"pepc-policy-digest-v2\0")
+    h.update(struct.pack("<BIQQQ", default_action, event_cap, n_masks, n_rules, n_slots))
+    h.update((total % DIGEST_MOD).to_bytes(32, "little"))
+    return h.hexdigest()
 
 
 def policy_digest(masks: dict[bytes, bytes], rules: dict[bytes, bytes], slots: dict[bytes, bytes], default_action: int, event_cap: int) -> str:
-    """sha256 over everything one generation holds except the digest itself
-    (pepc_gen carries it): equal digests mean equal data planes."""
-    h = hashlib.sha256()
-    h.update(b"pepc-policy-digest-v1\0")
-    h.update(struct.pack("<BI", default_action, event_cap))
-    for name, content in (("pepc_masks", masks), ("pepc_rules", rules), ("pepc_slots", slots)):
-        h.update(name.encode() + b"\0" + struct.pack("<Q", len(content)))
-        for k in sorted(content):
-            h.update(k)
-            h.update(content[k])
-    return h.hexdigest()
+    """The digest of everything one generation holds except the digest
+    itself (pepc_gen carries it): equal digests mean equal data planes."""
+    total = contents_sum("pepc_masks", masks) + contents_sum("pepc_rules", rules) + contents_sum("pepc_slots", slots)
+    return finish_digest(total, len(masks), len(rules), len(slots), default_action, event_cap)

@@ -506,26 +506,16 @@ class Drift:
 
 
 def contents_digest(contents: Contents) -> str:
-    """The policy digest that `contents` deserve: the byte stream of
-    compiler.pack.policy_digest, fed to sha256 in a few large updates
-    (tests hold the two equal)."""
-    import hashlib
-    import struct
-    from itertools import chain
+    """The policy digest that `contents` deserve: compiler.pack.policy_digest
+    (an order-independent sum of per-element hashes; tests hold the two
+    equal)."""
+    from pepc.compiler import pack
 
     c = normalize(contents)
     g = gen_info(c)
     default_action = int(g["default_action_value"]) if g else 0
     event_cap = int(g["event_cap"]) if g else 0
-    h = hashlib.sha256()
-    h.update(b"pepc-policy-digest-v1\0")
-    h.update(struct.pack("<BI", default_action, event_cap))
-    for name in ("pepc_masks", "pepc_rules", "pepc_slots"):
-        content = c[name]
-        h.update(name.encode() + b"\0" + struct.pack("<Q", len(content)))
-        keys = sorted(content)  # bytes keys sort in C; zip/map/chain stay in C too
-        h.update(b"".join(chain.from_iterable(zip(keys, map(content.__getitem__, keys)))))
-    return h.hexdigest()
+    return pack.policy_digest(c["pepc_masks"], c["pepc_rules"], c["pepc_slots"], default_action, event_cap)
 
 
 def expected_gen_value(contents: Contents, digest: str | None = None) -> bytes | None:

@@ -9,7 +9,7 @@
  * safe ASCII subset (anything else is written as %XX).
  *
  * layout digest: 52d4e06e84ba6e2f0ba3c38e9fc21fd1
- * policy digest: a4390956ea6de91fbc705513d6a2902e88ee508bd3699da52646add2b4d23fe5
+ * policy digest: 86eae52c924b91a33ae0ca03320d53ce1ae568f71c659df3859a955bc11d817a
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -78,7 +78,7 @@ enum pepc_counter {
 
 #define PEPC_LAYOUT_DIGEST "52d4e06e84ba6e2f0ba3c38e9fc21fd1"
 #define PEPC_LAYOUT_DIGEST_BYTES { 0x52, 0xd4, 0xe0, 0x6e, 0x84, 0xba, 0x6e, 0x2f, 0x0b, 0xa3, 0xc3, 0x8e, 0x9f, 0xc2, 0x1f, 0xd1 }
-#define PEPC_POLICY_DIGEST "a4390956ea6de91fbc705513d6a2902e88ee508bd3699da52646add2b4d23fe5"
+#define PEPC_POLICY_DIGEST "86eae52c924b91a33ae0ca03320d53ce1ae568f71c659df3859a955bc11d817a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):

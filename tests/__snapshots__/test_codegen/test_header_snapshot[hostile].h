@@ -9,7 +9,7 @@
  * safe ASCII subset (anything else is written as %XX).
  *
  * layout digest: bf99735c406efbe1acb7c6ad84363d07
- * policy digest: 47b9c6ec96c270848e26c669349878fbbb6ef6ab2b1f5069740bb270bfa74ddc
+ * policy digest: f01b3c7b803abc9833874bcdd131681f4e158a15ec7739b2ba1d5d8c8ccb1890
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -78,7 +78,7 @@ enum pepc_counter {
 
 #define PEPC_LAYOUT_DIGEST "bf99735c406efbe1acb7c6ad84363d07"
 #define PEPC_LAYOUT_DIGEST_BYTES { 0xbf, 0x99, 0x73, 0x5c, 0x40, 0x6e, 0xfb, 0xe1, 0xac, 0xb7, 0xc6, 0xad, 0x84, 0x36, 0x3d, 0x07 }
-#define PEPC_POLICY_DIGEST "47b9c6ec96c270848e26c669349878fbbb6ef6ab2b1f5069740bb270bfa74ddc"
+#define PEPC_POLICY_DIGEST "f01b3c7b803abc9833874bcdd131681f4e158a15ec7739b2ba1d5d8c8ccb1890"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):

@@ -9,7 +9,7 @@
  * safe ASCII subset (anything else is written as %XX).
  *
  * layout digest: a85d9d6b44f661ee2407da04a0c85b2c
- * policy digest: 2aad95c36b03cb3be19527d6ba1b2153dad5dda66d556e897457a78ab0b6852a
+ * policy digest: 1f57860512885764168774f42865e2abd8f8341234f7bfa955ee2c2ca114819f
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -78,7 +78,7 @@ enum pepc_counter {
 
 #define PEPC_LAYOUT_DIGEST "a85d9d6b44f661ee2407da04a0c85b2c"
 #define PEPC_LAYOUT_DIGEST_BYTES { 0xa8, 0x5d, 0x9d, 0x6b, 0x44, 0xf6, 0x61, 0xee, 0x24, 0x07, 0xda, 0x04, 0xa0, 0xc8, 0x5b, 0x2c }
-#define PEPC_POLICY_DIGEST "2aad95c36b03cb3be19527d6ba1b2153dad5dda66d556e897457a78ab0b6852a"
+#define PEPC_POLICY_DIGEST "1f57860512885764168774f42865e2abd8f8341234f7bfa955ee2c2ca114819f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):

@@ -9,7 +9,7 @@
  * safe ASCII subset (anything else is written as %XX).
  *
  * layout digest: bf99735c406efbe1acb7c6ad84363d07
- * policy digest: ce1a7cf286f3b6be67e4aa17a5daab7f876c28bc72c4c30d27cb2a6e7612be72
+ * policy digest: 826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -78,7 +78,7 @@ enum pepc_counter {
 
 #define PEPC_LAYOUT_DIGEST "bf99735c406efbe1acb7c6ad84363d07"
 #define PEPC_LAYOUT_DIGEST_BYTES { 0xbf, 0x99, 0x73, 0x5c, 0x40, 0x6e, 0xfb, 0xe1, 0xac, 0xb7, 0xc6, 0xad, 0x84, 0x36, 0x3d, 0x07 }
-#define PEPC_POLICY_DIGEST "ce1a7cf286f3b6be67e4aa17a5daab7f876c28bc72c4c30d27cb2a6e7612be72"
+#define PEPC_POLICY_DIGEST "826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):
