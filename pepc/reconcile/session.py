@@ -24,6 +24,7 @@ audit are `apply.converge`, the code of `pepc apply`.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import time
 from dataclasses import dataclass
@@ -68,11 +69,6 @@ class _Compiler:
         self._inc = cls(config) if cls is not None else None
         self.incremental = False  # whether the last compile went through the incremental compiler
         self._assign_memo: tuple[Any, tuple[str, ...], Any] | None = None
-
-    def forget(self) -> None:
-        cls = type(self._inc) if self._inc is not None else None
-        self._inc = cls(self.config) if cls is not None else None
-        self._assign_memo = None
 
     def _assignments(self, policy: Policy, live: LiveState | None, now: datetime) -> Any:
         """apply.assignments_for, memoised on (the live slots object, the
@@ -147,10 +143,11 @@ class ReconcileSession:
     # --- state ----------------------------------------------------------
 
     def invalidate(self) -> None:
-        """Trust nothing remembered: the next reconcile reads everything."""
+        """Trust nothing remembered about the kernel: the next reconcile
+        reads everything. (The compiler's state is kept: its results do not
+        depend on it, only its cost does; it resets itself on its own errors.)"""
         self.mirror = None
         self._must_read = True
-        self._compiler.forget()
 
     def _use_config(self, config: Config | None) -> Config:
         if config is not None and config != self.config:
@@ -264,6 +261,11 @@ class ReconcileSession:
         error and on the first call. Raises what `apply_policy` raises."""
         cfg = self._use_config(config)
         full = full or self._must_read or self.mirror is None
+        # A watch process holds the policy, its parse and the mirror: the
+        # cyclic GC would rescan that heap on every collection the
+        # reconcile's allocations trigger (as the compiler, it runs without).
+        enabled = gc.isenabled()
+        gc.disable()
         try:
             result = _apply.converge(
                 policy,
@@ -283,6 +285,9 @@ class ReconcileSession:
             # longer known, so the next reconcile reads it in full.
             self.invalidate()
             raise
+        finally:
+            if enabled:
+                gc.enable()
         contents = diff.normalize(result.contents or {})
         self.mirror = Mirror(
             layout_digest=result.plan.layout_digest,
