@@ -302,3 +302,48 @@ def test_index_finds_what_the_all_pairs_scan_finds(policy):
     fast = analyze(policy, Config(), NOW, capacity=False)
     naive = analyze(policy, Config(), NOW, capacity=False, naive_index=True)
     assert fast == naive
+
+
+# --- the index on its own, with buckets big enough to be indexed again ----------
+
+from pepc.checker.index import _SCAN, BoxIndex, ScanIndex  # noqa: E402
+from pepc.checker.space import Space  # noqa: E402
+
+
+def _dense_rule(rid: str, g: list[int]) -> Rule:
+    # few prefixes, protocols and ports, so that buckets and the port groups
+    # inside them outgrow _SCAN and get indexed again
+    src = (Prefix(0, 0), Prefix(BASE, 24), Prefix(0, 0), Prefix(BASE, 24), Prefix(BASE | 0x10, 28), Prefix(BASE | 0x11, 32))[g[0] % 6]
+    dst = (Prefix(0, 0), Prefix(BASE | 0x105, 32), Prefix(0, 0), Prefix(BASE | 0x105, 32), Prefix(BASE, 16), Prefix(BASE | 0x100, 24))[g[1] % 6]
+    dport = (ANY_PORT, PortRange(1000, 2000), PortRange(80 + g[3] % 8, 80 + g[3] % 8))[min(g[2] % 8, 2)]
+    protocol = (Protocol.TCP, Protocol.TCP, Protocol.TCP, Protocol.UDP, Protocol.ANY, Protocol.ICMP)[g[4] % 6]
+    if protocol is Protocol.ICMP:
+        dport = ANY_PORT
+    return Rule(rid, Action.ALLOW, Location("p.yaml", 1, 1), protocol=protocol, src=(src,), dst=(dst,), dports=(dport,))
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(st.lists(st.integers(0, 255), min_size=5, max_size=5), min_size=20, max_size=120),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 0x1FF), st.integers(0, 0x1FF), st.sampled_from([0, 80, 83, 87, 1500, 2100])), min_size=10, max_size=30),
+    st.booleans(),
+    st.sampled_from([1, 2, 4, _SCAN]),
+)
+def test_box_index_agrees_with_a_scan(genes, probes, classes, scan):
+    space = Space.build([_dense_rule(f"r{i:03d}", g) for i, g in enumerate(genes)])
+    fast = BoxIndex(space.boxes, space.dsts, space.srcs, classes=classes, scan=scan)
+    scan = ScanIndex(space.boxes, space.dsts, space.srcs)
+    for i in range(len(space.boxes)):  # incremental, as the sweeps use it
+        fast.add(i)
+        scan.add(i)
+        if i % 7 == 0:
+            assert sorted(fast.meeting(space.boxes[i], space.dsts[i], space.srcs[i])) == sorted(
+                scan.meeting(space.boxes[i], space.dsts[i], space.srcs[i])
+            )
+    for cls, s, d, port in probes:
+        point = (cls, BASE | s, BASE | d, 40000, port)
+        assert sorted(fast.stab(point)) == sorted(scan.stab(point))
+    for i in range(len(space.boxes)):
+        assert sorted(fast.meeting(space.boxes[i], space.dsts[i], space.srcs[i])) == sorted(
+            scan.meeting(space.boxes[i], space.dsts[i], space.srcs[i])
+        )

@@ -26,7 +26,8 @@ from typing import Iterator
 
 from pepc.checker.geometry import N_CLASSES, PORT_MAX, Box
 
-#: Buckets and groups at most this long are scanned instead of indexed.
+#: Buckets and groups at most this long are scanned instead of indexed
+#: (a parameter, so that a test can make every level kick in).
 _SCAN = 16
 
 _MASKS = [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)]
@@ -36,18 +37,19 @@ _SIZES = [1 << (32 - n) for n in range(33)]
 class _Group:
     """Atoms with one (primary, secondary) prefix pair, by destination port."""
 
-    __slots__ = ("members", "wide", "single")
+    __slots__ = ("members", "wide", "single", "scan")
 
-    def __init__(self) -> None:
+    def __init__(self, scan: int) -> None:
         self.members: list[int] = []
         self.wide: list[int] | None = None
         self.single: dict[int, list[int]] = {}
+        self.scan = scan
 
     def add(self, i: int, box: Box, boxes: list) -> None:
         self.members.append(i)
         if self.wide is not None:
             self._put(i, box)
-        elif len(self.members) > _SCAN:
+        elif len(self.members) > self.scan:
             self.wide = []
             for j in self.members:
                 self._put(j, boxes[j])
@@ -82,19 +84,20 @@ class _Group:
 class _Bucket:
     """Atoms with one primary prefix, by secondary prefix when many."""
 
-    __slots__ = ("members", "sec", "plens", "addrs")
+    __slots__ = ("members", "sec", "plens", "addrs", "scan")
 
-    def __init__(self) -> None:
+    def __init__(self, scan: int) -> None:
         self.members: list[int] = []
         self.sec: dict[int, _Group] | None = None  # key: addr << 6 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
+        self.scan = scan
 
     def add(self, i: int, key: tuple[int, int], box: Box, boxes: list, keys: list) -> None:
         self.members.append(i)
         if self.sec is not None:
             self._put(i, key, box, boxes)
-        elif len(self.members) > _SCAN:
+        elif len(self.members) > self.scan:
             self.sec = {}
             for j in self.members:
                 self._put(j, keys[j], boxes[j], boxes)
@@ -103,7 +106,7 @@ class _Bucket:
         plen, addr = key
         g = self.sec.get(addr << 6 | plen)  # type: ignore[union-attr]
         if g is None:
-            g = self.sec[addr << 6 | plen] = _Group()  # type: ignore[index]
+            g = self.sec[addr << 6 | plen] = _Group(self.scan)  # type: ignore[index]
             arr = self.addrs.get(plen)
             if arr is None:
                 insort(self.plens, plen)
@@ -132,7 +135,8 @@ class _Bucket:
 class _Index:
     """Atoms bucketed by one address prefix: field 4 (dst) or 2 (src)."""
 
-    def __init__(self, boxes: list, pkeys: list, skeys: list, field: int):
+    def __init__(self, boxes: list, pkeys: list, skeys: list, field: int, scan: int = _SCAN):
+        self.scan = scan
         self.boxes = boxes
         self.pkeys = pkeys
         self.skeys = skeys
@@ -145,7 +149,7 @@ class _Index:
         plen, addr = self.pkeys[i]
         b = self.buckets.get(addr << 6 | plen)
         if b is None:
-            b = self.buckets[addr << 6 | plen] = _Bucket()
+            b = self.buckets[addr << 6 | plen] = _Bucket(self.scan)
             arr = self.addrs.get(plen)
             if arr is None:
                 insort(self.plens, plen)
@@ -223,9 +227,10 @@ class BoxIndex:
     four, and its box queries are rare.
     """
 
-    def __init__(self, boxes: list, dsts: list, srcs: list, classes: bool = True):
+    def __init__(self, boxes: list, dsts: list, srcs: list, classes: bool = True, scan: int = _SCAN):
         self.boxes, self.dsts, self.srcs = boxes, dsts, srcs
         self.classes = classes
+        self.scan = scan
         self.parts: dict[tuple[int, int], tuple[_Index, _Index]] = {}
 
     def add(self, i: int) -> None:
@@ -234,8 +239,8 @@ class BoxIndex:
         part = self.parts.get(key)
         if part is None:
             part = self.parts[key] = (
-                _Index(self.boxes, self.dsts, self.srcs, 4),
-                _Index(self.boxes, self.srcs, self.dsts, 2),
+                _Index(self.boxes, self.dsts, self.srcs, 4, self.scan),
+                _Index(self.boxes, self.srcs, self.dsts, 2, self.scan),
             )
         part[0].add(i)
         part[1].add(i)
