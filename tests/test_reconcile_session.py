@@ -41,11 +41,14 @@ def _live(h):
 
 
 def _settled(h, pol) -> None:
-    """Both generations hold `pol` exactly: a cold apply has nothing to do."""
+    """Both generations hold `pol` exactly: a cold apply would have nothing to do."""
     live = _live(h)
     assert live.gens[0] == live.gens[1]
-    cold = apply_policy(pol, h.config, NOW, instance=h.instance, write_audit=False)
-    assert cold.writes == 0 and cold.result == "unchanged" and not cold.plan.drift.found
+    cold = plan_policy(pol, h.config, NOW, h.instance)  # (a plan: it leaves the writer token alone)
+    try:
+        assert not cold.plan.changes_pending and cold.plan.map_writes == 0 and not cold.plan.drift.found
+    finally:
+        cold.close()
 
 
 _fresh = iter(range(1, 60_000))
@@ -112,7 +115,7 @@ def test_hand_drift_waits_for_the_next_full_reconcile(tmp_path):
             assert s.last_gate_skipped  # the policy passed the gate already
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP
             _settled(h, pol)
-            # a control word changed behind the session's back: not trusted
+            # another apply ran (its writer token replaced the session's): not trusted
             apply_policy(policy(*base_policy().rules[:2]), h.config, NOW, instance=h.instance, write_audit=False)
             r = s.reconcile(pol, NOW, full=False)
             assert s.last_read.startswith("full (") and r.writes > 0
@@ -184,3 +187,32 @@ def test_watch_backend_trusts_the_mirror_only_for_events(tmp_path):
             b.apply(loaded, NOW)
             assert b.session.last_read == expect, reasons
         assert b.cache.stats.parsed == 0  # the last load: nothing changed, nothing parsed
+
+
+def test_an_apply_killed_behind_the_sessions_back_forces_a_full_read(tmp_path):
+    """Another `pepc apply` killed after one write leaves a stray element in
+    the inactive generation and the control words untouched: the writer
+    token it replaced tells the session not to trust its mirror."""
+    import os
+    import subprocess
+    import sys
+
+    from pepc.loader import load_policy
+    from pepc.reconcile.apply import ABORT_ENV, ABORT_EXIT
+
+    from reconcile_helpers import rule_doc, write_policy_dir
+
+    with host_env(tmp_path) as h:
+        d_old = write_policy_dir(tmp_path / "old", {"a.yaml": [rule_doc(f"o{i}", "BLOCK", src=f"10.70.{i}.0/24") for i in range(10)]})
+        d_new = write_policy_dir(tmp_path / "new", {"a.yaml": [rule_doc(f"n{i}", "BLOCK", src=f"10.71.{i}.0/24") for i in range(10)]})
+        old = load_policy(d_old)
+        s = ReconcileSession(h.instance, h.config, write_audit=False)
+        s.reconcile(old, NOW, full=True)
+        env = {**os.environ, ABORT_ENV: "1"}
+        r = subprocess.run([sys.executable, "-m", "pepc", *h.cli("apply", str(d_new))], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == ABORT_EXIT, r.stderr
+        live = _live(h)
+        assert live.gens[0] != live.gens[1]  # the stray write
+        s.reconcile(old, NOW, full=False)
+        assert s.last_read == "full (another apply ran)"
+        _settled(h, old)

@@ -131,13 +131,18 @@ program id.
   the live state in full, exactly as `pepc apply`, and finds drift.
 - An EVENT-triggered reconcile (file change, expiry) opens the pins and
   reads only ``pepc_ctrl`` (active generation, layout digest), both
-  ``pepc_gen`` elements (stored policy digests and counts) and the program
-  id. When all equal the mirror, the generations' contents are taken from
-  the mirror instead of reading every map, and the plan skips the drift
-  hash (it could only find what the mirror says). Anything that disagrees
-  is a full read.
+  ``pepc_gen`` elements (stored policy digests and counts), the program
+  id and the WRITER TOKEN. When all equal the mirror, the generations'
+  contents are taken from the mirror instead of reading every map, and the
+  plan skips the drift hash (it could only find what the mirror says).
+  Anything that disagrees is a full read.
+- The writer token (``<run_dir>/<NAME>.writer``) is replaced by every
+  apply under the lock before it can write (`apply.swap_writer_token`).
+  Control words alone cannot reveal another `pepc apply` killed after
+  writing some elements of the inactive generation but before its
+  ``pepc_gen`` or flip; the token does, and the session reads in full.
 
-So an element changed by hand behind pepc's back is not seen by an
+So an element changed by hand (bpftool, not pepc) is not seen by an
 event-triggered reconcile; it is repaired at the next full one: the
 reconciler is level-triggered at resync granularity, like Kubernetes
 informers with periodic resync. Anything that changes the control words

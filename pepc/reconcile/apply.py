@@ -67,6 +67,33 @@ def desired_interfaces(config: Config, names: Sequence[str] | None) -> tuple[Int
     return tuple(out)
 
 
+# --- the writer token -------------------------------------------------------------
+
+
+def swap_writer_token(config: Config, instance: str) -> tuple[str | None, str | None]:
+    """(previous token, new token) of `<run_dir>/<instance>.writer`.
+
+    Every apply replaces the token under the instance lock BEFORE it can
+    write anything, so a process that remembers the token it wrote (the
+    watch session) knows whether any other apply has run since — even one
+    killed midway, which may have left half-written generation maps behind
+    control words it never reached. (None: the file could not be read or
+    written; then nothing is remembered.)"""
+    path = Path(config.run_dir) / f"{instance}.writer"
+    try:
+        prev = path.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        prev = None
+    new = os.urandom(12).hex()
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(new, encoding="ascii")
+        os.replace(tmp, path)
+    except OSError:
+        return prev, None
+    return prev, new
+
+
 # --- the gate: what `pepc check` would say ---------------------------------------
 
 
@@ -263,6 +290,9 @@ class ApplyResult:
     attached: tuple[tuple[str, str], ...]  # (ifname, mode) after the apply
     detached: tuple[str, ...] = ()
     recovered: tuple[str, ...] = ()
+    #: the writer token this apply left (swap_writer_token) and the one it replaced
+    writer_token: str | None = field(default=None, repr=False, compare=False)
+    previous_writer_token: str | None = field(default=None, repr=False, compare=False)
     #: what was compiled and is now in both generations (for the watch
     #: session's mirror; not part of the JSON)
     program: Program | None = field(default=None, repr=False, compare=False)
@@ -524,7 +554,7 @@ def apply_policy(
         policy,
         config,
         now,
-        planner=lambda recovered: plan_policy(policy, config, now, instance, iface_names),
+        planner=lambda recovered, writer: plan_policy(policy, config, now, instance, iface_names),
         gate=(lambda planned: check_errors(policy, config, now)) if check else None,
         instance=instance,
         wait=wait,
@@ -539,7 +569,7 @@ def converge(
     config: Config,
     now: datetime,
     *,
-    planner: Callable[[Sequence[str]], Planned],
+    planner: Callable[[Sequence[str], str | None], Planned],
     gate: Callable[[Planned], Sequence[Finding]] | None,
     instance: str = "default",
     wait: float = 0.0,
@@ -549,8 +579,9 @@ def converge(
     abort_in_process: bool = False,
 ) -> ApplyResult:
     """The steps of every apply, in order, under the instance lock: repair
-    interrupted pin swaps, plan (`planner(recovered)`: read or mirror the
-    live state, compile, diff), run the check `gate` when anything is to be
+    interrupted pin swaps, replace the writer token, plan
+    (`planner(recovered, previous writer token)`: read or mirror the live
+    state, compile, diff), run the check `gate` when anything is to be
     written, execute (writes, flip, RCU barriers, counter resets, or the
     load path), audit. `pepc apply` and the watch session differ only in
     their planner and gate."""
@@ -567,8 +598,9 @@ def converge(
             from pepc.kernel import pinswap
 
             recovered = pinswap.recover(config.pin_root, instance)
+            prev_token, token = swap_writer_token(config, instance)
             try:
-                planned = planner(tuple(recovered))
+                planned = planner(tuple(recovered), prev_token)
             except PolicyError as err:
                 if write_audit:
                     record_refusal(config, instance, err.findings, path, started)
@@ -594,6 +626,8 @@ def converge(
                 duration_s=time.perf_counter() - started,
                 timings={"check": check_s, **planned.timings, **result.timings},
                 recovered=tuple(recovered),
+                writer_token=token,
+                previous_writer_token=prev_token,
                 program=planned.program,
                 contents=planned.contents,
             )

@@ -16,8 +16,9 @@ reconciles so that an event-triggered one costs what the change costs:
 
 The trust rule (also in the package docstring): a `full` reconcile reads
 the live state in full, exactly as `pepc apply`; an event-triggered one
-reads only ``pepc_ctrl`` and ``pepc_gen`` and, when they and the program id
-equal the mirror, takes the generations from the mirror. Anything else is
+reads only ``pepc_ctrl`` and ``pepc_gen`` and, when they, the program id and
+the writer token (no other apply ran since) equal the mirror, takes the
+generations from the mirror. Anything else is
 a full read. The writes, flip, barriers, counter resets, crash safety and
 audit are `apply.converge`, the code of `pepc apply`.
 """
@@ -133,6 +134,7 @@ class ReconcileSession:
         self._gate_fn = gate
         self._compiler = _Compiler(config)
         self.mirror: Mirror | None = None
+        self._token: str | None = None  # the writer token of the session's last apply
         self._must_read = True  # the first reconcile, and after any error
         self._checked: tuple[Policy, Config, tuple[str, ...]] | None = None
         #: how the last reconcile got the live state: "full" | "mirror" |
@@ -147,6 +149,7 @@ class ReconcileSession:
         reads everything. (The compiler's state is kept: its results do not
         depend on it, only its cost does; it resets itself on its own errors.)"""
         self.mirror = None
+        self._token = None
         self._must_read = True
 
     def _use_config(self, config: Config | None) -> Config:
@@ -212,7 +215,7 @@ class ReconcileSession:
         from pepc.kernel.loader import open_instance
         from pepc.reconcile.live import read_live
 
-        def plan(recovered: Sequence[str]) -> _apply.Planned:
+        def plan(recovered: Sequence[str], writer: str | None) -> _apply.Planned:
             timings: dict[str, float] = {}
             t = time.perf_counter()
             d = _apply.pin_dir(self.config, self.instance)
@@ -223,7 +226,12 @@ class ReconcileSession:
                 if inst is None:
                     self.last_read = "none"
                 else:
-                    why = "full" if full else ("pins recovered" if recovered else "")
+                    why = (
+                        "full" if full
+                        else "pins recovered" if recovered
+                        else "another apply ran" if writer is None or writer != self._token
+                        else ""
+                    )
                     if not why:
                         live, why = self._live_from_mirror(inst)
                         trusted = live is not None
@@ -296,5 +304,6 @@ class ReconcileSession:
             contents=contents,
             prog_id=result.prog_id,
         )
+        self._token = result.writer_token
         self._must_read = False
         return result
