@@ -7,6 +7,13 @@ shared machine wall time includes waiting for a core), atoms, entries,
 masks, and the ratio compile / YAML parse. Target: 100k rules compile in < 10 s
 on a 2-core machine.
 
+Then, per size, the incremental compiler (pepc.compiler.IncrementalCompiler)
+after a first compile: the time of one compile after a one-rule change
+(a rule's ports changed, a rule added, a rule removed; `previous` is the
+last program's assignments, as the reconciler passes them), median of a
+few changes, and the ratio to the fresh compile of the same run. Every
+incremental result is checked equal to compile_program once per size.
+
     .venv/bin/python bench/compile.py [SIZES...]
 """
 
@@ -24,7 +31,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pepc import layout  # noqa: E402
-from pepc.compiler import compile_program, rule_stats  # noqa: E402
+from pepc.compiler import Assignments, IncrementalCompiler, compile_program, rule_stats  # noqa: E402
 from pepc.config import Config  # noqa: E402
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -129,6 +136,7 @@ def main(argv: list[str]) -> int:
     # large enough for the biggest run: what is measured is the compiler
     caps = layout.Capacities(max_rules=262144, max_entries=4 * 1024 * 1024, max_masks=4096)
     config = Config(capacities=caps)
+    rows = []
     print(f"{'rules':>8} {'yaml s':>8} {'load s':>8} {'compile s':>10} {'cpu s':>7} {'atoms':>8} {'entries':>8} {'masks':>6} {'compile/yaml':>13}")
     for n in sizes:
         doc = generate(n)
@@ -147,7 +155,49 @@ def main(argv: list[str]) -> int:
             f"{n:>8} {t_yaml:>8.2f} {t_load:>8.2f} {t_compile:>10.2f} {c_compile:>7.2f} {atoms:>8} {len(program.entries):>8} "
             f"{len(program.masks):>6} {t_compile / t_yaml:>12.2f}x"
         )
+        rows.append((n, policy, t_compile))
+    print()
+    print(f"{'rules':>8} {'first s':>8} {'change ms':>10} {'add ms':>8} {'remove ms':>10} {'fresh s':>8} {'fresh/change':>13}")
+    for n, policy, t_fresh in rows:
+        print(incremental_row(n, policy, config, t_fresh))
     return 0
+
+
+def incremental_row(n: int, policy, config: Config, t_fresh: float) -> str:
+    import dataclasses
+    import statistics
+
+    from pepc.model import PortRange, Policy
+
+    inc = IncrementalCompiler(config)
+    t0 = time.perf_counter()
+    program = inc.compile(policy, NOW)
+    t_first = time.perf_counter() - t0
+    rules = list(policy.rules)
+    rng = random.Random(n)
+    times: dict[str, list[float]] = {"change": [], "add": [], "remove": []}
+    for step in range(15):
+        kind = ("change", "add", "remove")[step % 3]
+        i = rng.randrange(len(rules))
+        if kind == "change":
+            lo = rng.randint(1024, 60000)
+            rules[i] = dataclasses.replace(rules[i], dports=(PortRange(lo, lo + rng.randint(0, 300)),))
+        elif kind == "add":
+            rules.append(dataclasses.replace(rules[i], id=f"{rules[i].id}-copy{step}"))
+        else:
+            rules.pop(i)
+        pol = Policy(policy.root, tuple(rules))
+        previous = Assignments.from_program(program)  # an equal, new object each time, as from the live slots
+        t0 = time.perf_counter()
+        program = inc.compile(pol, NOW, previous)
+        times[kind].append(time.perf_counter() - t0)
+    if program != compile_program(pol, config, NOW, previous):
+        raise AssertionError("incremental result differs from compile_program")
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    return (
+        f"{n:>8} {t_first:>8.2f} {med['change']:>10.1f} {med['add']:>8.1f} {med['remove']:>10.1f} {t_fresh:>8.2f} "
+        f"{t_fresh * 1000 / med['change']:>12.0f}x"
+    )
 
 
 if __name__ == "__main__":

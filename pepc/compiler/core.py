@@ -8,6 +8,9 @@ come from `assign`, so file order and dict order never leak into output.
 from __future__ import annotations
 
 import gc
+import weakref
+from itertools import compress, count
+from operator import is_not
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
@@ -199,7 +202,10 @@ class IncrementalCompiler:
         self._reset()
 
     def _reset(self) -> None:
-        self._rules: dict[str, Rule] = {}
+        self._rules: dict[str, Rule] = {}  # live rules by id
+        self._seq: tuple[Rule, ...] | None = None  # policy.rules of the last call
+        self._now: datetime | None = None
+        self._expiring: set[int] = set()  # positions in _seq of rules with an expiry
         self._exp: dict[str, tuple[tuple[bytes, int], ...]] = {}
         self._ok: dict[str, int] = {}
         self._slot: dict[str, int] = {}
@@ -208,6 +214,7 @@ class IncrementalCompiler:
         self._extra: dict[bytes, dict[str, int]] = {}
         self._vals: dict[bytes, bytes] = {}
         self._vals_shared = False
+        self._last_program: weakref.ref | None = None
         self._acc_rules = 0
         self._mask_best: dict[bytes, int] = {}
         self._slotinfo: dict[str, SlotInfo] = {}
@@ -234,9 +241,8 @@ class IncrementalCompiler:
 
     # --- assignments -----------------------------------------------------------------
 
-    def _assign(self, new: dict[str, Rule], previous: Assignments | None) -> tuple[dict[str, int], dict[str, int], bool]:
+    def _assign(self, new: dict[str, Rule], previous: Assignments | None, same_ids: bool) -> tuple[dict[str, int], dict[str, int], bool]:
         """(order keys, slots, unchanged since the last call)."""
-        same_ids = new.keys() == self._rules.keys()
         if same_ids and self._prev_in is not _NOTHING:
             if previous is self._prev_in:
                 return self._ok, self._slot, True
@@ -299,10 +305,61 @@ class IncrementalCompiler:
 
     # --- one call --------------------------------------------------------------------
 
+    def _live_delta(self, rules: tuple[Rule, ...], now: datetime) -> dict[str, Rule | None] | None:
+        """Bring self._rules (live rules by id) to `rules` at `now` by
+        looking only at positions whose Rule object changed (found at C
+        speed) and at rules that carry an expiry when `now` moved. Returns
+        {id: the live rule it had before, or None} for every id touched, or
+        None when there is no cheap delta (then nothing was changed)."""
+        old_seq = self._seq
+        if old_seq is None or len(rules) != len(old_seq) or not self._rules:
+            return None
+        pos = set(compress(count(), map(is_not, rules, old_seq)))
+        if now != self._now:
+            pos.update(self._expiring)
+        if len(pos) > 4096:
+            return None
+        live = self._rules
+        touched: dict[str, Rule | None] = {}
+        for p in pos:
+            o = old_seq[p]
+            if live.get(o.id) is o:
+                touched.setdefault(o.id, o)
+                del live[o.id]
+        expiring = self._expiring
+        for p in pos:
+            r = rules[p]
+            if r.is_live(now):
+                touched.setdefault(r.id, None)
+                live[r.id] = r
+            if r.expires_at is not None:
+                expiring.add(p)
+            else:
+                expiring.discard(p)
+        return touched
+
+    def _live_full(self, rules: tuple[Rule, ...], now: datetime) -> dict[str, Rule | None]:
+        """Like _live_delta, by a pass over every rule."""
+        old = self._rules
+        new = {r.id: r for r in rules if r.is_live(now)}
+        get = old.get
+        touched = {rid: get(rid) for rid, r in new.items() if get(rid) is not r}
+        if len(old) != len(new) or old.keys() != new.keys():
+            touched.update((rid, r) for rid, r in old.items() if rid not in new)
+        self._rules = new
+        self._expiring = {p for p, r in enumerate(rules) if r.expires_at is not None}
+        return touched
+
     def _compile(self, policy: Policy, now: datetime, previous: Assignments | None) -> Program:
         config = self.config
         caps = config.capacities
-        new = {r.id: r for r in policy.live_rules(now)}
+        fresh = not self._rules
+        rules_in = policy.rules
+        touched = None if fresh else self._live_delta(rules_in, now)
+        if touched is None:
+            touched = self._live_full(rules_in, now)
+        self._seq, self._now = rules_in, now
+        new = self._rules
         if len(new) > caps.max_rules:
             rules = sorted(new.values(), key=lambda r: r.id)
             cfg_loc = _config_loc(config, "max_rules")
@@ -313,22 +370,24 @@ class IncrementalCompiler:
                 [Related("capacities.max_rules is set here", cfg_loc)] if cfg_loc else [],
                 over.id,
             )
-        order_keys, slots, kept = self._assign(new, previous)
-        old_rules, old_ok, old_slot = self._rules, self._ok, self._slot
-        fresh = not old_rules
+        removed = [rid for rid, o in touched.items() if o is not None and rid not in new]
+        same_ids = not removed and all(o is not None or rid not in new for rid, o in touched.items())
+        order_keys, slots, kept = self._assign(new, previous, same_ids)
+        old_ok, old_slot = self._ok, self._slot
         if fresh:
             changed = list(new)
-            removed: list[str] = []
+            removed = []
         else:
-            get = old_rules.get
-            if kept:
-                changed = [rid for rid, r in new.items() if get(rid) is not r]
-            else:
-                changed = [
-                    rid for rid, r in new.items()
-                    if get(rid) is not r or old_ok.get(rid) != order_keys[rid] or old_slot.get(rid) != slots[rid]
+            changed = [rid for rid, o in touched.items() if rid in new and new[rid] is not o]
+            if not kept:
+                seen = set(changed)
+                changed += [
+                    rid for rid in new
+                    if (old_ok.get(rid) != order_keys[rid] or old_slot.get(rid) != slots[rid]) and rid not in seen
                 ]
-            removed = [] if len(old_rules) == len(new) and old_rules.keys() == new.keys() else [rid for rid in old_rules if rid not in new]
+
+        def old_rule(rid: str) -> Rule | None:
+            return touched[rid] if rid in touched else new[rid]
 
         exp = self._exp
         if fresh:
@@ -343,16 +402,16 @@ class IncrementalCompiler:
                 self._withdraw(rid, old_ok[rid], dirty_keys, dirty_shapes)
                 del exp[rid]
             for rid in changed:
-                if rid in old_rules:
+                if old_rule(rid) is not None:
                     self._withdraw(rid, old_ok[rid], dirty_keys, dirty_shapes)
             for rid in changed:
-                r, old = new[rid], old_rules.get(rid)
+                r, old = new[rid], old_rule(rid)
                 if old is None or not (old is r or _same_matches(old, r)):
                     exp[rid] = _expand_rule(r)
                 self._contribute(rid, order_keys[rid], dirty_keys)
             self._update_contents(new, slots, dirty_keys, dirty_shapes)
 
-        self._rules, self._ok, self._slot, self._prev_in = new, order_keys, slots, previous
+        self._ok, self._slot, self._prev_in = order_keys, slots, previous
 
         if len(self._vals) > caps.max_entries:
             raise self._entries_error(new)
@@ -379,7 +438,7 @@ class IncrementalCompiler:
             total, len(masks), len(self._vals), len(self._slotinfo), int(config.default_action), config.event_cap
         )
         self._vals_shared = True  # the Program owns this dict now: copy before the next change
-        return Program(
+        program = Program(
             caps=caps,
             default_action=config.default_action,
             event_cap=config.event_cap,
@@ -389,6 +448,8 @@ class IncrementalCompiler:
             layout_digest=pack.layout_digest(caps),
             packed_rules=self._vals,
         )
+        self._last_program = weakref.ref(program)
+        return program
 
     def _fresh_contents(self, new: dict[str, Rule], slots: dict[str, int]) -> None:
         slot_of = slots
@@ -404,8 +465,13 @@ class IncrementalCompiler:
 
     def _update_contents(self, new: dict[str, Rule], slots: dict[str, int], dirty_keys: set, dirty_shapes: set) -> None:
         if self._vals_shared:
-            self._vals = dict(self._vals)
+            # The last Program shares this dict: copy it, unless that Program
+            # is gone (then nobody can see the change).
+            last = self._last_program() if self._last_program is not None else None
+            if last is not None and last.packed_rules is self._vals:
+                self._vals = self._vals.copy()
             self._vals_shared = False
+            del last
         vals, shapes = self._vals, self._shapes
         acc = self._acc_rules
         h = pack.element_hash
