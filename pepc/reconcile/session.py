@@ -89,6 +89,22 @@ class _Compiler:
         self._assign_memo = (slots, ids, a)
         return a
 
+    def carry_over(self, program: Program, slots: Mapping[bytes, bytes]) -> None:
+        """After a complete apply: `slots` (the mirror's pepc_slots) is what
+        the next trusted reconcile sees as live. When `program` kept every
+        memoised assignment and gave no rule a new one (an edit that adds or
+        removes no rule), the assignments read from `slots` are the memoised
+        ones: re-key the memo to it, so the next edit skips the O(rules)
+        reading of slot elements (and the compiler sees the same object)."""
+        m = self._assign_memo
+        if m is None or m[2] is None:
+            return
+        _, ids, a = m
+        if len(a.slots) != len(ids) or len(program.slots) != len(ids):
+            self._assign_memo = None  # some rule got a fresh slot
+            return
+        self._assign_memo = (slots, ids, a)
+
     def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
         from pepc import bloom
         from pepc.compiler.pack import map_contents
@@ -109,6 +125,21 @@ class _Compiler:
         if words:
             contents[diff.BLOOM] = bloom.for_contents(contents, words)
         return program, contents
+
+
+def settle_heap(collect: bool) -> None:
+    """For the long-running process that holds a session (and a LoadCache):
+    move everything alive now out of the cyclic GC's reach (gc.freeze), so
+    that no later collection rescans the policy, its parse and the mirror —
+    at 10^5 rules one full collection costs seconds, and the first one
+    after a reconcile would land on the next event's path. Frozen objects
+    are still freed by reference counting; cyclic garbage among them is
+    reclaimed when `collect` (call it with True on full reconciles: the
+    resync timer bounds what can accumulate)."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 class ReconcileSession:
@@ -305,5 +336,7 @@ class ReconcileSession:
             prog_id=result.prog_id,
         )
         self._token = result.writer_token
+        if result.program is not None:
+            self._compiler.carry_over(result.program, contents["pepc_slots"])
         self._must_read = False
         return result

@@ -87,14 +87,17 @@ class PepcBackend:
         return Loaded(policy, config)
 
     def apply(self, loaded: Loaded, now: datetime) -> Outcome:
-        from pepc.reconcile.session import ReconcileSession
+        from pepc.reconcile.session import ReconcileSession, settle_heap
 
         full, self._full_next = self._full_next, True
         if self.session is None:
             self.session = ReconcileSession(
                 self.instance, loaded.config, iface_names=self.iface_names, wait=self.lock_wait, policy_path=self.path
             )
-        r = self.session.reconcile(loaded.policy, now, full=full, config=loaded.config)
+        try:
+            r = self.session.reconcile(loaded.policy, now, full=full, config=loaded.config)
+        finally:
+            settle_heap(collect=full)
         self.last_full = self.session.last_read != "mirror"
         self.config = loaded.config
         counts = r.plan.rule_counts
