@@ -145,7 +145,7 @@ def bench_warm(n: int, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -
     """The watch path on the instance the cold rows left (holding rs)."""
     from pepc.loader import load_policy
     from pepc.loader.cache import LoadCache
-    from pepc.reconcile.session import ReconcileSession, check_gate
+    from pepc.reconcile.session import ReconcileSession, check_gate, settle_heap
 
     from pepc.reconcile.apply import apply_policy
 
@@ -163,6 +163,7 @@ def bench_warm(n: int, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -
     t = time.perf_counter()
     r = s.reconcile(pol, NOW, full=True)
     out["restart"] = time.perf_counter() - t
+    settle_heap(collect=True)  # what pepc watch does after a full reconcile
     out["restart_writes"] = r.writes
     out["restart_read"] = s.last_read
 
@@ -179,6 +180,7 @@ def bench_warm(n: int, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -
     out["load_stats"] = cache.stats
     r2 = s.reconcile(pol2, NOW, full=False)
     total = time.perf_counter() - t0
+    settle_heap(collect=False)
     assert s.last_read == "mirror", s.last_read
     tm = r2.timings
     out["warm"] = {
@@ -198,6 +200,7 @@ def bench_warm(n: int, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -
     pol3 = load_policy(d, cache=cache)
     r3 = s.reconcile(pol3, NOW, full=False)
     out["idle"] = time.perf_counter() - t
+    settle_heap(collect=True)
     out["idle_writes"] = r3.writes
     return out
 

@@ -216,3 +216,32 @@ def test_an_apply_killed_behind_the_sessions_back_forces_a_full_read(tmp_path):
         s.reconcile(old, NOW, full=False)
         assert s.last_read == "full (another apply ran)"
         _settled(h, old)
+
+
+def test_incremental_contents_equal_map_contents_and_bloom():
+    """Pure: IncrementalContents over a sequence of edits (incremental
+    compiler, so unchanged rules keep their SlotInfo objects) equals
+    map_contents + bloom.for_contents of each program."""
+    from pepc import bloom
+    from pepc.compiler import Assignments, IncrementalCompiler
+    from pepc.compiler.pack import map_contents
+    from pepc.reconcile.session import IncrementalContents
+
+    from reconcile_helpers import config
+
+    cfg = config()
+    comp, inc, inc97 = IncrementalCompiler(cfg), IncrementalContents(), IncrementalContents()
+    rng = random.Random(3)
+    rules = [rule(f"r{i:03d}", Action.BLOCK, src=f"10.60.{i}.0/24") for i in range(40)]
+    prev = None
+    for step in range(25):
+        if step:
+            rules = _random_policy(rng, rules)
+        program = comp.compile(policy(*rules), NOW, prev)
+        prev = Assignments.from_program(program)
+        want = map_contents(program)
+        got = inc.map_contents(program)
+        assert got == want, step
+        assert inc.bloom(got, bloom.words(cfg.capacities)) == bloom.for_contents(want, bloom.words(cfg.capacities)), step
+        inc97.map_contents(program)
+        assert inc97.bloom(got, 97) == bloom.for_contents(want, 97), step  # crowded words: many keys per word

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
+from itertools import filterfalse
+
+from pepc import layout
 from pepc.config import Config
 from pepc.diagnostics import Finding
 from pepc.model import Policy
@@ -69,6 +72,7 @@ class _Compiler:
         cls = getattr(importlib.import_module("pepc.compiler"), "IncrementalCompiler", None)
         self._inc = cls(config) if cls is not None else None
         self.incremental = False  # whether the last compile went through the incremental compiler
+        self._contents = IncrementalContents()
         self._assign_memo: tuple[Any, tuple[str, ...], Any] | None = None
 
     def _assignments(self, policy: Policy, live: LiveState | None, now: datetime) -> Any:
@@ -107,7 +111,6 @@ class _Compiler:
 
     def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
         from pepc import bloom
-        from pepc.compiler.pack import map_contents
 
         previous = self._assignments(policy, live, now)
         self.incremental = self._inc is not None
@@ -117,14 +120,99 @@ class _Compiler:
             from pepc.compiler import compile_program
 
             program = compile_program(policy, config, now, previous)
-        contents = map_contents(program)
+        contents = self._contents.map_contents(program)
         if live is not None and live.layout_digest == program.layout_digest:
             words = live.bloom_words
         else:
             words = bloom.words(program.caps)
         if words:
-            contents[diff.BLOOM] = bloom.for_contents(contents, words)
+            contents[diff.BLOOM] = self._contents.bloom(contents, words)
         return program, contents
+
+
+class IncrementalContents:
+    """`compiler.pack.map_contents(program)` and `bloom.for_contents(...)`,
+    equal to them, updated from the previous call's results: slot elements
+    are packed only for SlotInfo objects the previous program did not hold
+    (the incremental compiler hands unchanged rules' objects over as they
+    are), and prefilter words are recomputed only where a rule-map key came
+    or went (each word remembers its keys' bits)."""
+
+    def __init__(self) -> None:
+        self._slots: tuple[Any, dict[bytes, bytes]] | None = None  # (program.slots, contents)
+        self._bloom: tuple[Mapping[bytes, bytes], int, dict[int, dict[bytes, int]], dict[bytes, bytes]] | None = None
+
+    def map_contents(self, program: Program) -> dict[str, dict[bytes, bytes]]:
+        from pepc.compiler.pack import map_contents, mask_value, slot_value
+
+        prev = self._slots
+        if prev is None:
+            out = map_contents(program)
+        else:
+            old_t, old_c = prev
+            new_t = program.slots
+            old_ids, new_ids = set(map(id, old_t)), set(map(id, new_t))
+            if old_ids == new_ids:
+                slots = old_c
+            else:
+                slots = dict(old_c)
+                u32 = diff.u32
+                for sl in old_t:
+                    if id(sl) not in new_ids:
+                        del slots[u32(sl.slot)]
+                for sl in new_t:
+                    if id(sl) not in old_ids:
+                        slots[u32(sl.slot)] = slot_value(sl)
+            u32 = diff.u32
+            out = {
+                "pepc_gen": {u32(0): program.gen_value()},
+                "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
+                "pepc_rules": dict(program.rule_contents()),
+                "pepc_slots": slots,
+            }
+        self._slots = (program.slots, out["pepc_slots"])
+        return out
+
+    def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
+        from pepc import bloom
+
+        rules = contents["pepc_rules"]
+        gen_value = contents["pepc_gen"][diff.u32(0)]
+        prev = self._bloom
+        if prev is None or prev[1] != n_words:
+            members: dict[int, dict[bytes, int]] = {}
+            for k in rules:
+                i, bit = bloom.position(k, n_words)
+                members.setdefault(i, {})[k] = bit
+            words = bloom.contents(rules, gen_value, n_words)
+        else:
+            old_rules, _, members, old_words = prev
+            added = list(filterfalse(old_rules.__contains__, rules)) if len(rules) else []
+            gone = list(filterfalse(rules.__contains__, old_rules)) if len(old_rules) else []
+            touched = set()
+            for k in gone:
+                i, _ = bloom.position(k, n_words)
+                del members[i][k]
+                touched.add(i)
+            for k in added:
+                i, bit = bloom.position(k, n_words)
+                members.setdefault(i, {})[k] = bit
+                touched.add(i)
+            words = dict(old_words)
+            for i in touched:
+                acc = 0
+                for bit in members[i].values():
+                    acc |= bit
+                key = i.to_bytes(4, "little")
+                if acc:
+                    words[key] = acc.to_bytes(8, "little")
+                else:
+                    words.pop(key, None)
+                    del members[i]
+            digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
+            words[n_words.to_bytes(4, "little")] = bloom.marker(digest).to_bytes(8, "little")
+        self._bloom = (rules, n_words, members, words)
+        return words
 
 
 def settle_heap(collect: bool) -> None:
