@@ -181,3 +181,24 @@ def test_withdrawing_the_best_of_three_contributors_finds_the_next():
     got = inc.compile(pol, NOW, Assignments.from_program(first))
     _assert_same(got, compile_program(pol, BIG, NOW, Assignments.from_program(first)))
     assert [e.rule_id for e in got.entries] == ["c"]
+
+
+def test_added_ids_between_dense_order_keys_renumber_like_a_fresh_compile():
+    """Order keys packed tight (as a long history can leave them): new ids
+    must widen over their neighbours exactly as assign_order_keys does."""
+    from pepc.compiler.assign import KEY_SPACE
+
+    def r(rid: str) -> Rule:
+        return Rule(id=rid, action=Action.BLOCK, loc=Location("p/r.yaml", 1, 1), dst=(Prefix.parse("10.0.0.0/8"),))
+
+    base = [r(x) for x in ("a", "b", "c", "d", "e", "f")]
+    dense = Assignments(slots={}, order_keys={"a": 1, "b": 2, "c": 3, "d": 4, "e": 6, "f": KEY_SPACE - 1})
+    inc = IncrementalCompiler(BIG)
+    first = inc.compile(Policy("p", tuple(base)), NOW, dense)
+    assert [s.order_key for s in sorted(first.slots, key=lambda s: s.rule_id)][:4] == [1, 2, 3, 4]
+    added = base + [r("bb"), r("bc"), r("g")]
+    prev = Assignments.from_program(first)
+    got = inc.compile(Policy("p", tuple(added)), NOW, prev)
+    _assert_same(got, compile_program(Policy("p", tuple(added)), BIG, NOW, prev))
+    keys = {s.rule_id: s.order_key for s in got.slots}
+    assert keys["a"] == 1 and keys["b"] == 2 and keys["c"] != 3  # b..e renumbered to make room

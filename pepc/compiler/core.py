@@ -8,6 +8,7 @@ come from `assign`, so file order and dict order never leak into output.
 from __future__ import annotations
 
 import gc
+from bisect import bisect_left, insort
 import weakref
 from itertools import compress, count
 from operator import is_not
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 
 from pepc import layout
 from pepc.compiler import pack
-from pepc.compiler.assign import assign_order_keys, assign_slots
+from pepc.compiler.assign import KEY_SPACE, _fits, _spread, assign_order_keys, assign_slots
 from pepc.compiler.ports import port_prefixes
 from pepc.config import Config
 from pepc.diagnostics import Finding, PolicyError, Related
@@ -206,6 +207,9 @@ class IncrementalCompiler:
         self._seq: tuple[Rule, ...] | None = None  # policy.rules of the last call
         self._now: datetime | None = None
         self._expiring: set[int] = set()  # positions in _seq of rules with an expiry
+        self._sorted: list[str] | None = None  # live ids in string order
+        self._slot_set: set[int] = set()  # the slots of the last result
+        self._slot_floor = 0  # no slot below this is free in _slot_set
         self._exp: dict[str, tuple[tuple[bytes, int], ...]] = {}
         self._ok: dict[str, int] = {}
         self._slot: dict[str, int] = {}
@@ -241,18 +245,109 @@ class IncrementalCompiler:
 
     # --- assignments -----------------------------------------------------------------
 
-    def _assign(self, new: dict[str, Rule], previous: Assignments | None, same_ids: bool) -> tuple[dict[str, int], dict[str, int], bool]:
-        """(order keys, slots, unchanged since the last call)."""
-        if same_ids and self._prev_in is not _NOTHING:
-            if previous is self._prev_in:
-                return self._ok, self._slot, True
-            # a plan made from the last result keeps everything
-            if previous is not None and previous.order_keys == self._ok and previous.slots == self._slot:
-                return self._ok, self._slot, True
+    def _assign(
+        self, new: dict[str, Rule], previous: Assignments | None, added: list[str], removed: list[str]
+    ) -> tuple[dict[str, int], dict[str, int], set[str] | None]:
+        """(order keys, slots, ids whose order key or slot may differ from the
+        last call's, None meaning any). Exactly assign_order_keys and
+        assign_slots; when `previous` is the last result (what a plan made
+        from it holds), only the added and removed ids are looked at."""
+        if self._prev_in is not _NOTHING:
+            trusted = previous is not None and (
+                (previous.order_keys is self._ok or previous.order_keys == self._ok)
+                and (previous.slots is self._slot or previous.slots == self._slot)
+            )
+            if not added and not removed and (trusted or previous is self._prev_in):
+                return self._ok, self._slot, set()
+            if trusted and self._sorted is not None and len(added) + len(removed) <= 4096:
+                return self._assign_delta(added, removed)
         ids = sorted(new)
         order_keys = assign_order_keys(ids, previous.order_keys if previous else None)
         slots = assign_slots(ids, self.config.capacities.max_rules, previous.slots if previous else None)
-        return order_keys, slots, False
+        self._sorted = ids
+        self._slot_set = set(slots.values())
+        self._slot_floor = 0
+        return order_keys, slots, None
+
+    def _assign_delta(self, added: list[str], removed: list[str]) -> tuple[dict[str, int], dict[str, int], set[str]]:
+        """assign_order_keys / assign_slots with previous = the last result,
+        touching only the neighbourhood of the added ids (the same widening
+        search, over the same positions, as assign_order_keys)."""
+        last_ok, last_slot = self._ok, self._slot
+        order = self._sorted
+        for rid in removed:
+            del order[bisect_left(order, rid)]
+        for rid in added:
+            insort(order, rid)
+        n = len(order)
+        new_ids = set(added)
+        placed: dict[str, int] = {}
+
+        def key_at(p: int) -> int | None:
+            rid = order[p]
+            k = placed.get(rid)
+            if k is not None:
+                return k
+            return None if rid in new_ids else last_ok[rid]
+
+        positions = sorted(bisect_left(order, rid) for rid in added)
+        r = 0
+        while r < len(positions):
+            i = positions[r]
+            j = i + 1
+            r += 1
+            while r < len(positions) and positions[r] == j:
+                j += 1
+                r += 1
+            start, end, widen = i, j, 0
+            while True:
+                done = False
+                for left in range(widen, -1, -1):
+                    right = widen - left
+                    s, e = start - left, end + right
+                    if s < 0 or e > n:
+                        continue
+                    lo = key_at(s - 1) if s > 0 else 0
+                    hi = key_at(e) if e < n else KEY_SPACE
+                    if _fits(lo, hi, e - s):  # type: ignore[arg-type]
+                        for q, k in zip(range(s, e), _spread(lo, hi, e - s)):  # type: ignore[arg-type]
+                            placed[order[q]] = k
+                        done = True
+                        break
+                if done:
+                    break
+                widen += 1
+        order_keys = last_ok.copy()
+        for rid in removed:
+            del order_keys[rid]
+        order_keys.update(placed)
+        changed = {rid for rid, k in placed.items() if last_ok.get(rid) != k}
+
+        # slots: survivors keep theirs; added ids, in id order, take the
+        # lowest slot the last result did not use, then the ones it freed
+        cap = self.config.capacities.max_rules
+        used = self._slot_set
+        slots = last_slot.copy()
+        freed = sorted(s for s in (slots.pop(rid) for rid in removed) if 0 <= s < cap)
+        reuse = iter(freed)
+        s = self._slot_floor
+        while s < cap and s in used:
+            s += 1
+        self._slot_floor = s
+        for rid in sorted(added):
+            while s < cap and s in used:
+                s += 1
+            if s < cap:
+                slots[rid] = s
+                s += 1
+            else:
+                slots[rid] = next(reuse, len(slots) + cap)
+            changed.add(rid)
+        # the next call's "used" is this result's slots
+        used.difference_update(freed)
+        used.update(slots[rid] for rid in added)
+        self._slot_floor = min([self._slot_floor, *freed])
+        return order_keys, slots, changed
 
     # --- the merged table ------------------------------------------------------------
 
@@ -371,20 +466,20 @@ class IncrementalCompiler:
                 over.id,
             )
         removed = [rid for rid, o in touched.items() if o is not None and rid not in new]
-        same_ids = not removed and all(o is not None or rid not in new for rid, o in touched.items())
-        order_keys, slots, kept = self._assign(new, previous, same_ids)
+        added = [rid for rid, o in touched.items() if o is None and rid in new]
+        order_keys, slots, reassigned = self._assign(new, previous, added, removed)
         old_ok, old_slot = self._ok, self._slot
         if fresh:
             changed = list(new)
             removed = []
         else:
             changed = [rid for rid, o in touched.items() if rid in new and new[rid] is not o]
-            if not kept:
-                seen = set(changed)
-                changed += [
-                    rid for rid in new
-                    if (old_ok.get(rid) != order_keys[rid] or old_slot.get(rid) != slots[rid]) and rid not in seen
-                ]
+            if reassigned is None:
+                reassigned = {
+                    rid for rid in new if old_ok.get(rid) != order_keys[rid] or old_slot.get(rid) != slots[rid]
+                }
+            seen = set(changed)
+            changed += [rid for rid in reassigned if rid not in seen and rid in new]
 
         def old_rule(rid: str) -> Rule | None:
             return touched[rid] if rid in touched else new[rid]
