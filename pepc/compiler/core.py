@@ -8,6 +8,7 @@ come from `assign`, so file order and dict order never leak into output.
 from __future__ import annotations
 
 import gc
+from functools import lru_cache
 from bisect import bisect_left, insort
 import weakref
 from itertools import compress, count
@@ -113,35 +114,60 @@ _U32 = layout.U32_KEY.pack_values
 _PRIO_SHIFT, _SPEC_SHIFT = layout.RANK_PRIO_SHIFT, layout.RANK_SPEC_SHIFT
 
 
-def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
-    """Every key of every atom of `rule` (packed RULE_KEY bytes, whose first
-    five bytes are the mask shape), each once, with the best rank the rule
-    gives it minus the order key (which only ORs into the low bits)."""
-    out: dict[bytes, int] = {}
-    get = out.get
-    base = (0xFFFF - rule.priority) << _PRIO_SHIFT
-    proto = rule.protocol
+@lru_cache(maxsize=8192)
+def _port_combos(proto: Protocol, sports: tuple, dports: tuple) -> tuple:
+    """The port/protocol part of a rule's keys, shared by rules with the same
+    protocol and port items: ((port specificity, ((proto_plen, proto,
+    sport_plen, sport, dport_plen, dport), ...)), ...)."""
     spec_proto = SPEC_PROTOCOL if proto is not _ANY else 0
-    sitems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in rule.sports]
-    ditems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in rule.dports]
+    sitems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in sports]
+    ditems = [(p.is_any, SPEC_SINGLE_PORT if p.is_single else 0, port_prefixes(p)) for p in dports]
+    out = []
     for s_any, s_spec, s_cover in sitems:
         for d_any, d_spec, d_cover in ditems:
             protos = _protocols(proto, not (s_any and d_any))
             if not protos:
                 continue
-            port_spec = spec_proto + s_spec + d_spec
-            for src in rule.src:
-                sp, sa = src.plen, src.addr
-                for dst in rule.dst:
-                    dp, da = dst.plen, dst.addr
-                    rank = base | ((0xFF - (sp + dp + port_spec)) << _SPEC_SHIFT)
-                    for pplen, pval in protos:
-                        for splen, sval in s_cover:
-                            for dplen, dval in d_cover:
-                                key = _KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval)
-                                cur = get(key)
-                                if cur is None or rank < cur:
-                                    out[key] = rank
+            combos = tuple(
+                (pplen, pval, splen, sval, dplen, dval)
+                for pplen, pval in protos
+                for splen, sval in s_cover
+                for dplen, dval in d_cover
+            )
+            out.append((spec_proto + s_spec + d_spec, combos))
+    return tuple(out)
+
+
+def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
+    """Every key of every atom of `rule` (packed RULE_KEY bytes, whose first
+    five bytes are the mask shape), each once, with the best rank the rule
+    gives it minus the order key (which only ORs into the low bits)."""
+    combos = _port_combos(rule.protocol, rule.sports, rule.dports)
+    base = (0xFFFF - rule.priority) << _PRIO_SHIFT
+    srcs, dsts = rule.src, rule.dst
+    if len(combos) == 1 and len(srcs) == 1 and len(dsts) == 1:
+        # the common rule: one atom; its keys are distinct (one port cover each)
+        (port_spec, cs), = combos
+        (src,), (dst,) = srcs, dsts
+        sp, sa, dp, da = src.plen, src.addr, dst.plen, dst.addr
+        rank = base | ((0xFF - (sp + dp + port_spec)) << _SPEC_SHIFT)
+        return tuple(
+            (_KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval), rank)
+            for pplen, pval, splen, sval, dplen, dval in cs
+        )
+    out: dict[bytes, int] = {}
+    get = out.get
+    for port_spec, cs in combos:
+        for src in srcs:
+            sp, sa = src.plen, src.addr
+            for dst in dsts:
+                dp, da = dst.plen, dst.addr
+                rank = base | ((0xFF - (sp + dp + port_spec)) << _SPEC_SHIFT)
+                for pplen, pval, splen, sval, dplen, dval in cs:
+                    key = _KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval)
+                    cur = get(key)
+                    if cur is None or rank < cur:
+                        out[key] = rank
     return tuple(out.items())
 
 
