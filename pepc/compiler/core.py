@@ -8,6 +8,8 @@ come from `assign`, so file order and dict order never leak into output.
 from __future__ import annotations
 
 import gc
+import hashlib
+from operator import attrgetter
 from functools import lru_cache
 from bisect import bisect_left, insort
 import weakref
@@ -621,9 +623,32 @@ class IncrementalCompiler:
             else:
                 mask_best[shape] = min(sd.values())[0]
 
+    def _fresh_slots(self, new: dict[str, Rule], order_keys: dict[str, int], slots: dict[str, int]) -> None:
+        """_update_slots for a first call, in bulk."""
+        infos = {rid: _slot_info(r, slots[rid], order_keys[rid]) for rid, r in new.items()}
+        keys = {rid: _U32(slots[rid]) for rid in new}
+        slot_value = pack.slot_value
+        values = {rid: slot_value(info) for rid, info in infos.items()}
+        tag = b"pepc_slots\0"
+        sha, from_bytes = hashlib.sha256, int.from_bytes
+        terms = {rid: from_bytes(sha(tag + keys[rid] + values[rid]).digest(), "little") for rid in new}
+        self._slotinfo = infos
+        self._slotval = {rid: (keys[rid], terms[rid]) for rid in new}
+        self._slot_contents = {keys[rid]: values[rid] for rid in new}
+        self._acc_slots = sum(terms.values()) % pack.DIGEST_MOD
+        ordered = sorted(infos.values(), key=attrgetter("slot"))
+        by_slot: list[SlotInfo | None] = [None] * (ordered[-1].slot + 1 if ordered else 0)
+        for info in ordered:
+            by_slot[info.slot] = info
+        self._by_slot = by_slot
+        self._slots_tuple = tuple(ordered)
+
     def _update_slots(self, new, order_keys, slots, changed, removed, fresh) -> None:
         infos, svals, contents = self._slotinfo, self._slotval, self._slot_contents
         if not changed and not removed:
+            return
+        if fresh and not infos:
+            self._fresh_slots(new, order_keys, slots)
             return
         by_slot = self._by_slot
         acc = self._acc_slots
