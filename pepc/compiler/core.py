@@ -234,7 +234,7 @@ class IncrementalCompiler:
         self._rules: dict[str, Rule] = {}  # live rules by id
         self._seq: tuple[Rule, ...] | None = None  # policy.rules of the last call
         self._now: datetime | None = None
-        self._expiring: set[int] = set()  # positions in _seq of rules with an expiry
+        self._expiring: dict[int, Rule] = {}  # the rules of _seq with an expiry, by id()
         self._sorted: list[str] | None = None  # live ids in string order
         self._slot_set: set[int] = set()  # the slots of the last result
         self._slot_floor = 0  # no slot below this is free in _slot_set
@@ -430,35 +430,46 @@ class IncrementalCompiler:
 
     def _live_delta(self, rules: tuple[Rule, ...], now: datetime) -> dict[str, Rule | None] | None:
         """Bring self._rules (live rules by id) to `rules` at `now` by
-        looking only at positions whose Rule object changed (found at C
-        speed) and at rules that carry an expiry when `now` moved. Returns
-        {id: the live rule it had before, or None} for every id touched, or
-        None when there is no cheap delta (then nothing was changed)."""
+        looking only at the Rule objects that are new or gone since the last
+        call (found at C speed: by position when the length is the same,
+        else by object identity) and at rules with an expiry when `now`
+        moved. Returns {id: the live rule it had before, or None} for every
+        id touched, or None when there is no cheap delta (then nothing was
+        changed)."""
         old_seq = self._seq
-        if old_seq is None or len(rules) != len(old_seq) or not self._rules:
+        if old_seq is None or not self._rules:
             return None
-        pos = set(compress(count(), map(is_not, rules, old_seq)))
+        if len(rules) == len(old_seq):
+            pos = list(compress(count(), map(is_not, rules, old_seq)))
+            gone = [old_seq[p] for p in pos]
+            came = [rules[p] for p in pos]
+        else:
+            old_map = dict(zip(map(id, old_seq), old_seq))
+            new_map = dict(zip(map(id, rules), rules))
+            gone = [old_map[i] for i in old_map.keys() - new_map.keys()]
+            came = [new_map[i] for i in new_map.keys() - old_map.keys()]
+        if len(gone) + len(came) > 8192:
+            return None
+        expiring = self._expiring
         if now != self._now:
-            pos.update(self._expiring)
-        if len(pos) > 4096:
-            return None
+            gone_ids = set(map(id, gone))
+            for i, r in expiring.items():
+                if i not in gone_ids:  # still there (kept alive by the last _seq): liveness may change
+                    gone.append(r)
+                    came.append(r)
         live = self._rules
         touched: dict[str, Rule | None] = {}
-        for p in pos:
-            o = old_seq[p]
+        for o in gone:
             if live.get(o.id) is o:
                 touched.setdefault(o.id, o)
                 del live[o.id]
-        expiring = self._expiring
-        for p in pos:
-            r = rules[p]
+            expiring.pop(id(o), None)
+        for r in came:
             if r.is_live(now):
                 touched.setdefault(r.id, None)
                 live[r.id] = r
             if r.expires_at is not None:
-                expiring.add(p)
-            else:
-                expiring.discard(p)
+                expiring[id(r)] = r
         return touched
 
     def _live_full(self, rules: tuple[Rule, ...], now: datetime) -> dict[str, Rule | None]:
@@ -470,7 +481,7 @@ class IncrementalCompiler:
         if len(old) != len(new) or old.keys() != new.keys():
             touched.update((rid, r) for rid, r in old.items() if rid not in new)
         self._rules = new
-        self._expiring = {p for p, r in enumerate(rules) if r.expires_at is not None}
+        self._expiring = {id(r): r for r in rules if r.expires_at is not None}
         return touched
 
     def _compile(self, policy: Policy, now: datetime, previous: Assignments | None) -> Program:
