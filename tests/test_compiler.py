@@ -166,6 +166,10 @@ def _example_policy():
 def test_map_contents_fast_path_equals_program_packing():
     program = compile_program(_example_policy(), Config(), NOW)
     assert pack.map_contents(program) == program.map_contents()
+    # the compiler's packed rule map is what its entries say, packed field by
+    # field through layout.Struct.pack (entries are decoded from that map)
+    assert program.map_contents()["pepc_rules"] == {e.key.key_bytes(): e.value_bytes() for e in program.entries}
+    assert len(program.entries) == program.n_entries
 
 
 def test_entries_carry_the_rank_of_their_atom():

@@ -271,3 +271,7 @@ def test_compiled_program_agrees_with_the_naive_reference(pol, default, rnd):
 def test_fast_packing_equals_layout_packing(pol):
     program = compile_program(pol, Config(capacities=BIG), NOW)
     assert pack.map_contents(program) == program.map_contents()
+    # the compiler's packed rule map is what its entries say, packed field by
+    # field through layout.Struct.pack (entries are decoded from that map)
+    assert program.map_contents()["pepc_rules"] == {e.key.key_bytes(): e.value_bytes() for e in program.entries}
+    assert len(program.entries) == program.n_entries
