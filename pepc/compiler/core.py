@@ -444,10 +444,14 @@ class IncrementalCompiler:
             gone = [old_seq[p] for p in pos]
             came = [rules[p] for p in pos]
         else:
-            old_map = dict(zip(map(id, old_seq), old_seq))
-            new_map = dict(zip(map(id, rules), rules))
-            gone = [old_map[i] for i in old_map.keys() - new_map.keys()]
-            came = [new_map[i] for i in new_map.keys() - old_map.keys()]
+            # rules added or removed: what lies between the longest common
+            # prefix and suffix (by identity) changed
+            short = min(len(rules), len(old_seq))
+            pre = next(compress(count(), map(is_not, rules, old_seq)), short)
+            suf = next(compress(count(), map(is_not, reversed(rules), reversed(old_seq))), short)
+            suf = min(suf, short - pre)
+            gone = list(old_seq[pre : len(old_seq) - suf])
+            came = list(rules[pre : len(rules) - suf])
         if len(gone) + len(came) > 8192:
             return None
         expiring = self._expiring
