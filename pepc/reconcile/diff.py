@@ -125,7 +125,7 @@ def diff_map(name: str, desired: Mapping[bytes, bytes], live: Mapping[bytes, byt
     # allocation for the garbage collector to chase) finds the keys whose
     # value differs or is missing; Python-level work only for those. Deletes
     # need a second pass only when the sizes say live has keys desired has not.
-    if desired == live:
+    if desired is live or desired == live:  # (the same object: a session's unchanged map)
         return MapDelta(name)
     first = itemgetter(0)
     if not live:
