@@ -93,7 +93,7 @@ def histories(draw):
             order = draw(st.permutations(sorted(current)))
         else:  # the usual case: edits in place, the other rules where they were
             order = [rid for rid in order if rid in current] + sorted(set(current) - set(order))
-        steps.append((Policy("p", tuple(current[r] for r in order)), draw(st.sampled_from(NOWS)), draw(st.sampled_from(["last", "last", "last", "none", "same", "stale"]))))
+        steps.append((Policy("p", tuple(current[r] for r in order)), draw(st.sampled_from(NOWS)), draw(st.sampled_from(["last", "last", "mine", "none", "same", "stale"]))))
     return steps
 
 
@@ -120,6 +120,7 @@ def test_incremental_compile_equals_a_fresh_compile_after_every_edit(steps):
         previous = {
             "none": None,
             "last": Assignments.from_program(last) if last else None,
+            "mine": inc.last_assignments(),
             "same": stale,
             "stale": Assignments(slots={"a": 3, "zz": 0}, order_keys={"a": 7, "b": 5}),
         }[mode]

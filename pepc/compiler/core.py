@@ -271,6 +271,15 @@ class IncrementalCompiler:
             if enabled:
                 gc.enable()
 
+    def last_assignments(self) -> Assignments | None:
+        """The slots and order keys of the last result (None before the
+        first). Passing this object back as `previous` (when the live state
+        holds exactly the last result) saves comparing 10^5-entry maps with
+        it; any equal Assignments gives the same Program, only slower."""
+        if self._prev_in is _NOTHING:
+            return None
+        return Assignments(slots=self._slot, order_keys=self._ok)
+
     # --- assignments -----------------------------------------------------------------
 
     def _assign(
