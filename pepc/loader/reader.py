@@ -233,6 +233,18 @@ def parse_text(text: str, display: str, *, max_nodes: int = MAX_NODES, max_depth
         mark = err.problem_mark or err.context_mark
         where = loc(mark) if mark is not None else Location(display, 1, 1)
         problem = err.problem or "invalid YAML"
+        if "maximum nesting depth" in problem:
+            # libyaml >= 0.2.5 (in PyYAML 6.0.4's wheels) stops deep flow
+            # nesting in its scanner, before pepc's own limit sees the events
+            findings.append(
+                Finding(
+                    "alias-limit",
+                    f"nesting deeper than {max_depth} levels",
+                    where,
+                    help="policies never need this depth; the file is probably malformed or hostile",
+                )
+            )
+            return ParsedFile(display, docs, marks, findings)
         message = f"invalid YAML: {problem}"
         if err.context and err.context_mark is not None:
             message += f" ({err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1})"
