@@ -203,3 +203,27 @@ def test_added_ids_between_dense_order_keys_renumber_like_a_fresh_compile():
     _assert_same(got, compile_program(Policy("p", tuple(added)), BIG, NOW, prev))
     keys = {s.rule_id: s.order_key for s in got.slots}
     assert keys["a"] == 1 and keys["b"] == 2 and keys["c"] != 3  # b..e renumbered to make room
+
+
+def test_widening_into_the_next_run_of_new_ids():
+    """Two runs of new ids close together between dense keys: widening the
+    first run reaches the second (no key yet); both paths fill them as one
+    window instead of failing."""
+    from pepc.compiler.assign import assign_order_keys
+
+    def r(rid: str) -> Rule:
+        return Rule(id=rid, action=Action.BLOCK, loc=Location("p/r.yaml", 1, 1), dst=(Prefix.parse("10.0.0.0/8"),))
+
+    dense_keys = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 6}
+    ids = [*dense_keys, "bb", "bc", "ca", "ea"]
+    keys = assign_order_keys(ids, dense_keys)
+    assert [keys[i] for i in sorted(ids)] == sorted(keys.values()) and len(set(keys.values())) == len(ids)
+    assert keys["a"] == 1 and keys["b"] == 2
+    base = [r(x) for x in dense_keys]
+    inc = IncrementalCompiler(BIG)
+    first = inc.compile(Policy("p", tuple(base)), NOW, Assignments(slots={}, order_keys=dense_keys))
+    prev = Assignments.from_program(first)
+    pol = Policy("p", tuple(base + [r(x) for x in ("bb", "bc", "ca", "ea")]))
+    got = inc.compile(pol, NOW, prev)
+    _assert_same(got, compile_program(pol, BIG, NOW, prev))
+    assert {s.rule_id: s.order_key for s in got.slots} == keys

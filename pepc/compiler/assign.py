@@ -62,11 +62,16 @@ def assign_order_keys(ids: Sequence[str], previous: Mapping[str, int] | None = N
                 s, e = start - left, end + right
                 if s < 0 or e > n:
                     continue
+                # widening right can reach the next run of new ids (keys to
+                # the left are all placed): the window takes that run too
+                while e < n and keys[e] is None:
+                    e += 1
                 lo = keys[s - 1] if s > 0 else 0
                 hi = keys[e] if e < n else KEY_SPACE
                 if _fits(lo, hi, e - s):  # type: ignore[arg-type]
                     keys[s:e] = _spread(lo, hi, e - s)  # type: ignore[arg-type]
                     placed = True
+                    j = max(j, e)
                     break
             if placed:
                 break

@@ -344,6 +344,8 @@ class IncrementalCompiler:
                     s, e = start - left, end + right
                     if s < 0 or e > n:
                         continue
+                    while e < n and key_at(e) is None:  # the next run joins the window
+                        e += 1
                     lo = key_at(s - 1) if s > 0 else 0
                     hi = key_at(e) if e < n else KEY_SPACE
                     if _fits(lo, hi, e - s):  # type: ignore[arg-type]
@@ -354,6 +356,8 @@ class IncrementalCompiler:
                 if done:
                     break
                 widen += 1
+            while r < len(positions) and positions[r] < e:
+                r += 1
         order_keys = last_ok.copy()
         for rid in removed:
             del order_keys[rid]
