@@ -118,7 +118,7 @@ def header_context(program: Program, policy: Policy) -> dict:
             }
             for s in sorted(program.slots, key=lambda s: s.slot)
         ],
-        "n_entries": len(program.entries),
+        "n_entries": program.n_entries,
         "n_masks": len(program.masks),
     }
 

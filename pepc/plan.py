@@ -156,7 +156,7 @@ def plan_document(program: Program, policy: Policy, now: datetime | None = None)
         "capacities": caps.describe(),
         "usage": {
             "rules": {"used": len(program.slots), "max": caps.max_rules},
-            "entries": {"used": len(program.entries), "max": caps.max_entries},
+            "entries": {"used": program.n_entries, "max": caps.max_entries},
             "masks": {"used": len(program.masks), "max": caps.max_masks},
         },
         "layout": _layout_section(caps),

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     caps = program.caps
     print(
         f"compiled {args.path}: {len(program.slots)} live rules ({inactive} inactive), {atoms} atoms, "
-        f"{len(program.entries)}/{caps.max_entries} entries, {len(program.masks)}/{caps.max_masks} masks, "
+        f"{program.n_entries}/{caps.max_entries} entries, {len(program.masks)}/{caps.max_masks} masks, "
         f"default {program.default_action.name}"
     )
     print(f"  policy digest {program.policy_digest}")
