@@ -25,8 +25,10 @@ converged by a ReconcileSession that takes over the instance the cold rows
 left (its first, full, reconcile is a restart with zero writes); then one
 rule is changed in one file and timed end to end: cached reload of the
 directory + compile + check gate + plan against the mirror + writes, flip
-and barriers. The gate (the checker, pepc.checker.analyze) is reported in
-its own column; "warm total" is everything else.
+and barriers. The session's gate is incremental (pepc.checker.incremental:
+the rules the edit can have changed are decided again; the restart ran the
+full analysis); it is reported in its own column, "warm total" is
+everything else, and the target row adds it back.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def bench_warm(n: int, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -
     """The watch path on the instance the cold rows left (holding rs)."""
     from pepc.loader import load_policy
     from pepc.loader.cache import LoadCache
-    from pepc.reconcile.session import ReconcileSession, check_gate, settle_heap
+    from pepc.reconcile.session import ReconcileSession, settle_heap
 
     from pepc.reconcile.apply import apply_policy
 
@@ -159,7 +161,7 @@ def bench_warm(n: int, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -
     t = time.perf_counter()
     pol = load_policy(d, cache=cache)
     out["cold_load"] = time.perf_counter() - t
-    s = ReconcileSession(inst_name, cfg, write_audit=False, gate=check_gate)
+    s = ReconcileSession(inst_name, cfg, write_audit=False)  # its gate: pepc.checker.incremental
     t = time.perf_counter()
     r = s.reconcile(pol, NOW, full=True)
     out["restart"] = time.perf_counter() - t
@@ -335,11 +337,13 @@ def main() -> int:
     ok = big["change"] < 0.1
     print(f"target one-rule change at {big['n']} rules < 100 ms: {big['change'] * 1000:.1f} ms -> {'OK' if ok else 'MISSED'}")
     print(f"  with the check gate: {(big['change'] + big['check']) * 1000:.1f} ms")
-    wok = big["warm_total"] < 0.1
-    print(f"target one-rule change at {big['n']} rules < 100 ms, warm (watch, reload of the directory included): "
-          f"{big['warm_total'] * 1000:.1f} ms -> {'OK' if wok else 'MISSED'}; plus the check gate {big['warm']['gate'] * 1000:.1f} ms")
+    warm_all = big["warm_total"] + big["warm"]["gate"]
+    wok = warm_all < 0.1
+    print(f"target one-rule change at {big['n']} rules < 100 ms, warm (watch: reload of the directory and the incremental "
+          f"check gate included): {warm_all * 1000:.1f} ms -> {'OK' if wok else 'MISSED'} "
+          f"(gate {big['warm']['gate'] * 1000:.1f} ms)")
     if not wok:
-        top = sorted(big["warm"].items(), key=lambda kv: -kv[1] if kv[0] != "gate" else 0)[:3]
+        top = sorted(big["warm"].items(), key=lambda kv: -kv[1])[:3]
         print("  dominated by: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in top))
     if not ok:
         t = big["change_t"]

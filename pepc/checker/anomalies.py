@@ -118,20 +118,29 @@ def _by_place(rules: list[Rule]) -> list[Rule]:
 
 
 class Analysis:
-    def __init__(self, space: Space, default: Action, default_key: ActionKey, root: str, sup: Suppressions):
+    def __init__(
+        self,
+        space: Space,
+        default: Action,
+        default_key: ActionKey,
+        root: str,
+        sup: Suppressions,
+        rule_idx: dict[str, int] | None = None,
+    ):
         self.s = space
         self.default = default
         self.default_key = default_key
         self.root = root
         self.sup = sup
         self.shadowed: set[int] = set()
-        self.rule_idx = {r.id: i for i, r in enumerate(space.rules)}
+        self.rule_idx = rule_idx if rule_idx is not None else {r.id: i for i, r in enumerate(space.rules)}
 
     # --- never-matches ------------------------------------------------------
 
-    def never_matches(self) -> list[Raw]:
+    def never_matches(self, only: list[int] | None = None) -> list[Raw]:
         out = []
-        for ri, rule in enumerate(self.s.rules):
+        for ri in range(len(self.s.rules)) if only is None else only:
+            rule = self.s.rules[ri]
             if not self.s.dead_atoms[ri]:
                 continue
             field = "dst.port" if any(not p.is_any for p in rule.dports) else "src.port"
@@ -204,6 +213,23 @@ class Analysis:
         out: list[Raw] = []
         for ri in sorted(pending):
             verdict = self._exact(ri, free[ri], worse_diff[ri])
+            if verdict == "shadowed":
+                self.shadowed.add(ri)
+                out.append(self._shadowed(ri))
+            elif verdict is not None:
+                out.append(self._redundant(ri, verdict))
+        return out
+
+    def coverage_of(self, only: list[int]) -> list[Raw]:
+        """coverage() for the rules `only` (indexes): the same verdicts,
+        found by the probes and the exact search alone (the sweep of
+        coverage() only spares exact searches across a whole policy)."""
+        free: dict[int, tuple | None] = dict.fromkeys(only)
+        out: list[Raw] = []
+        for ri in only:
+            if not self.s.rule_atoms[ri] or self._probe_atoms(ri, free):  # type: ignore[arg-type]
+                continue
+            verdict = self._exact(ri, free[ri], True)
             if verdict == "shadowed":
                 self.shadowed.add(ri)
                 out.append(self._shadowed(ri))

@@ -57,7 +57,8 @@ class Mirror:
 
 def check_gate(policy: Policy, config: Config, now: datetime) -> list[Finding]:
     """The check gate of an apply, as one call (the errors `pepc check`
-    would report). The one place to make incremental later."""
+    would report), from scratch. A session's default gate is incremental
+    (pepc.checker.incremental), with the same errors."""
     return _apply.check_errors(policy, config, now)
 
 
@@ -242,7 +243,7 @@ class ReconcileSession:
         wait: float = 0.0,
         policy_path: str | None = None,
         write_audit: bool = True,
-        gate: Callable[[Policy, Config, datetime], Sequence[Finding]] = check_gate,
+        gate: Callable[[Policy, Config, datetime], Sequence[Finding]] | None = None,
     ) -> None:
         self.instance = _apply.check_instance_name(instance)
         self.config = config
@@ -250,7 +251,8 @@ class ReconcileSession:
         self.wait = wait
         self.policy_path = policy_path
         self.write_audit = write_audit
-        self._gate_fn = gate
+        self._gate_fn = gate  # None: self._checker
+        self._checker = self._new_checker(config)
         self._compiler = _Compiler(config)
         self.mirror: Mirror | None = None
         self._token: str | None = None  # the writer token of the session's last apply
@@ -275,11 +277,18 @@ class ReconcileSession:
         if config is not None and config != self.config:
             self.config = config
             self._compiler = _Compiler(config)
+            self._checker = self._new_checker(config)
             self._checked = None
             self.invalidate()
         return self.config
 
     # --- the gate -------------------------------------------------------
+
+    @staticmethod
+    def _new_checker(config: Config) -> Any:
+        from pepc.checker.incremental import IncrementalChecker
+
+        return IncrementalChecker(config, full=check_gate)
 
     def _gate(self, policy: Policy, config: Config, now: datetime) -> list[Finding]:
         live_ids = tuple(r.id for r in policy.live_rules(now))
@@ -288,7 +297,10 @@ class ReconcileSession:
             self.last_gate_skipped = True
             return []
         self.last_gate_skipped = False
-        errors = list(self._gate_fn(policy, config, now))
+        if self._gate_fn is not None:
+            errors = list(self._gate_fn(policy, config, now))
+        else:
+            errors = self._checker.errors(policy, now)
         if not errors:
             self._checked = (policy, config, live_ids)
         return errors

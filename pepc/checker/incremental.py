@@ -1,0 +1,283 @@
+"""The check gate across edits: the errors `analyze` would report, found by
+looking again only at the rules an edit can have changed.
+
+Why it is exact: every finding the gate can delegate here (shadowed,
+redundant, never-matches) is decided by the rule itself, the default
+action and the atoms that meet the rule's atoms (their ranks, actions and
+`suppress`/`allow_overlap` entries). A rule that meets no edited rule,
+neither its old nor its new version, keeps its findings. So after an edit
+the checker re-decides the edited rules, every live rule meeting one of
+them (old or new version), and the rules that had errors last time (to
+report them again); all other rules are known to be as they were.
+
+The space of atoms and its index are kept across calls and edited in
+place: added rules append atoms, removed ones leave tombstones the index
+queries skip, and ranks are integers with gaps so that an atom can be
+ranked between two others without renumbering the rest. The space is
+built afresh when tombstones outnumber live atoms, and whenever a full
+analysis runs.
+
+A full analysis (`check_errors`, as `pepc apply` runs it) is used when the
+config makes an error of a code this module does not decide (pairwise
+codes, unreachable-default, unused-suppression), on the first call, after
+a config change, and when the last result had an error not tied to a rule.
+`capacity` is the caller's: the session compiles the same policy before
+its gate, and the compiler raises capacity errors itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from bisect import bisect_left, insort
+from datetime import datetime
+from typing import Callable, Iterable, Iterator
+
+from pepc.checker.anomalies import Analysis, Raw, Suppressions
+from pepc.checker.geometry import atom_box
+from pepc.checker.space import Space, action_key, default_key
+from pepc.config import Config
+from pepc.diagnostics import CODES, Finding, Severity
+from pepc.model import Policy, Rule
+from pepc.semantics import atoms_of, rank_key
+
+#: Codes decided here; an error of any other checker code needs the full analysis.
+LOCAL_CODES = frozenset({"shadowed", "redundant", "never-matches", "capacity"})
+LIFECYCLE_CODES = ("expired", "disabled")
+#: Rank spacing: room for 2^20 atoms ranked between two neighbours before a renumbering.
+_GAP = 1 << 20
+
+
+class _LiveIndex:
+    """The space's index without the tombstoned atoms."""
+
+    def __init__(self, inner, gone: set[int]) -> None:
+        self.inner, self.gone = inner, gone
+
+    def add(self, i: int) -> None:
+        self.inner.add(i)
+
+    def meeting(self, q, dst, src) -> Iterator[int]:
+        gone = self.gone
+        return (j for j in self.inner.meeting(q, dst, src) if j not in gone)
+
+    def stab(self, point: tuple) -> list[int]:
+        gone = self.gone
+        return [j for j in self.inner.stab(point) if j not in gone]
+
+
+class DynamicSpace:
+    """A `Space` over a set of live rules that follows edits in place."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        s = self.space = Space.build(list(rules))
+        self.gone: set[int] = set()
+        s.index = _LiveIndex(s.index, self.gone)  # type: ignore[assignment]
+        self.rule_idx = {r.id: i for i, r in enumerate(s.rules)}
+        self.ranked = [(rank_key(s.atoms[i]), i) for i in s.order]
+        for pos, (_, i) in enumerate(self.ranked):
+            s.arank[i] = pos * _GAP
+        s.order = []  # not kept up to date: the focused analysis does not sweep
+        self.live_atoms = len(self.ranked)
+
+    def rule(self, rid: str) -> Rule:
+        return self.space.rules[self.rule_idx[rid]]
+
+    def swap(self, new: Rule) -> None:
+        """The same rule but for where it is written (lines moved)."""
+        self.space.rules[self.rule_idx[new.id]] = new
+
+    def remove(self, rid: str) -> None:
+        s = self.space
+        ri = self.rule_idx.pop(rid)
+        for a in s.rule_atoms[ri]:
+            self.gone.add(a)
+            pos = bisect_left(self.ranked, (rank_key(s.atoms[a]), a))
+            del self.ranked[pos]
+            self.live_atoms -= 1
+        s.rule_atoms[ri] = []
+        s.dead_atoms[ri] = 0
+
+    def add(self, rule: Rule) -> None:
+        s = self.space
+        ri = len(s.rules)
+        s.rules.append(rule)
+        s.akeys.append(action_key(rule))
+        s.dead_atoms.append(0)
+        self.rule_idx[rule.id] = ri
+        mine: list[int] = []
+        for atom in atoms_of(rule):
+            box = atom_box(atom)
+            if box is None:
+                s.dead_atoms[ri] += 1
+                continue
+            i = len(s.atoms)
+            s.atoms.append(atom)
+            s.boxes.append(box)
+            s.items.append(box + (ri,))
+            s.arule.append(ri)
+            s.dsts.append((atom.dst.plen, atom.dst.addr))
+            s.srcs.append((atom.src.plen, atom.src.addr))
+            s.arank.append(0)
+            entry = (rank_key(atom), i)
+            insort(self.ranked, entry)
+            self._rank_new(bisect_left(self.ranked, entry))
+            s.index.add(i)
+            mine.append(i)
+            self.live_atoms += 1
+        s.rule_atoms.append(sorted(mine, key=s.arank.__getitem__))
+
+    def _rank_new(self, pos: int) -> None:
+        s, ranked = self.space, self.ranked
+        lo = s.arank[ranked[pos - 1][1]] if pos > 0 else -_GAP
+        hi = s.arank[ranked[pos + 1][1]] if pos + 1 < len(ranked) else lo + 2 * _GAP
+        if hi - lo >= 2:
+            s.arank[ranked[pos][1]] = (lo + hi) // 2
+            return
+        for p, (_, i) in enumerate(ranked):  # no room left: renumber everything
+            s.arank[i] = p * _GAP
+        for ri, atoms in enumerate(s.rule_atoms):
+            if len(atoms) > 1:
+                atoms.sort(key=s.arank.__getitem__)
+
+    def settle(self) -> None:
+        """Forget the answers the space remembered (they may name old atoms)."""
+        self.space._stabs.clear()
+        self.space._lists.clear()
+
+    def neighbours(self, rule: Rule) -> Iterator[int]:
+        """Indexes of the live rules whose atoms meet an atom of `rule`
+        (the rule need not be in the space)."""
+        s = self.space
+        for atom in atoms_of(rule):
+            box = atom_box(atom)
+            if box is None:
+                continue
+            for j in s.index.meeting(box, (atom.dst.plen, atom.dst.addr), (atom.src.plen, atom.src.addr)):
+                yield s.arule[j]
+
+
+def _errors(findings: Iterable[Finding], config: Config) -> list[Finding]:
+    out = []
+    for f in findings:
+        sev = config.severity_of(f.code, CODES[f.code].severity)
+        if sev != f.severity:
+            f = dataclasses.replace(f, severity=sev)
+        if f.severity >= Severity.ERROR:
+            out.append(f)
+    return out
+
+
+class IncrementalChecker:
+    """`errors(policy, now)`: what `check_errors(policy, config, now)`
+    returns, without `capacity` (see the module docstring)."""
+
+    def __init__(self, config: Config, full: Callable[[Policy, Config, datetime], list[Finding]] | None = None) -> None:
+        self.config = config
+        if full is None:
+            from pepc.reconcile.apply import check_errors as full
+        self._full = full
+        is_error = {c: config.severity_of(c, CODES[c].severity) >= Severity.ERROR for c in CODES}
+        from pepc.checker import CHECKER_CODES
+
+        self.local = not any(is_error[c] for c in CHECKER_CODES - LOCAL_CODES)
+        self.lifecycle = any(is_error[c] for c in LIFECYCLE_CODES)
+        self._dyn: DynamicSpace | None = None
+        self._live: dict[str, Rule] = {}
+        self._err_rules: set[str] = set()
+        #: how the last call decided: "full" | "incremental"; and how many
+        #: rules it looked at again
+        self.last_mode = ""
+        self.last_focus = 0
+
+    def reset(self) -> None:
+        self._dyn = None
+
+    def errors(self, policy: Policy, now: datetime) -> list[Finding]:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._errors(policy, now)
+        except BaseException:
+            self._dyn = None  # whatever state it was left in, start afresh next time
+            raise
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _errors(self, policy: Policy, now: datetime) -> list[Finding]:
+        live = policy.live_rules(now)
+        if not self.local or self._dyn is None:
+            return self._full_check(policy, now, live)
+        dyn = self._dyn
+        old = self._live
+        new = {r.id: r for r in live}
+        changed_old: list[Rule] = []
+        changed_new: list[Rule] = []
+        for rid, r in old.items():
+            n = new.get(rid)
+            if n is None:
+                changed_old.append(r)
+            elif n is not r and n != r:
+                if dataclasses.replace(n, loc=r.loc) == r:
+                    dyn.swap(n)
+                else:
+                    changed_old.append(r)
+                    changed_new.append(n)
+        changed_new += [r for rid, r in new.items() if rid not in old]
+        if len(dyn.gone) > max(dyn.live_atoms, 1024):
+            dyn = self._dyn = DynamicSpace(list(live))  # tombstones outweigh the space
+        else:
+            for r in changed_old:
+                dyn.remove(r.id)
+            for r in changed_new:
+                dyn.add(r)
+            dyn.settle()
+        self._live = new
+        focus = {dyn.rule_idx[r.id] for r in changed_new}  # a rule with no live atom meets nothing
+        for r in (*changed_old, *changed_new):
+            focus.update(dyn.neighbours(r))
+        focus.update(dyn.rule_idx[rid] for rid in self._err_rules if rid in dyn.rule_idx)
+        s = dyn.space
+        only = sorted(focus)
+        sup = Suppressions([])
+        sup.by_id = _RuleMap(dyn)  # type: ignore[assignment]
+        an = Analysis(s, self.config.default_action, default_key(self.config.default_action), policy.root, sup, dyn.rule_idx)
+        raws: list[Raw] = an.never_matches(only) + an.coverage_of(only)
+        findings = [r.finding for r in raws if not sup.silence(r)]
+        if self.lifecycle:
+            from pepc.loader import lifecycle_findings
+
+            findings += list(lifecycle_findings(policy, now))
+        errors = _errors(findings, self.config)
+        self.last_mode, self.last_focus = "incremental", len(only)
+        self._remember(errors)
+        return errors
+
+    def _full_check(self, policy: Policy, now: datetime, live: tuple[Rule, ...]) -> list[Finding]:
+        errors = list(self._full(policy, self.config, now))
+        self._dyn = DynamicSpace(list(live)) if self.local else None
+        self._live = {r.id: r for r in live}
+        self.last_mode, self.last_focus = "full", len(live)
+        self._remember(errors)
+        return errors
+
+    def _remember(self, errors: list[Finding]) -> None:
+        if any(f.rule is None for f in errors):
+            self._dyn = None  # an error about the whole policy: decide it in full next time
+        self._err_rules = {f.rule for f in errors if f.rule is not None}
+
+
+class _RuleMap:
+    """Suppressions' id -> rule lookups, answered by the space (no dict of
+    every live rule built per call)."""
+
+    def __init__(self, dyn: DynamicSpace) -> None:
+        self._dyn = dyn
+
+    def get(self, key: str, default: Rule | None = None) -> Rule | None:
+        ri = self._dyn.rule_idx.get(key)
+        return self._dyn.space.rules[ri] if ri is not None else default
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._dyn.rule_idx
