@@ -204,9 +204,17 @@ class Policy:
     networks: tuple[Network, ...] = ()
     services: tuple[Service, ...] = ()
     files: tuple[str, ...] = ()
+    # (now, live rules) of the last live_rules call: a reconcile asks it of
+    # the same policy several times (gate, compiler, slots), 10^5 rules each
+    _live: tuple = field(default=(None, ()), init=False, repr=False, compare=False)
 
     def live_rules(self, now: datetime) -> tuple[Rule, ...]:
-        return tuple(r for r in self.rules if r.is_live(now))
+        at, live = self._live
+        if at is not None and at == now:
+            return live
+        live = tuple(r for r in self.rules if r.is_live(now))
+        object.__setattr__(self, "_live", (now, live))
+        return live
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:

@@ -220,14 +220,18 @@ class Analysis:
                 out.append(self._redundant(ri, verdict))
         return out
 
-    def coverage_of(self, only: list[int]) -> list[Raw]:
+    def coverage_of(self, only: list[int], redundant: bool = True) -> list[Raw]:
         """coverage() for the rules `only` (indexes): the same verdicts,
         found by the probes and the exact search alone (the sweep of
-        coverage() only spares exact searches across a whole policy)."""
+        coverage() only spares exact searches across a whole policy).
+        `redundant=False`: only shadowed rules are wanted, so a rule found
+        winning some packet is done with."""
         free: dict[int, tuple | None] = dict.fromkeys(only)
         out: list[Raw] = []
         for ri in only:
             if not self.s.rule_atoms[ri] or self._probe_atoms(ri, free):  # type: ignore[arg-type]
+                continue
+            if not redundant and free[ri] is not None:
                 continue
             verdict = self._exact(ri, free[ri], True)
             if verdict == "shadowed":

@@ -30,6 +30,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 from bisect import bisect_left, insort
+from itertools import compress
+from operator import is_not
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
@@ -182,8 +184,11 @@ class IncrementalChecker:
 
         self.local = not any(is_error[c] for c in CHECKER_CODES - LOCAL_CODES)
         self.lifecycle = any(is_error[c] for c in LIFECYCLE_CODES)
+        # a rule that wins some packet cannot be shadowed: when redundancy is
+        # no error, that is all the gate needs to know about it
+        self.redundant = is_error["redundant"]
         self._dyn: DynamicSpace | None = None
-        self._live: dict[str, Rule] = {}
+        self._live: tuple[Rule, ...] = ()
         self._err_rules: set[str] = set()
         #: how the last call decided: "full" | "incremental"; and how many
         #: rules it looked at again
@@ -192,6 +197,12 @@ class IncrementalChecker:
 
     def reset(self) -> None:
         self._dyn = None
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether the next call runs the full analysis although the config
+        lets this checker decide incrementally (first call, or reset)."""
+        return self.local and self._dyn is None
 
     def errors(self, policy: Policy, now: datetime) -> list[Finding]:
         enabled = gc.isenabled()
@@ -210,21 +221,7 @@ class IncrementalChecker:
         if not self.local or self._dyn is None:
             return self._full_check(policy, now, live)
         dyn = self._dyn
-        old = self._live
-        new = {r.id: r for r in live}
-        changed_old: list[Rule] = []
-        changed_new: list[Rule] = []
-        for rid, r in old.items():
-            n = new.get(rid)
-            if n is None:
-                changed_old.append(r)
-            elif n is not r and n != r:
-                if dataclasses.replace(n, loc=r.loc) == r:
-                    dyn.swap(n)
-                else:
-                    changed_old.append(r)
-                    changed_new.append(n)
-        changed_new += [r for rid, r in new.items() if rid not in old]
+        changed_old, changed_new = self._diff(self._live, live, dyn)
         if len(dyn.gone) > max(dyn.live_atoms, 1024):
             dyn = self._dyn = DynamicSpace(list(live))  # tombstones outweigh the space
         else:
@@ -233,7 +230,7 @@ class IncrementalChecker:
             for r in changed_new:
                 dyn.add(r)
             dyn.settle()
-        self._live = new
+        self._live = live
         focus = {dyn.rule_idx[r.id] for r in changed_new}  # a rule with no live atom meets nothing
         for r in (*changed_old, *changed_new):
             focus.update(dyn.neighbours(r))
@@ -243,7 +240,7 @@ class IncrementalChecker:
         sup = Suppressions([])
         sup.by_id = _RuleMap(dyn)  # type: ignore[assignment]
         an = Analysis(s, self.config.default_action, default_key(self.config.default_action), policy.root, sup, dyn.rule_idx)
-        raws: list[Raw] = an.never_matches(only) + an.coverage_of(only)
+        raws: list[Raw] = an.never_matches(only) + an.coverage_of(only, self.redundant)
         findings = [r.finding for r in raws if not sup.silence(r)]
         if self.lifecycle:
             from pepc.loader import lifecycle_findings
@@ -257,10 +254,44 @@ class IncrementalChecker:
     def _full_check(self, policy: Policy, now: datetime, live: tuple[Rule, ...]) -> list[Finding]:
         errors = list(self._full(policy, self.config, now))
         self._dyn = DynamicSpace(list(live)) if self.local else None
-        self._live = {r.id: r for r in live}
+        self._live = live
         self.last_mode, self.last_focus = "full", len(live)
         self._remember(errors)
         return errors
+
+    @staticmethod
+    def _diff(old: tuple[Rule, ...], new: tuple[Rule, ...], dyn: DynamicSpace) -> tuple[list[Rule], list[Rule]]:
+        """(old versions, new versions) of the rules an edit changed. A
+        reload hands unchanged rules over as the same objects, in the same
+        order: the common prefix and suffix are found by identity at C
+        speed, and only the middle is compared by id. Rules that moved
+        lines only are swapped in place (not an edit)."""
+        m = min(len(old), len(new))
+        flags = list(map(is_not, old, new))
+        p = flags.index(True) if True in flags else m
+        back = list(map(is_not, reversed(old), reversed(new)))
+        q = min(back.index(True) if True in back else m, m - p)
+        mid_old, mid_new = old[p : len(old) - q], new[p : len(new) - q]
+        if len(mid_old) == len(mid_new):
+            at = list(compress(range(len(mid_old)), map(is_not, mid_old, mid_new)))
+            mid_old = tuple(mid_old[i] for i in at)
+            mid_new = tuple(mid_new[i] for i in at)
+        before = {r.id: r for r in mid_old}
+        changed_old: list[Rule] = []
+        changed_new: list[Rule] = []
+        for n in mid_new:
+            r = before.pop(n.id, None)
+            if r is None:
+                changed_new.append(n)
+            elif n is r or n == r:
+                continue
+            elif dataclasses.replace(n, loc=r.loc) == r:
+                dyn.swap(n)
+            else:
+                changed_old.append(r)
+                changed_new.append(n)
+        changed_old += before.values()
+        return changed_old, changed_new
 
     def _remember(self, errors: list[Finding]) -> None:
         if any(f.rule is None for f in errors):

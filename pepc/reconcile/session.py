@@ -262,6 +262,7 @@ class ReconcileSession:
         #: "full (mirror disagreed: ...)" | "none" (no instance)
         self.last_read = ""
         self.last_gate_skipped = False
+        self.last_gate_baseline_s = 0.0  # the full analysis a reconcile ran to start the incremental gate
 
     # --- state ----------------------------------------------------------
 
@@ -439,4 +440,11 @@ class ReconcileSession:
         if result.program is not None:
             self._compiler.carry_over(result.program, contents["pepc_slots"])
         self._must_read = False
+        if self._gate_fn is None and self._checker.needs_baseline:
+            # A reconcile with nothing to write runs no gate; the incremental
+            # gate needs one full analysis to start from. Paid here (a
+            # restart) rather than on the first edit, whose latency counts.
+            t = time.perf_counter()
+            self._checker.errors(policy, now)
+            self.last_gate_baseline_s = time.perf_counter() - t
         return result
