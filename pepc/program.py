@@ -9,6 +9,7 @@ structs of layout.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from pepc import layout
 from pepc.model import Action, Location
@@ -149,6 +150,21 @@ class _LazyEntries:
 
 
 @dataclass(frozen=True)
+class ProgramDelta:
+    """How a Program differs from the one the same compiler returned just
+    before it (`source`, `serial` - 1): every rule-map and slot-map key
+    whose element may have changed, with its new packed value (None: gone).
+    Keys not listed hold the same element in both. Lets a caller that kept
+    the previous contents update them, and diff them, in O(change).
+    `rules`/`slots` are None when the compiler started afresh (no base)."""
+
+    source: int  # the compiler's identity (a new one after each of its resets)
+    serial: int  # this Program's number from that compiler; the base is serial - 1
+    rules: Mapping[bytes, bytes | None] | None
+    slots: Mapping[bytes, bytes | None] | None
+
+
+@dataclass(frozen=True)
 class Program:
     """One compiled generation. The compiler hands over the packed rule-map
     contents (`packed_rules`, key bytes -> value bytes: what the reconciler
@@ -164,6 +180,7 @@ class Program:
     policy_digest: str = ""  # 64 hex digits
     layout_digest: str = ""  # 32 hex digits
     packed_rules: dict[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+    delta: ProgramDelta | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         given = self.__dict__.get("_entries")

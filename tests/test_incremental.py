@@ -126,6 +126,20 @@ def test_incremental_compile_equals_a_fresh_compile_after_every_edit(steps):
         }[mode]
         got = inc.compile(pol, now, previous)
         _assert_same(got, compile_program(pol, BIG, now, previous))
+        if last is not None and got.delta.rules is not None:
+            # the delta is exact: the previous contents + the delta = these contents
+            assert (got.delta.source, got.delta.serial - 1) == (last_delta_id[0], last_delta_id[1])
+            before, after = last_contents, got.map_contents()
+            for name, changes in (("pepc_rules", got.delta.rules), ("pepc_slots", got.delta.slots)):
+                patched = dict(before[name])
+                for k, v in changes.items():
+                    if v is None:
+                        patched.pop(k, None)
+                    else:
+                        patched[k] = v
+                assert patched == after[name], name
+        last_contents = got.map_contents()
+        last_delta_id = (inc._source, inc._serial)
         last = got
         stale = previous
         if len(kept) < 3:

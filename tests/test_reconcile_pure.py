@@ -355,3 +355,24 @@ def test_any_crash_point_leaves_old_or_new_and_the_next_plan_converges(old, new,
     # and then there is nothing left to do
     plan3 = make_plan("t", c_new, p_new.policy_digest, p_new.layout_digest, live_of(gens[0], gens[1], active=active, layout_digest=p_new.layout_digest))
     assert not plan3.changes_pending and plan3.map_writes == 0
+
+
+_k = st.binary(min_size=1, max_size=2)
+_v = st.binary(min_size=1, max_size=2)
+
+
+@given(st.dictionaries(_k, _v, max_size=12), st.dictionaries(_k, st.one_of(st.none(), _v), max_size=6))
+def test_a_derived_map_diffs_like_a_plain_one(base, changes):
+    """diff_map's shortcut for a Derived map (compare only the touched keys
+    against its base) gives exactly the full comparison's delta."""
+    derived = diff.Derived(base, changes)
+    for k, v in changes.items():
+        if v is None:
+            derived.pop(k, None)
+        else:
+            derived[k] = v
+    assert diff.diff_map("pepc_rules", derived, base) == diff.diff_map("pepc_rules", dict(derived), dict(base))
+    # against anything but its base, the full comparison runs
+    other = dict(base)
+    other[b"\xff\xff\xff"] = b"x"
+    assert diff.diff_map("pepc_rules", derived, other) == diff.diff_map("pepc_rules", dict(derived), other)

@@ -26,7 +26,7 @@ from pepc.compiler.ports import port_prefixes
 from pepc.config import Config
 from pepc.diagnostics import Finding, PolicyError, Related
 from pepc.model import Action, Location, Policy, Protocol, Rule
-from pepc.program import Mask, MaskShape, Program, SlotInfo
+from pepc.program import Mask, MaskShape, Program, ProgramDelta, SlotInfo
 from pepc.semantics import SPEC_PROTOCOL, SPEC_SINGLE_PORT
 
 _TCP, _UDP, _ANY = Protocol.TCP.value, Protocol.UDP.value, Protocol.ANY
@@ -210,6 +210,9 @@ def _slot_info(rule: Rule, slot: int, order_key: int) -> SlotInfo:
     return info
 
 
+_SOURCES = count(1)
+
+
 class IncrementalCompiler:
     """compile_program, keeping per-rule work from one call to the next.
 
@@ -256,6 +259,9 @@ class IncrementalCompiler:
         self._slots_tuple: tuple[SlotInfo, ...] = ()
         self._acc_slots = 0
         self._masks: dict[tuple[bytes, int], Mask] = {}
+        self._source = next(_SOURCES)  # a new identity after every reset: deltas never span one
+        self._serial = 0  # Programs returned since the last reset (ProgramDelta)
+        self._dirty_slots: set[bytes] | None = None
 
     def compile(self, policy: Policy, now: datetime, previous: Assignments | None = None) -> Program:
         # Hundreds of thousands of small immutable objects and no cycles: the
@@ -290,11 +296,13 @@ class IncrementalCompiler:
         assign_slots; when `previous` is the last result (what a plan made
         from it holds), only the added and removed ids are looked at."""
         if self._prev_in is not _NOTHING:
+            if not added and not removed and previous is self._prev_in:
+                return self._ok, self._slot, set()  # same ids, same previous: same result
             trusted = previous is not None and (
                 (previous.order_keys is self._ok or previous.order_keys == self._ok)
                 and (previous.slots is self._slot or previous.slots == self._slot)
             )
-            if not added and not removed and (trusted or previous is self._prev_in):
+            if not added and not removed and trusted:
                 return self._ok, self._slot, set()
             if trusted and self._sorted is not None and len(added) + len(removed) <= 4096:
                 return self._assign_delta(added, removed)
@@ -541,13 +549,14 @@ class IncrementalCompiler:
             return touched[rid] if rid in touched else new[rid]
 
         exp = self._exp
+        dirty_keys: set[bytes] | None = None
         if fresh:
             for rid, r in new.items():
                 exp[rid] = _expand_rule(r)
                 self._contribute(rid, order_keys[rid], None)
             self._fresh_contents(new, slots)
         else:
-            dirty_keys: set[bytes] = set()
+            dirty_keys = set()
             dirty_shapes: set[bytes] = set()
             for rid in removed:
                 self._withdraw(rid, old_ok[rid], dirty_keys, dirty_shapes)
@@ -589,6 +598,17 @@ class IncrementalCompiler:
             total, len(masks), len(self._vals), len(self._slotinfo), int(config.default_action), config.event_cap
         )
         self._vals_shared = True  # the Program owns this dict now: copy before the next change
+        self._serial += 1
+        if dirty_keys is not None and self._dirty_slots is not None:
+            vals, sc = self._vals, self._slot_contents
+            delta = ProgramDelta(
+                self._source,
+                self._serial,
+                {kb: vals.get(kb) for kb in dirty_keys},
+                {kb: sc.get(kb) for kb in self._dirty_slots},
+            )
+        else:
+            delta = ProgramDelta(self._source, self._serial, None, None)
         program = Program(
             caps=caps,
             default_action=config.default_action,
@@ -598,6 +618,7 @@ class IncrementalCompiler:
             policy_digest=digest,
             layout_digest=pack.layout_digest(caps),
             packed_rules=self._vals,
+            delta=delta,
         )
         self._last_program = weakref.ref(program)
         return program
@@ -673,9 +694,11 @@ class IncrementalCompiler:
 
     def _update_slots(self, new, order_keys, slots, changed, removed, fresh) -> None:
         infos, svals, contents = self._slotinfo, self._slotval, self._slot_contents
+        dirty = self._dirty_slots = set()  # slot keys whose element may change
         if not changed and not removed:
             return
         if fresh and not infos:
+            self._dirty_slots = None  # everything is new: no delta
             self._fresh_slots(new, order_keys, slots)
             return
         by_slot = self._by_slot
@@ -689,6 +712,7 @@ class IncrementalCompiler:
             if contents.get(kb) is not None and by_slot[old.slot] is old:
                 del contents[kb]
                 by_slot[old.slot] = None
+                dirty.add(kb)
         top = max((slots[rid] for rid in changed), default=-1)
         if top >= len(by_slot):
             by_slot.extend([None] * (top + 1 - len(by_slot)))
@@ -698,6 +722,7 @@ class IncrementalCompiler:
             term = h("pepc_slots", kb, vb)
             infos[rid], svals[rid], contents[kb] = info, (kb, term), vb
             by_slot[info.slot] = info
+            dirty.add(kb)
             acc += term
         self._acc_slots = acc % pack.DIGEST_MOD
         self._slots_tuple = tuple(filter(None, by_slot))

@@ -120,14 +120,35 @@ class GenDelta:
         }
 
 
+class Derived(dict):
+    """A map's contents that equal `base` except, at most, at the keys in
+    `touched`: made by a caller that updated a copy of `base` (the watch
+    session, from the compiler's ProgramDelta). diff_map compares only the
+    touched keys when `live` is `base` itself."""
+
+    __slots__ = ("base", "touched")
+
+    def __init__(self, base: Mapping[bytes, bytes], touched: Iterable[bytes] = ()):
+        super().__init__(base)
+        self.base = base
+        self.touched = set(touched)
+
+
 def diff_map(name: str, desired: Mapping[bytes, bytes], live: Mapping[bytes, bytes]) -> MapDelta:
     # One C-level pass (map/compress: no tuple or set per element, so no
     # allocation for the garbage collector to chase) finds the keys whose
     # value differs or is missing; Python-level work only for those. Deletes
     # need a second pass only when the sizes say live has keys desired has not.
-    if desired is live or desired == live:  # (the same object: a session's unchanged map)
+    if desired is live:  # a session's unchanged map
         return MapDelta(name)
     first = itemgetter(0)
+    if type(desired) is Derived and desired.base is live:
+        get = live.get
+        writes = sorted(((k, desired[k]) for k in desired.touched if k in desired and get(k) != desired[k]), key=first)
+        deletes = sorted(k for k in desired.touched if k not in desired and k in live)
+        return MapDelta(name, tuple(writes), tuple(deletes), sum(1 for k, _ in writes if k in live))
+    if desired == live:
+        return MapDelta(name)
     if not live:
         return MapDelta(name, tuple(sorted(desired.items(), key=first)), (), 0)
     differ = list(compress(desired, map(ne, desired.values(), map(live.get, desired))))

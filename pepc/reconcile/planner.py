@@ -232,7 +232,11 @@ def make_plan(
     inactive = diff.normalize(live.gens[i])
     target = diff.diff_generation(desired, inactive)
     # after every complete apply both generations are equal: one diff serves both
-    behind = target if all(active[m] == inactive[m] for m in diff.GEN_MAPS) else diff.diff_generation(desired, active)
+    behind = (
+        target
+        if all(active[m] is inactive[m] or active[m] == inactive[m] for m in diff.GEN_MAPS)
+        else diff.diff_generation(desired, active)
+    )
     flip = not behind.empty
     summary = diff.rule_summary(desired, active, behind)  # proportional to the change
     if not flip and not target.empty:

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from itertools import filterfalse
+from itertools import compress, count, filterfalse
+from operator import is_not
 
 from pepc import layout
 from pepc.config import Config
 from pepc.diagnostics import Finding
-from pepc.model import Policy
+from pepc.model import Policy, Rule
 from pepc.program import Program
 from pepc.reconcile import apply as _apply
 from pepc.reconcile import diff
@@ -83,15 +84,16 @@ class _Compiler:
         if live is None:
             return None
         slots = live.active.get("pepc_slots", {})
-        ids = tuple(r.id for r in policy.live_rules(now))
+        rules = policy.live_rules(now)
         m = self._assign_memo
-        if m is not None and m[0] is slots and m[1] == ids:
+        if m is not None and m[0] is slots and same_ids(m[1], rules):
             return m[2]
         from pepc.compiler import Assignments
 
+        ids = tuple(r.id for r in rules)
         s, k = diff.assignments_from_slots(slots, ids)
         a = Assignments(slots=s, order_keys=k)
-        self._assign_memo = (slots, ids, a)
+        self._assign_memo = (slots, rules, a)
         return a
 
     def carry_over(self, program: Program, slots: Mapping[bytes, bytes]) -> None:
@@ -104,11 +106,11 @@ class _Compiler:
         m = self._assign_memo
         if m is None or m[2] is None:
             return
-        _, ids, a = m
-        if len(a.slots) != len(ids) or len(program.slots) != len(ids):
+        _, rules, a = m
+        if len(a.slots) != len(rules) or len(program.slots) != len(rules):
             self._assign_memo = None  # some rule got a fresh slot
             return
-        self._assign_memo = (slots, ids, a)
+        self._assign_memo = (slots, rules, a)
 
     def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
         from pepc import bloom
@@ -141,9 +143,32 @@ class IncrementalContents:
 
     def __init__(self) -> None:
         self._slots: tuple[Any, dict[bytes, bytes]] | None = None  # (program.slots, contents)
+        self._last: tuple[int, int, dict] | None = None  # (delta source, serial, contents) of the last program
         self._bloom: tuple[Mapping[bytes, bytes], int, dict[int, dict[bytes, int]], dict[bytes, bytes]] | None = None
 
     def map_contents(self, program: Program) -> dict[str, dict[bytes, bytes]]:
+        from pepc.compiler.pack import mask_value
+
+        d = getattr(program, "delta", None)
+        last = self._last
+        if d is not None and d.rules is not None and d.slots is not None and last is not None and last[:2] == (d.source, d.serial - 1):
+            # the compiler's delta against the Program these contents came
+            # from: copy (at C speed) and patch the touched keys only
+            old = last[2]
+            u32 = diff.u32
+            out = {
+                "pepc_gen": {u32(0): program.gen_value()},
+                "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
+                "pepc_rules": _derive(old["pepc_rules"], d.rules),
+                "pepc_slots": _derive(old["pepc_slots"], d.slots),
+            }
+        else:
+            out = self._map_contents(program)
+        self._slots = (program.slots, out["pepc_slots"])
+        self._last = (d.source, d.serial, out) if d is not None else None
+        return out
+
+    def _map_contents(self, program: Program) -> dict[str, dict[bytes, bytes]]:
         from pepc.compiler.pack import map_contents, mask_value, slot_value
 
         prev = self._slots
@@ -171,7 +196,6 @@ class IncrementalContents:
                 "pepc_rules": dict(program.rule_contents()),
                 "pepc_slots": slots,
             }
-        self._slots = (program.slots, out["pepc_slots"])
         return out
 
     def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
@@ -188,8 +212,13 @@ class IncrementalContents:
             words = bloom.contents(rules, gen_value, n_words)
         else:
             old_rules, _, members, old_words = prev
-            added = list(filterfalse(old_rules.__contains__, rules)) if len(rules) else []
-            gone = list(filterfalse(rules.__contains__, old_rules)) if len(old_rules) else []
+            if type(rules) is diff.Derived and rules.base is old_rules:
+                # only the touched keys can have come or gone
+                added = [k for k in rules.touched if k in rules and k not in old_rules]
+                gone = [k for k in rules.touched if k not in rules and k in old_rules]
+            else:
+                added = list(filterfalse(old_rules.__contains__, rules)) if len(rules) else []
+                gone = list(filterfalse(rules.__contains__, old_rules)) if len(old_rules) else []
             touched = set()
             for k in gone:
                 i, _ = bloom.position(k, n_words)
@@ -199,7 +228,10 @@ class IncrementalContents:
                 i, bit = bloom.position(k, n_words)
                 members.setdefault(i, {})[k] = bit
                 touched.add(i)
-            words = dict(old_words)
+            marker_key = n_words.to_bytes(4, "little")
+            words = diff.Derived(old_words, [i.to_bytes(4, "little") for i in touched] + [marker_key])
+            if type(old_words) is diff.Derived:
+                old_words.base = None  # keep no chain of old maps alive
             for i in touched:
                 acc = 0
                 for bit in members[i].values():
@@ -211,9 +243,34 @@ class IncrementalContents:
                     words.pop(key, None)
                     del members[i]
             digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
-            words[n_words.to_bytes(4, "little")] = bloom.marker(digest).to_bytes(8, "little")
+            words[marker_key] = bloom.marker(digest).to_bytes(8, "little")
         self._bloom = (rules, n_words, members, words)
         return words
+
+
+def same_ids(a: Sequence[Rule], b: Sequence[Rule]) -> bool:
+    """Whether two rule sequences hold the same ids in the same order. A
+    reload hands unchanged rules over as the same objects: only positions
+    whose object changed are compared by id (found at C speed)."""
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    return all(a[i].id == b[i].id for i in compress(count(), map(is_not, a, b)))
+
+
+def _derive(base: Mapping[bytes, bytes], changes: Mapping[bytes, bytes | None]) -> diff.Derived:
+    """`base` with `changes` applied (None: the key goes), as a Derived map
+    that remembers `base` so the planner's diff looks at the changes only."""
+    out = diff.Derived(base, changes)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    if type(base) is diff.Derived:
+        base.base = None  # keep no chain of old maps alive
+    return out
 
 
 def settle_heap(collect: bool) -> None:
@@ -292,9 +349,9 @@ class ReconcileSession:
         return IncrementalChecker(config, full=check_gate)
 
     def _gate(self, policy: Policy, config: Config, now: datetime) -> list[Finding]:
-        live_ids = tuple(r.id for r in policy.live_rules(now))
+        live = policy.live_rules(now)
         c = self._checked
-        if c is not None and c[1] == config and c[2] == live_ids and (c[0] is policy or c[0] == policy):
+        if c is not None and c[1] == config and same_ids(c[2], live) and (c[0] is policy or c[0] == policy):
             self.last_gate_skipped = True
             return []
         self.last_gate_skipped = False
@@ -303,7 +360,7 @@ class ReconcileSession:
         else:
             errors = self._checker.errors(policy, now)
         if not errors:
-            self._checked = (policy, config, live_ids)
+            self._checked = (policy, config, live)
         return errors
 
     # --- the live state ---------------------------------------------------
