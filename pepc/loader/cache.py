@@ -60,6 +60,16 @@ class _Entry:
     tables: Any = None
     resolved: dict | None = None
     block: tuple[list, list] | None = None
+    #: the Rules of the file's previous version, by id: a rule that resolves
+    #: equal (locations included) is handed over as the same object, so that
+    #: the stages after the load see one changed rule, not a whole file
+    before: dict | None = None
+    #: per raw rule (by index), its source text with where it starts, when
+    #: that pins down its parse (see _spans); and the resolutions keyed by
+    #: it, of this version (`memo`) and carried over from the previous one
+    spans: list | None = None
+    memo: dict | None = None
+    memo_tables: Any = None
 
     def against(self, networks: dict, services: dict) -> None:
         t = self.tables
@@ -78,6 +88,40 @@ class Stats:
     parsed: int = 0  # read and parsed
     rules_resolved: int = 0  # rules resolved (not taken from the cache)
     unchanged: bool = False  # the previous Policy was returned as is
+
+
+def _spans(text: str, raws: list) -> list | None:
+    """Per raw rule, (its source text up to where the next rule starts, its
+    start position), or None for a rule whose text does not pin down its
+    parse. Two versions of a file in which a rule starts at the same place
+    and reads the same parse it the same (same values, same positions), so
+    it resolves the same against the same name tables. Not pinned down: an
+    alias (it may name an anchor outside the span), a tag (a %TAG directive
+    outside may define it), a legacy rule, a file that is not ASCII (marks
+    count columns in characters and, for some parsers, bytes). The last
+    rule's span runs to the end of the file."""
+    if not text.isascii() or not raws:
+        return None
+    starts = [0]
+    find = text.find
+    i = find("\n")
+    while i >= 0:
+        starts.append(i + 1)
+        i = find("\n", i + 1)
+    offs = []
+    for raw in raws:
+        line, col = raw.pos
+        offs.append(starts[line - 1] + col - 1 if 0 < line <= len(starts) else -1)
+    offs.append(len(text))
+    out: list = []
+    for k, raw in enumerate(raws):
+        a, b = offs[k], offs[k + 1]
+        if raw.legacy or a < 0 or b <= a:
+            out.append(None)
+            continue
+        chunk = text[a:b]
+        out.append(None if "*" in chunk or "!" in chunk else (chunk, raw.pos))
+    return out
 
 
 class LoadCache:
@@ -125,7 +169,14 @@ class LoadCache:
         for i, raw in enumerate(fst.rules):
             raw.cached = i
         ids = tuple(rid for raw in fst.rules if (rid := _policy.rule_id(raw)) is not None)
-        e = _Entry(key=key, digest=digest, racy=racy, state=fst, version=next(_versions), ids=ids)
+        before = memo = memo_tables = None
+        if e is not None:
+            before = {r.id: r for r in e.block[0]} if e.block is not None else e.before
+            memo, memo_tables = e.memo, e.memo_tables
+        e = _Entry(
+            key=key, digest=digest, racy=racy, state=fst, version=next(_versions), ids=ids, before=before,
+            spans=_spans(text, fst.rules) if text is not None else None, memo=memo, memo_tables=memo_tables,
+        )
         self._files[ck] = e
         return e
 
@@ -195,14 +246,34 @@ class LoadCache:
                 if e.block is None:
                     tmp = _policy._State()
                     rules = []
+                    before = e.before or {}
+                    mt = e.memo_tables
+                    memo_in = e.memo if mt is not None and mt[0] is networks and mt[1] is services else None
+                    memo_in = memo_in or {}
+                    memo_out: dict = {}
+                    spans = e.spans
                     for raw in e.state.rules:
                         if raw.broken:
                             continue
-                        self.stats.rules_resolved += 1
-                        r = _policy._resolve_rule(raw, tmp, networks, services)
-                        if r is not None:
-                            rules.append(r)
+                        span = spans[raw.cached] if spans is not None else None
+                        hit = memo_in.get(span) if span is not None else None
+                        if hit is None:
+                            self.stats.rules_resolved += 1
+                            one = _policy._State()
+                            r = _policy._resolve_rule(raw, one, networks, services)
+                            if r is not None:
+                                old = before.get(r.id)
+                                if old is not None and old == r and old.field_locs == r.field_locs:
+                                    r = old
+                            hit = (r, tuple(one.findings))
+                        if span is not None:
+                            memo_out[span] = hit
+                        tmp.findings.extend(hit[1])
+                        if hit[0] is not None:
+                            rules.append(hit[0])
                     e.block = (rules, tmp.findings)
+                    e.before = None
+                    e.memo, e.memo_tables = memo_out, (networks, services)
                 st_.findings.extend(e.block[1])
                 out.extend(e.block[0])
             return out
