@@ -197,3 +197,20 @@ def test_invalid_edit_then_fix(tmp_path, bad):
     original = _dir(tmp_path / "again", 3) / "f02.yaml"
     _write(root, "f02.yaml", original.read_bytes())
     assert load_policy(root, cache=cache) == good
+
+
+@pytest.mark.parametrize("a, b", [(-4, -3), (-2, -1)], ids=["second-rule-edited", "alias-outside-the-rule"])
+def test_a_rule_with_the_same_text_in_place_is_reused_only_when_that_pins_it_down(tmp_path, a, b):
+    root = tmp_path / "p"
+    _write(root, "defs.yaml", TEXTS[4])
+    _write(root, "a.yaml", TEXTS[a])
+    cache = LoadCache(racy_ns=0)
+    first = load_policy(root, cache=cache)
+    _write(root, "a.yaml", TEXTS[b])
+    second = load_policy(root, cache=cache)
+    assert second == load_policy(root)
+    m1 = [r for r in second.rules if r.id == "m1"][0]
+    if a == -4:  # m1 reads the same: not resolved again, the same object
+        assert cache.stats.rules_resolved == 1 and m1 is [r for r in first.rules if r.id == "m1"][0]
+    else:  # m1 reads the same but its alias names another value
+        assert cache.stats.rules_resolved == 2 and str(m1.dst[0]) == "10.0.0.2/32"
