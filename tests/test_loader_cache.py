@@ -6,6 +6,7 @@ every step: the same Policy, or a PolicyError with the same findings."""
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timezone
 import os
 import shutil
 import tempfile
@@ -66,11 +67,19 @@ def _touch(p: Path) -> None:
     os.utime(p, ns=(t, t))
 
 
+_NOWS = [datetime(2025, 6, 1, tzinfo=timezone.utc), datetime(2026, 6, 1, tzinfo=timezone.utc)]
+
+
 def _outcome(root: Path, cache: LoadCache | None):
     try:
-        return "ok", load_policy(root, cache=cache)
+        pol = load_policy(root, cache=cache)
     except PolicyError as err:
         return "error", err.findings
+    # the live rules (which a cached load may hand over precomputed) are
+    # the rules live by their own fields, at any time
+    lives = tuple(pol.live_rules(now) for now in _NOWS)
+    assert lives == tuple(tuple(r for r in pol.rules if r.is_live(now)) for now in _NOWS)
+    return "ok", pol, lives
 
 
 OPS = hs.one_of(

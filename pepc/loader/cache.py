@@ -70,6 +70,8 @@ class _Entry:
     spans: list | None = None
     memo: dict | None = None
     memo_tables: Any = None
+    #: with `block`: its enabled rules, or None when one of them expires
+    live: tuple | None = None
 
     def against(self, networks: dict, services: dict) -> None:
         t = self.tables
@@ -272,11 +274,16 @@ class LoadCache:
                         if hit[0] is not None:
                             rules.append(hit[0])
                     e.block = (rules, tmp.findings)
+                    e.live = None if any(r.expires_at is not None for r in rules) else tuple(r for r in rules if r.enabled)
                     e.before = None
                     e.memo, e.memo_tables = memo_out, (networks, services)
                 st_.findings.extend(e.block[1])
                 out.extend(e.block[0])
+            if all(e.live is not None for e in entries):
+                static_live.append(tuple(itertools.chain.from_iterable(e.live for e in entries)))
             return out
+
+        static_live: list = []
 
         def resolve(owners: dict, raw: Any, st_: Any, networks: dict, services: dict) -> Any:
             e = owners.get(id(raw))
@@ -299,6 +306,8 @@ class LoadCache:
         except PolicyError as err:
             self._last = (sig, err)
             raise
+        if static_live:  # no rule expires: the live rules are the enabled ones, file by file
+            pol.seed_live(static_live[0])
         self._last = (sig, pol)
         return pol
 
