@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 from bisect import bisect_left, insort
-from itertools import compress
+from itertools import compress, count
 from operator import is_not
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
@@ -190,8 +190,8 @@ class IncrementalChecker:
         self._dyn: DynamicSpace | None = None
         self._live: tuple[Rule, ...] = ()
         self._err_rules: set[str] = set()
-        #: how the last call decided: "full" | "incremental"; and how many
-        #: rules it looked at again
+        #: how the last call decided: "full" | "incremental" | "unchanged"
+        #: (no rule changed); and how many rules it looked at again
         self.last_mode = ""
         self.last_focus = 0
 
@@ -247,7 +247,8 @@ class IncrementalChecker:
 
             findings += list(lifecycle_findings(policy, now))
         errors = _errors(findings, self.config)
-        self.last_mode, self.last_focus = "incremental", len(only)
+        self.last_mode = "incremental" if changed_old or changed_new else "unchanged"
+        self.last_focus = len(only)
         self._remember(errors)
         return errors
 
@@ -267,10 +268,8 @@ class IncrementalChecker:
         speed, and only the middle is compared by id. Rules that moved
         lines only are swapped in place (not an edit)."""
         m = min(len(old), len(new))
-        flags = list(map(is_not, old, new))
-        p = flags.index(True) if True in flags else m
-        back = list(map(is_not, reversed(old), reversed(new)))
-        q = min(back.index(True) if True in back else m, m - p)
+        p = next(compress(count(), map(is_not, old, new)), m)
+        q = min(next(compress(count(), map(is_not, reversed(old), reversed(new))), m), m - p)
         mid_old, mid_new = old[p : len(old) - q], new[p : len(new) - q]
         if len(mid_old) == len(mid_new):
             at = list(compress(range(len(mid_old)), map(is_not, mid_old, mid_new)))

@@ -349,16 +349,18 @@ class ReconcileSession:
         return IncrementalChecker(config, full=check_gate)
 
     def _gate(self, policy: Policy, config: Config, now: datetime) -> list[Finding]:
+        if self._gate_fn is None:
+            # incremental: an unchanged policy costs it an identity scan
+            errors = self._checker.errors(policy, now)
+            self.last_gate_skipped = self._checker.last_mode == "unchanged"
+            return errors
         live = policy.live_rules(now)
         c = self._checked
         if c is not None and c[1] == config and same_ids(c[2], live) and (c[0] is policy or c[0] == policy):
             self.last_gate_skipped = True
             return []
         self.last_gate_skipped = False
-        if self._gate_fn is not None:
-            errors = list(self._gate_fn(policy, config, now))
-        else:
-            errors = self._checker.errors(policy, now)
+        errors = list(self._gate_fn(policy, config, now))
         if not errors:
             self._checked = (policy, config, live)
         return errors
