@@ -41,6 +41,9 @@ TEXTS: list[bytes] = [
     b"- id: legacy1\n  action: BLOCK\n  src: 10.7.0.0/16\n",
     b"# nothing\n",
     b"policies:\n  - id: a1\n    action: BLOCK\n    dst: {ip: 10.0.0.2/32}\n  - id: e1\n    action: LOG_ONLY\n    expires_at: 2026-01-01T00:00:00Z\n",
+    # three rules, the middle one edited in place (a re-parse of that rule alone)
+    b"policies:\n  - id: t1\n    action: BLOCK\n    src: {ip: 10.1.0.1/32}\n  - id: t2\n    action: ALLOW\n    dst: {ip: lan, port: 22}\n  - id: t3\n    action: BLOCK\n",
+    b"policies:\n  - id: t1\n    action: BLOCK\n    src: {ip: 10.1.0.1/32}\n  - id: t2\n    action: BLOCK\n    dst: {ip: wan, port: 23}\n  - id: t3\n    action: BLOCK\n",
     # the same first rule (same text, same place) before different second ones: its resolution is reused
     b"policies:\n  - id: m1\n    action: BLOCK\n    dst: {ip: lan, port: web}\n  - id: m2\n    action: ALLOW\n    src: {ip: 10.0.0.1/32}\n",
     b"policies:\n  - id: m1\n    action: BLOCK\n    dst: {ip: lan, port: web}\n  - id: m2\n    action: BLOCK\n    src: {ip: 10.0.0.3/32}\n",
@@ -223,3 +226,44 @@ def test_a_rule_with_the_same_text_in_place_is_reused_only_when_that_pins_it_dow
         assert cache.stats.rules_resolved == 1 and m1 is [r for r in first.rules if r.id == "m1"][0]
     else:  # m1 reads the same but its alias names another value
         assert cache.stats.rules_resolved == 2 and str(m1.dst[0]) == "10.0.0.2/32"
+
+
+_THREE = (
+    "policies:\n"
+    "  - id: p1\n    action: BLOCK\n    src: {ip: 10.0.0.1/32}\n"
+    "  - id: p2\n    action: ALLOW\n    description: \"two\"\n    dst:\n      ip: [10.0.0.2/32, lan]\n      port: web\n"
+    "  - id: p3\n    action: BLOCK\n    src: {ip: 10.0.0.3/32}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "old, new, patched",
+    [
+        ("10.0.0.2/32", "10.9.9.9/32", True),  # a value inside one rule
+        ("action: ALLOW", "action: LOG_ONLY", True),
+        ("port: web", "port: 8080", True),
+        ('"two"', '"two words, changed"', True),
+        ("10.0.0.2/32", "10.0.0.2/33", True),  # a wrong value: resolution reports it, as after a full parse
+        ("action: ALLOW", "action: JUMP", False),  # schema
+        ("port: web", "port: web\n      protocol: TCP", False),  # one line more: later rules move
+        ("port: web", "port: [web,\n        22]", False),  # a line more, inside the rule
+        ('"two"', '"two', False),  # an unterminated string would swallow what follows
+        ("description:", "description: &d", False),  # an anchor
+        ("id: p2\n", "id: p2x\n", True),
+        ("- id: p2\n    action: ALLOW", "- id: p2\n  action: ALLOW", False),  # indentation: the structure changes
+        ("src: {ip: 10.0.0.3/32}", "src: {ip: 10.0.0.4/32}", False),  # the last rule: its span runs to the end
+    ],
+)
+def test_an_edit_inside_one_rule_reparses_only_that_rule(tmp_path, old, new, patched):
+    root = tmp_path / "p"
+    _write(root, "defs.yaml", TEXTS[4])
+    _write(root, "a.yaml", _THREE.encode())
+    cache = LoadCache(racy_ns=0)
+    load_policy(root, cache=cache)
+    assert old in _THREE
+    _write(root, "a.yaml", _THREE.replace(old, new, 1).encode())
+    got, want = _outcome(root, cache), _outcome(root, None)
+    assert got == want
+    assert cache.stats.patched == int(patched)
+    if got[0] == "ok":  # locations too (Policy equality leaves out field locations)
+        assert [(r.loc, r.field_locs) for r in got[1].rules] == [(r.loc, r.field_locs) for r in want[1].rules]

@@ -26,6 +26,7 @@ object itself is returned, so callers can tell "unchanged" by identity.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import hashlib
 import itertools
@@ -72,6 +73,7 @@ class _Entry:
     memo_tables: Any = None
     #: with `block`: its enabled rules, or None when one of them expires
     live: tuple | None = None
+    text: str | None = None  # the decoded source (for patching the next version)
 
     def against(self, networks: dict, services: dict) -> None:
         t = self.tables
@@ -89,6 +91,7 @@ class Stats:
     hash_hits: int = 0  # read and hashed, bytes unchanged: not parsed
     parsed: int = 0  # read and parsed
     rules_resolved: int = 0  # rules resolved (not taken from the cache)
+    patched: int = 0  # of the parsed files: edited inside one rule, only that rule re-parsed
     unchanged: bool = False  # the previous Policy was returned as is
 
 
@@ -126,12 +129,137 @@ def _spans(text: str, raws: list) -> list | None:
     return out
 
 
+def _patch(e: _Entry, text: str, display: str) -> tuple[Any, list] | None:
+    """The file state of `text`, a new version of the file behind `e`, by
+    re-parsing only the rule the edit lies in, or None when that is not
+    known to give exactly what a full parse gives.
+
+    It is when: the previous version had no finding; the edit (the part
+    between the longest common prefix and suffix) lies inside one rule's
+    lines, not the last rule's, and keeps their number (nothing after the
+    rule moves); neither version of that rule's text holds an alias, an
+    anchor or a tag; and the rule's lines, parsed on their own (indented
+    to where the rule starts), give one mapping, with no finding, that
+    passes the schema -- and give the previous value for the previous
+    version of the lines (so the method is right for this span). In YAML's
+    block style such lines end where the next item of the list starts, so
+    the rest of the file parses as before."""
+    old = e.text
+    spans = e.spans
+    fst0 = e.state
+    if old is None or spans is None or fst0.findings or not text.isascii() or len(fst0.rules) < 2:
+        return None
+    n0, n1 = len(old), len(text)
+    m = min(n0, n1)
+    p = _common_prefix(old, text, m)
+    q = _common_suffix(old, text, m - p)
+    end0 = n0 - q
+    # the rule whose own lines hold [p, end0)
+    ls = _line_starts(old)
+    starts = [ls[ln - 1] + c - 1 for ln, c in (r.pos for r in fst0.rules)]
+    k = bisect.bisect_right(starts, p) - 1
+    if k < 0 or k + 1 >= len(starts) or spans[k] is None:
+        return None
+    a, b = starts[k], starts[k + 1]
+    cut = old.rfind("\n", a, b) + 1  # the end of the rule's last line
+    if not (a < p and end0 <= cut and cut > a):
+        return None
+    delta = n1 - n0
+    if old.count("\n", p, end0) != text.count("\n", p, n1 - q):
+        return None
+    chunk0, chunk1 = old[a:cut], text[a : cut + delta]
+    if any(c in chunk for chunk in (chunk0, chunk1) for c in "*&!%"):
+        return None
+    raw = fst0.rules[k]
+    line, col = raw.pos
+    got0 = _parse_chunk(chunk0, line, col, display)
+    if got0 is None or got0[0] != raw.obj:
+        return None
+    got1 = _parse_chunk(chunk1, line, col, display)
+    if got1 is None:
+        return None
+    obj, marks = got1
+    from pepc.loader.schema import is_valid_fast
+
+    if not is_valid_fast("policy-set", {"policies": [obj]}):
+        return None
+    rules = list(fst0.rules)
+    rules[k] = _policy._RawRule(obj, marks, raw.pos, False, False)
+    fst = _policy._State(findings=[], networks=fst0.networks, services=fst0.services, rules=rules)
+    new_spans = list(spans)
+    new_spans[k] = (text[a : b + delta], raw.pos)
+    return fst, new_spans
+
+
+_LS_CACHE: dict[int, tuple[str, list[int]]] = {}
+
+
+def _line_starts(text: str) -> list[int]:
+    got = _LS_CACHE.get(id(text))
+    if got is not None and got[0] is text:
+        return got[1]
+    starts = [0]
+    find = text.find
+    i = find("\n")
+    while i >= 0:
+        starts.append(i + 1)
+        i = find("\n", i + 1)
+    _LS_CACHE.clear()
+    _LS_CACHE[id(text)] = (text, starts)
+    return starts
+
+
+def _common_prefix(a: str, b: str, m: int) -> int:
+    lo, hi = 0, m  # a[:lo] == b[:lo]; find the largest such lo by bisection (C-speed slices)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, m: int) -> int:
+    na, nb = len(a), len(b)
+    lo, hi = 0, m
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[na - mid : na - lo] == b[nb - mid : nb - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _parse_chunk(chunk: str, line: int, col: int, display: str) -> tuple[dict, Marks] | None:
+    """A rule's lines parsed on their own: (value, marks in the file's
+    coordinates), or None unless that is one mapping with no finding."""
+    parsed = parse_text(" " * (col - 1) + chunk, display)
+    if parsed.findings or len(parsed.docs) != 1 or not isinstance(parsed.docs[0].value, dict):
+        return None
+    if parsed.docs[0].pos != (1, col):
+        return None
+    shift = line - 1
+    mk = parsed.marks
+    out = Marks(display)
+    out.keys = {i: {k: (ln + shift, c) for k, (ln, c) in d.items()} for i, d in mk.keys.items()}
+    out.values = {i: {k: (ln + shift, c) for k, (ln, c) in d.items()} for i, d in mk.values.items()}
+    out.items = {i: [(ln + shift, c) for ln, c in v] for i, v in mk.items.items()}
+    return parsed.docs[0].value, out
+
+
 class LoadCache:
     def __init__(self, *, racy_ns: int = RACY_NS) -> None:
         self.racy_ns = racy_ns
         self._files: dict[tuple[str, str, int], _Entry] = {}
         self._tables: Any = None  # (networks, services) of the last load
         self._last: tuple[Any, Policy | PolicyError] | None = None
+        # rule ids of the entries of the last load, counted, kept up to date
+        # file by file: whether an id is duplicated costs O(changed files)
+        self._ids_of: dict[int, tuple[str, ...]] = {}  # entry version -> ids
+        self._id_count: dict[str, int] = {}
+        self._dups = 0  # ids counted more than once
         self.stats = Stats()
 
     def clear(self) -> None:
@@ -166,8 +294,14 @@ class LoadCache:
             return e
         self.stats.parsed += 1
         text, findings = decode_source(data, sf.display)
-        parsed = ParsedFile(sf.display, [], Marks(sf.display), findings) if text is None else parse_text(text, sf.display)
-        fst = _policy.file_state(parsed)
+        patched = _patch(e, text, sf.display) if e is not None and text is not None and not findings else None
+        if patched is not None:
+            self.stats.patched += 1
+            fst, spans = patched
+        else:
+            parsed = ParsedFile(sf.display, [], Marks(sf.display), findings) if text is None else parse_text(text, sf.display)
+            fst = _policy.file_state(parsed)
+            spans = _spans(text, fst.rules) if text is not None else None
         for i, raw in enumerate(fst.rules):
             raw.cached = i
         ids = tuple(rid for raw in fst.rules if (rid := _policy.rule_id(raw)) is not None)
@@ -177,7 +311,7 @@ class LoadCache:
             memo, memo_tables = e.memo, e.memo_tables
         e = _Entry(
             key=key, digest=digest, racy=racy, state=fst, version=next(_versions), ids=ids, before=before,
-            spans=_spans(text, fst.rules) if text is not None else None, memo=memo, memo_tables=memo_tables,
+            spans=spans, memo=memo, memo_tables=memo_tables, text=text,
         )
         self._files[ck] = e
         return e
@@ -235,8 +369,7 @@ class LoadCache:
             return last
 
         def resolve_rules(st_: Any, networks: dict, services: dict) -> list:
-            n_ids = sum(len(e.ids) for e in entries)
-            if plain_rules or len(set(itertools.chain.from_iterable(e.ids for e in entries))) != n_ids:
+            if plain_rules or self._duplicated_ids(entries):
                 # a duplicated id: the rule-by-rule pass, memoised per rule
                 owners = {id(raw): e for e in entries for raw in e.state.rules}
                 return _policy._resolve_rules(st_, networks, services, lambda raw, s_, n_, v_: resolve(owners, raw, s_, n_, v_))
@@ -310,6 +443,30 @@ class LoadCache:
             pol.seed_live(static_live[0])
         self._last = (sig, pol)
         return pol
+
+    def _duplicated_ids(self, entries: list[_Entry]) -> bool:
+        cur = {e.version: e.ids for e in entries}
+        prev, count = self._ids_of, self._id_count
+        dups = self._dups
+        for v, ids in prev.items():
+            if v not in cur:
+                for i in ids:
+                    c = count[i]
+                    if c == 2:
+                        dups -= 1
+                    if c == 1:
+                        del count[i]
+                    else:
+                        count[i] = c - 1
+        for v, ids in cur.items():
+            if v not in prev:
+                for i in ids:
+                    c = count.get(i, 0) + 1
+                    count[i] = c
+                    if c == 2:
+                        dups += 1
+        self._ids_of, self._dups = cur, dups
+        return dups > 0
 
     def _adopt_tables(self, networks: dict, services: dict) -> tuple[dict, dict]:
         """The resolved name tables, as the previous load's objects when equal."""
