@@ -180,7 +180,13 @@ class Program:
     policy_digest: str = ""  # 64 hex digits
     layout_digest: str = ""  # 32 hex digits
     packed_rules: dict[bytes, bytes] | None = field(default=None, compare=False, repr=False)
-    delta: ProgramDelta | None = field(default=None, compare=False, repr=False)
+    # Set by the compiler after construction (not init fields: a
+    # dataclasses.replace of a Program must not carry them over):
+    #: how it differs from the compiler's previous Program
+    delta: ProgramDelta | None = field(default=None, init=False, compare=False, repr=False)
+    #: the pepc_slots contents, packed, when the compiler had them at hand
+    #: (a one-shot compile hands over its own table); else packed on demand
+    packed_slots: dict[bytes, bytes] | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         given = self.__dict__.get("_entries")

@@ -607,3 +607,37 @@ def test_refuses_to_replace_a_foreign_program(tmp_path):
         finally:
             netlink.detach(a)
             foreign.close()
+
+
+def test_first_apply_takes_the_program_the_child_built_while_compiling(tmp_path, monkeypatch):
+    """A first apply starts pepc.reconcile.prefetch (clang + load in a child
+    process) and takes its program; its pins are gone afterwards. When the
+    child's program cannot be used, the apply builds and loads by itself;
+    when the policy is refused, the child's pins are removed too."""
+    from pepc.diagnostics import PolicyError
+    from pepc.reconcile import prefetch
+
+    with host_env(tmp_path) as h:
+        pre = prefetch.prefetch_dir(h.config, h.instance)
+        r = apply_policy(base_policy(), h.config, NOW, instance=h.instance)
+        assert "build+load wait" in r.timings and "build" not in r.timings
+        assert not pre.exists()
+        inst = _open(h)
+        try:
+            assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP
+        finally:
+            inst.close()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    with host_env(tmp_path / "b") as h:
+        monkeypatch.setattr(prefetch.Prefetch, "take", lambda self, digest: (self.discard(), None)[1])
+        r = apply_policy(base_policy(), h.config, NOW, instance=h.instance)
+        assert "build" in r.timings and "build+load wait" not in r.timings
+        assert not prefetch.prefetch_dir(h.config, h.instance).exists()
+        monkeypatch.undo()
+    with host_env(tmp_path / "c") as h:
+        too_many = policy(*base_policy().rules, *many_rules(SMALL_CAPS.max_rules + 1))
+        with pytest.raises(PolicyError):
+            apply_policy(too_many, h.config, NOW, instance=h.instance)
+        assert not prefetch.prefetch_dir(h.config, h.instance).exists()
+        assert not h.pin_dir.exists()

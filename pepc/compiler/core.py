@@ -618,8 +618,10 @@ class IncrementalCompiler:
             policy_digest=digest,
             layout_digest=pack.layout_digest(caps),
             packed_rules=self._vals,
-            delta=delta,
         )
+        object.__setattr__(program, "delta", delta)
+        if not self._track:  # a one-shot compiler never changes its slot table again: share it
+            object.__setattr__(program, "packed_slots", self._slot_contents)
         self._last_program = weakref.ref(program)
         return program
 

@@ -59,7 +59,7 @@ def map_contents(program: Program) -> dict[str, dict[bytes, bytes]]:
         "pepc_gen": {u32(0): program.gen_value()},
         "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
         "pepc_rules": rules,
-        "pepc_slots": slot_values(program.slots),
+        "pepc_slots": dict(program.packed_slots) if program.packed_slots is not None else slot_values(program.slots),
     }
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+from operator import itemgetter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -166,6 +167,9 @@ def _abort_after_from_env() -> int | None:
         return None
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 class Writer:
     """Element writes on an instance's maps, counted; big ones batched."""
 
@@ -196,8 +200,8 @@ class Writer:
                 for k, v in pairs[a:b]:
                     m.update(k, v)
                 return b - a
-            ks, vs = zip(*pairs[a:b])
-            return bulk.write(m, ks, vs)
+            part = pairs[a:b] if a or b < len(pairs) else pairs
+            return bulk.write(m, list(map(_FIRST, part)), list(map(_SECOND, part)))
 
         self._chunked(name, len(pairs), do)
         self.log.maybe_abort()
@@ -392,11 +396,16 @@ class Planned:
     #: the live state is a session's record of its own last, complete apply
     #: (whose flip was followed by an RCU barrier)
     trusted: bool = False
+    #: the program built and loaded (not pinned) while the policy compiled
+    prefetch: Any = None  # pepc.reconcile.prefetch.Prefetch
 
     def close(self) -> None:
         if self.inst is not None:
             self.inst.close()
             self.inst = None
+        if self.prefetch is not None:
+            self.prefetch.discard()
+            self.prefetch = None
 
 
 @dataclass(frozen=True)
@@ -596,14 +605,22 @@ def converge(
         abort_after=abort_after if abort_after is not None else _abort_after_from_env(), abort_in_process=abort_in_process
     )
     planned: Planned | None = None
+    prefetch: Any = None
     try:
         with InstanceLock(config.run_dir, instance, wait):
             from pepc.kernel import pinswap
 
             recovered = pinswap.recover(config.pin_root, instance)
             prev_token, token = swap_writer_token(config, instance)
+            if prefetch is None and not pin_dir(config, instance).exists():
+                # nothing loaded: build and load the program (it depends on
+                # the layout only) on the other core while the policy compiles
+                from pepc.reconcile.prefetch import Prefetch
+
+                prefetch = Prefetch(config, instance)
             try:
                 planned = planner(tuple(recovered), prev_token)
+                planned.prefetch, prefetch = prefetch, None
             except PolicyError as err:
                 if write_audit:
                     record_refusal(config, instance, err.findings, path, started)
@@ -650,6 +667,8 @@ def converge(
             raise EnvironmentProblem(f"apply failed: {err}") from err
         raise
     finally:
+        if prefetch is not None:
+            prefetch.discard()
         if planned is not None:
             planned.close()
     if write_audit:
@@ -756,17 +775,24 @@ def _detach_if_ours(ifname: str, prog_id: int) -> bool:
 
 
 def _build_object(program: Program, policy: Policy, workdir: Path) -> Path:
-    """The object for `program`'s layout. The header is rendered for an
-    empty program of that layout: the object depends only on the layout
-    (rules live in maps), and a 100k-rule comment table costs clang seconds."""
+    return build_layout_object(program.caps, program.default_action, program.event_cap, policy.root, workdir)
+
+
+def build_layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path) -> Path:
+    """The object for a layout. The header is rendered for an empty
+    program of that layout: the object depends only on the layout (rules,
+    the default action and the event cap live in maps; the policy digest
+    appears in the header only as text), and a 100k-rule comment table
+    costs clang seconds."""
     from pepc.codegen import HEADER_NAME, render_header
+    from pepc.compiler import pack
     from pepc.objbuild import OBJECT_NAME, build_object
 
     shell = Program(
-        caps=program.caps, default_action=program.default_action, event_cap=program.event_cap,
-        masks=(), entries=(), slots=(), policy_digest=program.policy_digest, layout_digest=program.layout_digest,
+        caps=caps, default_action=default_action, event_cap=event_cap,
+        masks=(), entries=(), slots=(), policy_digest="", layout_digest=pack.layout_digest(caps),
     )
-    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(policy.root, ())), encoding="utf-8")
+    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
     out = workdir / OBJECT_NAME
     build_object(workdir, out)
     return out
@@ -829,13 +855,20 @@ def _load(planned: Planned, policy: Policy, config: Config, instance: str, log: 
     plan, program = planned.plan, planned.program
     old = planned.inst
     t = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pepc-build-") as tmp:
-        obj = _build_object(program, policy, Path(tmp))
-        timings["build"] = time.perf_counter() - t
-        t = time.perf_counter()
-        reuse = _reusable(old, program.caps, plan.carry)
-        new = loader.load_object(obj, reuse=reuse)
-    timings["load"] = time.perf_counter() - t
+    reuse = _reusable(old, program.caps, plan.carry)
+    new = None
+    if planned.prefetch is not None and not reuse:
+        new = planned.prefetch.take(program.layout_digest)
+        planned.prefetch = None
+        if new is not None:
+            timings["build+load wait"] = time.perf_counter() - t
+    if new is None:
+        with tempfile.TemporaryDirectory(prefix="pepc-build-") as tmp:
+            obj = _build_object(program, policy, Path(tmp))
+            timings["build"] = time.perf_counter() - t
+            t = time.perf_counter()
+            new = loader.load_object(obj, reuse=reuse)
+        timings["load"] = time.perf_counter() - t
     try:
         t = time.perf_counter()
         writer = Writer(new.maps, log)
@@ -894,10 +927,13 @@ def unload_instance(config: Config, instance: str, wait: float = 0.0) -> tuple[l
     detached: list[tuple[str, str]] = []
     removed: list[str] = []
     with InstanceLock(config.run_dir, check_instance_name(instance), wait):
+        from pepc.reconcile.prefetch import prefetch_dir
+
         dirs = [
             pinswap.live_dir(config.pin_root, instance),
             pinswap.staging_dir(config.pin_root, instance),
             pinswap.retired_dir(config.pin_root, instance),
+            prefetch_dir(config, instance),
         ]
         ids = set()
         for d in dirs:
