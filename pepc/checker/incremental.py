@@ -159,6 +159,63 @@ class DynamicSpace:
                 yield s.arule[j]
 
 
+class _Gate:
+    """Which codes the config makes errors, and whether all of them can be
+    decided rule by rule (see the module docstring)."""
+
+    def __init__(self, config: Config) -> None:
+        from pepc.checker import CHECKER_CODES
+
+        is_error = {c: config.severity_of(c, CODES[c].severity) >= Severity.ERROR for c in CODES}
+        self.local = not any(is_error[c] for c in CHECKER_CODES - LOCAL_CODES)
+        self.lifecycle = any(is_error[c] for c in LIFECYCLE_CODES)
+        # a rule that wins some packet cannot be shadowed: when redundancy is
+        # no error, that is all the gate needs to know about it
+        self.redundant = is_error["redundant"]
+
+
+def _decide(space: Space, rule_idx: dict[str, int], by_id: Any, only: list[int], policy: Policy, config: Config,
+            now: datetime, gate: _Gate) -> list[Finding]:
+    """The error findings at the rules `only` (indexes into `space`), plus
+    the lifecycle errors of the whole policy when the config makes any."""
+    sup = Suppressions([])
+    sup.by_id = by_id
+    an = Analysis(space, config.default_action, default_key(config.default_action), policy.root, sup, rule_idx)
+    raws: list[Raw] = an.never_matches(only) + an.coverage_of(only, gate.redundant)
+    findings = [r.finding for r in raws if not sup.silence(r)]
+    if gate.lifecycle:
+        from pepc.loader import lifecycle_findings
+
+        findings += list(lifecycle_findings(policy, now))
+    return _errors(findings, config)
+
+
+def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding] | None:
+    """The errors `check_errors` reports (lifecycle + checker, severities
+    from the config), decided rule by rule for every live rule, without
+    the pairwise search: None when the config makes an error of a code that
+    needs it. `capacity=False`: the caller compiled this policy with this
+    config already (the compiler raises capacity errors itself)."""
+    gate = _Gate(config)
+    if not gate.local:
+        return None
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        live = list(policy.live_rules(now))
+        space = Space.build(live)
+        rule_idx = {r.id: i for i, r in enumerate(live)}
+        errors = _decide(space, rule_idx, {r.id: r for r in live}, list(range(len(live))), policy, config, now, gate)
+        if capacity:
+            from pepc.checker import _capacity
+
+            errors += _errors(_capacity(policy, config, now) or [], config)
+        return errors
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _errors(findings: Iterable[Finding], config: Config) -> list[Finding]:
     out = []
     for f in findings:
@@ -175,18 +232,12 @@ class IncrementalChecker:
     returns, without `capacity` (see the module docstring)."""
 
     def __init__(self, config: Config, full: Callable[[Policy, Config, datetime], list[Finding]] | None = None) -> None:
+        """`full`: the gate used when this one cannot decide (default: the
+        exhaustive analysis); given, it is also used for the first call."""
         self.config = config
-        if full is None:
-            from pepc.reconcile.apply import check_errors as full
         self._full = full
-        is_error = {c: config.severity_of(c, CODES[c].severity) >= Severity.ERROR for c in CODES}
-        from pepc.checker import CHECKER_CODES
-
-        self.local = not any(is_error[c] for c in CHECKER_CODES - LOCAL_CODES)
-        self.lifecycle = any(is_error[c] for c in LIFECYCLE_CODES)
-        # a rule that wins some packet cannot be shadowed: when redundancy is
-        # no error, that is all the gate needs to know about it
-        self.redundant = is_error["redundant"]
+        self._gate = _Gate(config)
+        self.local = self._gate.local
         self._dyn: DynamicSpace | None = None
         self._live: tuple[Rule, ...] = ()
         self._err_rules: set[str] = set()
@@ -235,26 +286,21 @@ class IncrementalChecker:
         for r in (*changed_old, *changed_new):
             focus.update(dyn.neighbours(r))
         focus.update(dyn.rule_idx[rid] for rid in self._err_rules if rid in dyn.rule_idx)
-        s = dyn.space
         only = sorted(focus)
-        sup = Suppressions([])
-        sup.by_id = _RuleMap(dyn)  # type: ignore[assignment]
-        an = Analysis(s, self.config.default_action, default_key(self.config.default_action), policy.root, sup, dyn.rule_idx)
-        raws: list[Raw] = an.never_matches(only) + an.coverage_of(only, self.redundant)
-        findings = [r.finding for r in raws if not sup.silence(r)]
-        if self.lifecycle:
-            from pepc.loader import lifecycle_findings
-
-            findings += list(lifecycle_findings(policy, now))
-        errors = _errors(findings, self.config)
+        errors = _decide(dyn.space, dyn.rule_idx, _RuleMap(dyn), only, policy, self.config, now, self._gate)
         self.last_mode = "incremental" if changed_old or changed_new else "unchanged"
         self.last_focus = len(only)
         self._remember(errors)
         return errors
 
     def _full_check(self, policy: Policy, now: datetime, live: tuple[Rule, ...]) -> list[Finding]:
-        errors = list(self._full(policy, self.config, now))
-        self._dyn = DynamicSpace(list(live)) if self.local else None
+        if self.local and self._full is None:
+            # every rule decided on the space kept for the next calls
+            dyn = self._dyn = DynamicSpace(list(live))
+            errors = _decide(dyn.space, dyn.rule_idx, _RuleMap(dyn), list(range(len(live))), policy, self.config, now, self._gate)
+        else:
+            errors = list(self._full(policy, self.config, now)) if self._full else _full_errors(policy, self.config, now)
+            self._dyn = DynamicSpace(list(live)) if self.local else None
         self._live = live
         self.last_mode, self.last_focus = "full", len(live)
         self._remember(errors)
@@ -296,6 +342,14 @@ class IncrementalChecker:
         if any(f.rule is None for f in errors):
             self._dyn = None  # an error about the whole policy: decide it in full next time
         self._err_rules = {f.rule for f in errors if f.rule is not None}
+
+
+def _full_errors(policy: Policy, config: Config, now: datetime) -> list[Finding]:
+    """The exhaustive gate: lifecycle findings and the whole analysis."""
+    from pepc.checker import analyze
+    from pepc.loader import lifecycle_findings
+
+    return _errors([*lifecycle_findings(policy, now), *analyze(policy, config, now)], config)
 
 
 class _RuleMap:

@@ -98,10 +98,19 @@ def swap_writer_token(config: Config, instance: str) -> tuple[str | None, str | 
 # --- the gate: what `pepc check` would say ---------------------------------------
 
 
-def check_errors(policy: Policy, config: Config, now: datetime) -> list[Finding]:
+def check_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
     """Findings of `pepc check` (lifecycle + checker, with the severity
-    overrides of pepc.yaml) that are errors: apply refuses those."""
+    overrides of pepc.yaml) that are errors: apply refuses those. Decided
+    rule by rule when every error code allows it (pepc.checker.incremental.
+    gate_errors: no pairwise search, the same errors); `capacity=False` when
+    the caller compiled this policy with this config (the compiler raises
+    capacity errors itself)."""
+    from pepc.checker.incremental import gate_errors
     from pepc.loader import lifecycle_findings
+
+    fast = gate_errors(policy, config, now, capacity=capacity)
+    if fast is not None:
+        return fast
 
     findings = list(lifecycle_findings(policy, now))
     try:
@@ -567,7 +576,7 @@ def apply_policy(
         config,
         now,
         planner=lambda recovered, writer: plan_policy(policy, config, now, instance, iface_names),
-        gate=(lambda planned: check_errors(policy, config, now)) if check else None,
+        gate=(lambda planned: check_errors(policy, config, now, capacity=False)) if check else None,
         instance=instance,
         wait=wait,
         policy_path=policy_path,

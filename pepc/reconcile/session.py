@@ -346,7 +346,7 @@ class ReconcileSession:
     def _new_checker(config: Config) -> Any:
         from pepc.checker.incremental import IncrementalChecker
 
-        return IncrementalChecker(config, full=check_gate)
+        return IncrementalChecker(config)
 
     def _gate(self, policy: Policy, config: Config, now: datetime) -> list[Finding]:
         if self._gate_fn is None:
