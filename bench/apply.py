@@ -4,11 +4,16 @@ For each size, in one run, on a real kernel (root):
   - compile alone (fresh, no previous assignments)          -> "compile"
   - first apply (no instance: build, load, fill both
     generations with batch calls, pin)                         -> target < 2 s at 100k
+    timed twice: as `pepc apply` runs it, check gate included
+    (it runs in a forked child while the parent compiles; the
+    program is built and loaded by another child meanwhile),
+    and without the gate (check=False)
   - one-rule change, end to end through apply_policy
     (read live, compile, diff, write, flip, RCU barrier,
     sync old generation)                                       -> target < 100 ms at 100k
-  - the check gate (`pepc check`'s analysis, which apply runs before any
-    write) is timed apart, once per size, and added in the last column
+  - the check gate (the errors of `pepc check`'s analysis, which apply
+    runs before any write; decided rule by rule when the config allows)
+    is timed apart, once per size, and added in the last column
   - baseline for the change: rewriting the inactive generation in full
     and flipping (pepc.kernel.dataplane.load_program), what an apply
     without deltas would do; printed as a ratio.
@@ -233,7 +238,7 @@ def bench_size(n: int, tmp: Path) -> dict:
         from pepc.reconcile.apply import check_errors
 
         t = time.perf_counter()
-        errs = check_errors(pol, cfg, NOW)
+        errs = check_errors(pol, cfg, NOW, capacity=False)  # as apply's gate (its compile checks capacity)
         out["check"] = time.perf_counter() - t
         assert not errs, errs[:3]
         t = time.perf_counter()
@@ -241,6 +246,9 @@ def bench_size(n: int, tmp: Path) -> dict:
         out["compile"] = time.perf_counter() - t
         out["entries"] = len(program.entries)
 
+        r1 = apply_policy(pol, cfg, NOW, instance=inst_name, write_audit=False, check=True)
+        out["first_gated"] = r1.duration_s
+        unload_instance(cfg, inst_name)
         r1 = apply_policy(pol, cfg, NOW, instance=inst_name, write_audit=False, check=False)
         out["first"] = r1.duration_s
         out["first_writes"] = r1.writes
@@ -291,11 +299,11 @@ def main() -> int:
         for n in SIZES:
             results.append(bench_size(n, Path(tmp)))
     print("end to end (apply_policy; the check gate is timed apart and added in the last column):")
-    print(f"{'rules':>7} {'entries':>8} | {'compile':>11} | {'first apply':>11} {'writes':>7} {'calls':>5} | "
+    print(f"{'rules':>7} {'entries':>8} | {'compile':>11} | {'1st w/ gate':>11} {'first apply':>11} {'writes':>7} {'calls':>5} | "
           f"{'no-op':>11} {'wr':>3} | {'1-rule chg':>11} {'writes':>6} {'calls':>5} | {'check gate':>11} {'chg+check':>11}")
     for r in results:
         print(
-            f"{r['n']:>7} {r['entries']:>8} | {ms(r['compile'])} | {ms(r['first'])} {r['first_writes']:>7} {r['first_calls']:>5} | "
+            f"{r['n']:>7} {r['entries']:>8} | {ms(r['compile'])} | {ms(r['first_gated'])} {ms(r['first'])} {r['first_writes']:>7} {r['first_calls']:>5} | "
             f"{ms(r['noop'])} {r['noop_writes']:>3} | {ms(r['change'])} {r['change_writes']:>6} {r['change_calls']:>5} | "
             f"{ms(r['check'])} {ms(r['change'] + r['check'])}"
         )
@@ -332,8 +340,9 @@ def main() -> int:
     print("  (vs cold chg: the cold one-rule change through apply_policy, already without YAML loading, over the warm total)")
     big = results[-1]
     print()
-    print(f"target first apply of {big['n']} rules < 2 s: {big['first']:.3f} s -> {'OK' if big['first'] < 2 else 'MISSED'}"
-          f" (plus the check gate: {big['check']:.1f} s)")
+    print(f"target first apply of {big['n']} rules < 2 s: {big['first_gated']:.3f} s with the check gate (as pepc apply) -> "
+          f"{'OK' if big['first_gated'] < 2 else 'MISSED'}; {big['first']:.3f} s without it "
+          f"(the gate alone: {big['check']:.1f} s)")
     ok = big["change"] < 0.1
     print(f"target one-rule change at {big['n']} rules < 100 ms: {big['change'] * 1000:.1f} ms -> {'OK' if ok else 'MISSED'}")
     print(f"  with the check gate: {(big['change'] + big['check']) * 1000:.1f} ms")

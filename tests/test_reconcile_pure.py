@@ -376,3 +376,34 @@ def test_a_derived_map_diffs_like_a_plain_one(base, changes):
     other = dict(base)
     other[b"\xff\xff\xff"] = b"x"
     assert diff.diff_map("pepc_rules", derived, other) == diff.diff_map("pepc_rules", dict(derived), other)
+
+
+def test_the_forked_gate_returns_the_childs_errors_or_none():
+    """pepc apply computes its check gate in a forked child while it
+    compiles: the errors come back intact; a child that fails gives None
+    (the caller then runs the gate itself); discard leaves no child."""
+    import os
+    import threading
+
+    from pepc.diagnostics import Finding, Severity
+    from pepc.model import Location
+    from pepc.reconcile.apply import _ForkedGate
+
+    errors = [Finding("shadowed", "rule `x` is shadowed", Location("p/a.yaml", 3, 5), severity=Severity.ERROR, rule="x")]
+    if threading.active_count() != 1:  # (another test left a thread) no fork beside threads
+        assert _ForkedGate.start(lambda: errors) is None
+        return
+    g = _ForkedGate.start(lambda: errors)
+    assert g is not None and g.result() == errors
+    g.discard()
+
+    def boom():
+        raise RuntimeError("no")
+
+    g = _ForkedGate.start(boom)
+    assert g.result() is None
+    g = _ForkedGate.start(lambda: __import__("time").sleep(30) or errors)
+    pid = g.pid
+    g.discard()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -7,6 +7,7 @@ See the package docstring for the algorithm and its crash-safety argument.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -571,18 +572,103 @@ def apply_policy(
     `check=False` only for callers that have just run `check_errors` on
     this very policy and config themselves (the benchmark times the checker
     apart): the gate is never skipped silently."""
-    return converge(
-        policy,
-        config,
-        now,
-        planner=lambda recovered, writer: plan_policy(policy, config, now, instance, iface_names),
-        gate=(lambda planned: check_errors(policy, config, now, capacity=False)) if check else None,
-        instance=instance,
-        wait=wait,
-        policy_path=policy_path,
-        write_audit=write_audit,
-        abort_after=abort_after,
-    )
+    early = _ForkedGate.start(lambda: check_errors(policy, config, now, capacity=False)) if check else None
+
+    def gate(planned: Planned) -> Sequence[Finding]:
+        got = early.result() if early is not None else None
+        return got if got is not None else check_errors(policy, config, now, capacity=False)
+
+    try:
+        return converge(
+            policy,
+            config,
+            now,
+            planner=lambda recovered, writer: plan_policy(policy, config, now, instance, iface_names),
+            gate=gate if check else None,
+            instance=instance,
+            wait=wait,
+            policy_path=policy_path,
+            write_audit=write_audit,
+            abort_after=abort_after,
+        )
+    finally:
+        if early is not None:
+            early.discard()
+
+
+class _ForkedGate:
+    """The check gate computed in a forked child while the parent reads the
+    live state and compiles (the two use one core each). The gate depends
+    on the policy, the config and the clock only, so the child needs
+    nothing else, and nothing it does is visible: it sends the errors back
+    (pickled) and exits. `result()` is None when the child could not give
+    them; the caller then runs the gate itself. Only when this process
+    runs no other thread (a fork copies one thread, and another one's locks
+    held at that moment), so not inside `pepc watch`, whose gate is
+    incremental anyway."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+
+    @classmethod
+    def start(cls, fn: Callable[[], list[Finding]]) -> "_ForkedGate | None":
+        import threading
+
+        if not hasattr(os, "fork") or threading.active_count() != 1:
+            return None
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: compute, send, leave without any cleanup of the parent's
+            code = 0
+            try:
+                os.close(r)
+                import pickle
+
+                data = pickle.dumps(fn())
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(w, view):]
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        return cls(pid, r)
+
+    def result(self) -> list[Finding] | None:
+        import pickle
+
+        if self.fd < 0:
+            return None
+        chunks = []
+        while True:
+            b = os.read(self.fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+        os.close(self.fd)
+        self.fd = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            return None
+        try:
+            return list(pickle.loads(b"".join(chunks)))
+        except Exception:
+            return None
+
+    def discard(self) -> None:
+        import signal
+
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def converge(policy: Policy, config: Config, now: datetime, **kw: Any) -> ApplyResult:
