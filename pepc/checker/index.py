@@ -81,10 +81,36 @@ class _Group:
         return out
 
 
+def _defer(pending: dict[int, list[int]] | None, plen: int, addr: int) -> dict[int, list[int]]:
+    """Queue an address for its sorted list: sorting once before the next
+    query, instead of an insort per add, keeps building O(n log n) when
+    addresses come in no order (an insort into a long list moves half of it)."""
+    if pending is None:
+        pending = {}
+    got = pending.get(plen)
+    if got is None:
+        pending[plen] = [addr]
+    else:
+        got.append(addr)
+    return pending
+
+
+def _settle(addrs: dict[int, list[int]], pending: dict[int, list[int]]) -> None:
+    for plen, new in pending.items():
+        arr = addrs[plen]
+        if len(new) < 8:
+            for a in new:
+                insort(arr, a)
+        else:
+            arr.extend(new)
+            arr.sort()
+    return None
+
+
 class _Bucket:
     """Atoms with one primary prefix, by secondary prefix when many."""
 
-    __slots__ = ("members", "sec", "plens", "addrs", "scan")
+    __slots__ = ("members", "sec", "plens", "addrs", "scan", "pending")
 
     def __init__(self, scan: int) -> None:
         self.members: list[int] = []
@@ -92,6 +118,7 @@ class _Bucket:
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
         self.scan = scan
+        self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
 
     def add(self, i: int, key: tuple[int, int], box: Box, boxes: list, keys: list) -> None:
         self.members.append(i)
@@ -107,11 +134,10 @@ class _Bucket:
         g = self.sec.get(addr << 6 | plen)  # type: ignore[union-attr]
         if g is None:
             g = self.sec[addr << 6 | plen] = _Group(self.scan)  # type: ignore[index]
-            arr = self.addrs.get(plen)
-            if arr is None:
+            if plen not in self.addrs:
                 insort(self.plens, plen)
-                arr = self.addrs[plen] = []
-            insort(arr, addr)
+                self.addrs[plen] = []
+            self.pending = _defer(self.pending, plen, addr)
         g.add(i, box, boxes)
 
     def query(self, plen: int, addr: int, last: int, lo: int, hi: int) -> Iterator[list[int]]:
@@ -120,6 +146,8 @@ class _Bucket:
         if sec is None:
             yield self.members
             return
+        if self.pending:
+            self.pending = _settle(self.addrs, self.pending)
         for p in self.plens:
             if p <= plen:
                 g = sec.get((addr & _MASKS[p]) << 6 | p)
@@ -144,20 +172,22 @@ class _Index:
         self.buckets: dict[int, _Bucket] = {}  # key: addr << 6 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
+        self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
 
     def add(self, i: int) -> None:
         plen, addr = self.pkeys[i]
         b = self.buckets.get(addr << 6 | plen)
         if b is None:
             b = self.buckets[addr << 6 | plen] = _Bucket(self.scan)
-            arr = self.addrs.get(plen)
-            if arr is None:
+            if plen not in self.addrs:
                 insort(self.plens, plen)
-                arr = self.addrs[plen] = []
-            insort(arr, addr)
+                self.addrs[plen] = []
+            self.pending = _defer(self.pending, plen, addr)
         b.add(i, self.skeys[i], self.boxes[i], self.boxes, self.skeys)
 
     def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int]) -> Iterator[int]:
+        if self.pending:
+            self.pending = _settle(self.addrs, self.pending)
         boxes, buckets = self.boxes, self.buckets
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
         pplen, paddr = pkey
