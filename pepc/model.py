@@ -213,6 +213,7 @@ class Policy:
     # (now, live rules) of the last live_rules call: a reconcile asks it of
     # the same policy several times (gate, compiler, slots), 10^5 rules each
     _live: tuple = field(default=(None, ()), init=False, repr=False, compare=False)
+    _edit: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def live_rules(self, now: datetime) -> tuple[Rule, ...]:
         at, live = self._live
@@ -225,6 +226,42 @@ class Policy:
             live = tuple(filter(_ENABLED, rules))
         object.__setattr__(self, "_live", (now, live))
         return live
+
+    def edit_from(self, base: "Policy") -> tuple[tuple[Rule, ...], tuple[Rule, ...]] | None:
+        """(gone, came) when the loader knows this policy as `base` edited:
+        its rules are base's minus `gone` plus `came` (Rule objects, by
+        identity; the order of the others may differ). None when unknown:
+        callers then compare the rule sequences themselves."""
+        e = self._edit
+        if e is None or e[0]() is not base:
+            return None
+        return e[1], e[2]
+
+    @property
+    def live_is_static(self) -> bool:
+        """Whether live_rules is the same at every time (the loader knew no
+        rule expires)."""
+        return self._live[0] is _ANY_TIME
+
+    def live_edit_from(self, base: "Policy", now: datetime, base_now: datetime | None) -> tuple[list[Rule], list[Rule]] | None:
+        """edit_from restricted to live rules: (live rules of base gone, live
+        rules come) when base's live rules were taken at `base_now`; None
+        when unknown (no edit, or liveness may have moved with the clock)."""
+        e = self.edit_from(base)
+        if e is None:
+            return None
+        if now == base_now:
+            return [r for r in e[0] if r.is_live(now)], [r for r in e[1] if r.is_live(now)]
+        if self.live_is_static and base.live_is_static:
+            return [r for r in e[0] if r.enabled], [r for r in e[1] if r.enabled]
+        return None
+
+    def set_edit(self, base: "Policy", gone: tuple[Rule, ...], came: tuple[Rule, ...]) -> None:
+        """For a loader that built this policy from `base` (see edit_from).
+        Holds `base` weakly: a chain of edits keeps no old policy alive."""
+        import weakref
+
+        object.__setattr__(self, "_edit", (weakref.ref(base), gone, came))
 
     def seed_live(self, live: tuple[Rule, ...]) -> None:
         """For a loader that knows no rule of the policy expires: `live` (the

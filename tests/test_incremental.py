@@ -116,7 +116,12 @@ def test_incremental_compile_equals_a_fresh_compile_after_every_edit(steps):
     last = None
     stale = Assignments()
     kept = []  # every Program stays what it was when returned
+    prev_pol = None
     for pol, now, mode in steps:
+        if prev_pol is not None and mode in ("last", "mine", "none"):  # as a LoadCache tells it
+            old, new = set(map(id, prev_pol.rules)), set(map(id, pol.rules))
+            pol.set_edit(prev_pol, tuple(r for r in prev_pol.rules if id(r) not in new), tuple(r for r in pol.rules if id(r) not in old))
+        prev_pol = pol
         previous = {
             "none": None,
             "last": Assignments.from_program(last) if last else None,

@@ -85,6 +85,18 @@ def _outcome(root: Path, cache: LoadCache | None):
     return "ok", pol, lives
 
 
+def _check_edit(before, after) -> None:
+    """What Policy.edit_from says, when it says anything, is exactly how
+    the rule objects changed."""
+    edit = after.edit_from(before)
+    if edit is None:
+        return
+    gone, came = map(lambda rs: set(map(id, rs)), edit)
+    old, new = set(map(id, before.rules)), set(map(id, after.rules))
+    assert gone <= old and came <= new and not gone & new and not came & old
+    assert (old - gone) | came == new
+
+
 OPS = hs.one_of(
     hs.tuples(hs.just("write"), hs.sampled_from(NAMES), hs.integers(0, len(TEXTS) - 1)),
     hs.tuples(hs.just("touch"), hs.sampled_from(NAMES), hs.just(0)),
@@ -102,7 +114,9 @@ def test_cached_reload_equals_uncached_load(initial, ops, racy):
         for name, t in zip(NAMES, initial):
             _write(root, name, TEXTS[t])
         cache = LoadCache(racy_ns=2_000_000_000 if racy else 0)
-        assert _outcome(root, cache) == _outcome(root, None)
+        first = _outcome(root, cache)
+        assert first == _outcome(root, None)
+        prev = first[1] if first[0] == "ok" else None
         for op, name, arg in ops:
             p = root / name
             if op == "write":
@@ -119,6 +133,9 @@ def test_cached_reload_equals_uncached_load(initial, ops, racy):
                 _write(root, "a.yaml", TEXTS[0])
             cached, plain = _outcome(root, cache), _outcome(root, None)
             assert cached == plain, (op, name, arg)
+            if cached[0] == "ok" and prev is not None:
+                _check_edit(prev, cached[1])
+            prev = cached[1] if cached[0] == "ok" else None
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -147,6 +164,9 @@ def test_one_changed_file_is_the_only_one_parsed_and_resolved(tmp_path):
     assert (cache.stats.parsed, cache.stats.hash_hits, cache.stats.stat_hits, cache.stats.rules_resolved) == (1, 0, 20, 1)
     unchanged = [r for r in second.rules if r.id != "r7_0"]
     assert all(a is b for a, b in zip(unchanged, (r for r in first.rules if r.id != "r7_0")))
+    gone, came = second.edit_from(first)  # the loader tells the later stages what changed
+    assert [r.id for r in gone] == [r.id for r in came] == ["r7_0"]
+    assert second.edit_from(second) is None
     assert second == load_policy(root) and second != first
 
 

@@ -33,7 +33,7 @@ from bisect import bisect_left, insort
 from itertools import compress, count
 from operator import is_not
 from datetime import datetime
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pepc.checker.anomalies import Analysis, Raw, Suppressions
 from pepc.checker.geometry import atom_box
@@ -240,6 +240,8 @@ class IncrementalChecker:
         self.local = self._gate.local
         self._dyn: DynamicSpace | None = None
         self._live: tuple[Rule, ...] = ()
+        self._policy: Policy | None = None  # the last policy decided, and its clock (Policy.live_edit_from)
+        self._now: datetime | None = None
         self._err_rules: set[str] = set()
         #: how the last call decided: "full" | "incremental" | "unchanged"
         #: (no rule changed); and how many rules it looked at again
@@ -261,7 +263,7 @@ class IncrementalChecker:
         try:
             return self._errors(policy, now)
         except BaseException:
-            self._dyn = None  # whatever state it was left in, start afresh next time
+            self._dyn = self._policy = None  # whatever state it was left in, start afresh next time
             raise
         finally:
             if enabled:
@@ -272,7 +274,13 @@ class IncrementalChecker:
         if not self.local or self._dyn is None:
             return self._full_check(policy, now, live)
         dyn = self._dyn
-        changed_old, changed_new = self._diff(self._live, live, dyn)
+        last = self._policy
+        edit = policy.live_edit_from(last, now, self._now) if last is not None else None
+        if edit is not None:  # the loader said which rules came and went
+            changed_old, changed_new = self._pair(edit[0], edit[1], dyn)
+        else:
+            changed_old, changed_new = self._diff(self._live, live, dyn)
+        self._policy, self._now = policy, now
         if len(dyn.gone) > max(dyn.live_atoms, 1024):
             dyn = self._dyn = DynamicSpace(list(live))  # tombstones outweigh the space
         else:
@@ -302,6 +310,7 @@ class IncrementalChecker:
             errors = list(self._full(policy, self.config, now)) if self._full else _full_errors(policy, self.config, now)
             self._dyn = DynamicSpace(list(live)) if self.local else None
         self._live = live
+        self._policy, self._now = policy, now
         self.last_mode, self.last_focus = "full", len(live)
         self._remember(errors)
         return errors
@@ -321,10 +330,17 @@ class IncrementalChecker:
             at = list(compress(range(len(mid_old)), map(is_not, mid_old, mid_new)))
             mid_old = tuple(mid_old[i] for i in at)
             mid_new = tuple(mid_new[i] for i in at)
-        before = {r.id: r for r in mid_old}
+        return IncrementalChecker._pair(mid_old, mid_new, dyn)
+
+    @staticmethod
+    def _pair(olds: Sequence[Rule], news: Sequence[Rule], dyn: DynamicSpace) -> tuple[list[Rule], list[Rule]]:
+        """(old versions, new versions) of the rules among `olds` (gone) and
+        `news` (come) that changed; a rule that only moved lines is swapped
+        in place."""
+        before = {r.id: r for r in olds}
         changed_old: list[Rule] = []
         changed_new: list[Rule] = []
-        for n in mid_new:
+        for n in news:
             r = before.pop(n.id, None)
             if r is None:
                 changed_new.append(n)

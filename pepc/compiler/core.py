@@ -236,6 +236,7 @@ class IncrementalCompiler:
     def _reset(self) -> None:
         self._rules: dict[str, Rule] = {}  # live rules by id
         self._seq: tuple[Rule, ...] | None = None  # policy.rules of the last call
+        self._last_policy: Policy | None = None  # the policy of the last call (for Policy.edit_from)
         self._now: datetime | None = None
         self._expiring: dict[int, Rule] = {}  # the rules of _seq with an expiry, by id()
         self._sorted: list[str] | None = None  # live ids in string order
@@ -449,7 +450,7 @@ class IncrementalCompiler:
 
     # --- one call --------------------------------------------------------------------
 
-    def _live_delta(self, rules: tuple[Rule, ...], now: datetime) -> dict[str, Rule | None] | None:
+    def _live_delta(self, rules: tuple[Rule, ...], now: datetime, edit: Any = None) -> dict[str, Rule | None] | None:
         """Bring self._rules (live rules by id) to `rules` at `now` by
         looking only at the Rule objects that are new or gone since the last
         call (found at C speed: by position when the length is the same,
@@ -460,7 +461,9 @@ class IncrementalCompiler:
         old_seq = self._seq
         if old_seq is None or not self._rules:
             return None
-        if len(rules) == len(old_seq):
+        if edit is not None:  # the loader said which Rule objects came and went
+            gone, came = list(edit[0]), list(edit[1])
+        elif len(rules) == len(old_seq):
             pos = list(compress(count(), map(is_not, rules, old_seq)))
             gone = [old_seq[p] for p in pos]
             came = [rules[p] for p in pos]
@@ -514,7 +517,10 @@ class IncrementalCompiler:
         caps = config.capacities
         fresh = not self._rules
         rules_in = policy.rules
-        touched = None if fresh else self._live_delta(rules_in, now)
+        last = self._last_policy
+        edit = policy.edit_from(last) if last is not None and last.rules is self._seq else None
+        touched = None if fresh else self._live_delta(rules_in, now, edit)
+        self._last_policy = policy
         if touched is None:
             touched = self._live_full(rules_in, now)
         self._seq, self._now = rules_in, now

@@ -74,6 +74,7 @@ class _Entry:
     #: with `block`: its enabled rules, or None when one of them expires
     live: tuple | None = None
     text: str | None = None  # the decoded source (for patching the next version)
+    ck: Any = None  # the cache key (path, display, size limit)
 
     def against(self, networks: dict, services: dict) -> None:
         t = self.tables
@@ -257,6 +258,7 @@ class LoadCache:
         self._last: tuple[Any, Policy | PolicyError] | None = None
         # rule ids of the entries of the last load, counted, kept up to date
         # file by file: whether an id is duplicated costs O(changed files)
+        self._blocks: tuple[Policy, dict[int, list]] | None = None  # the last Policy and its entries' rule lists
         self._ids_of: dict[int, tuple[str, ...]] = {}  # entry version -> ids
         self._id_count: dict[str, int] = {}
         self._dups = 0  # ids counted more than once
@@ -311,7 +313,7 @@ class LoadCache:
             memo, memo_tables = e.memo, e.memo_tables
         e = _Entry(
             key=key, digest=digest, racy=racy, state=fst, version=next(_versions), ids=ids, before=before,
-            spans=spans, memo=memo, memo_tables=memo_tables, text=text,
+            spans=spans, memo=memo, memo_tables=memo_tables, text=text, ck=ck,
         )
         self._files[ck] = e
         return e
@@ -414,9 +416,11 @@ class LoadCache:
                 out.extend(e.block[0])
             if all(e.live is not None for e in entries):
                 static_live.append(tuple(itertools.chain.from_iterable(e.live for e in entries)))
+            blocks.update((e.ck, e.block[0]) for e in entries)
             return out
 
         static_live: list = []
+        blocks: dict[Any, list] = {}  # per file (cache key): the rule list it contributed
 
         def resolve(owners: dict, raw: Any, st_: Any, networks: dict, services: dict) -> Any:
             e = owners.get(id(raw))
@@ -438,11 +442,44 @@ class LoadCache:
             pol = _policy._finish(root, st, displays, resolve_rules, tables_hook=self._adopt_tables)
         except PolicyError as err:
             self._last = (sig, err)
+            self._blocks = None
             raise
         if static_live:  # no rule expires: the live rules are the enabled ones, file by file
             pol.seed_live(static_live[0])
+        self._note_edit(pol, blocks)
         self._last = (sig, pol)
         return pol
+
+    def _note_edit(self, pol: Policy, blocks: dict[int, list]) -> None:
+        """Tell `pol` how it differs from the previous Policy this cache
+        returned (Policy.edit_from), from the file blocks that changed: the
+        stages after the load then skip comparing 10^5-rule sequences."""
+        last, self._blocks = self._blocks, (pol, blocks)
+        prev = self._last[1] if self._last is not None else None
+        if not blocks or last is None or not last[1] or not isinstance(prev, Policy) or last[0] is not prev:
+            return
+        old_blocks = last[1]
+        gone: list = []
+        came: list = []
+        for k, rules in blocks.items():
+            before = old_blocks.get(k)
+            if before is rules:
+                continue
+            if before is None:
+                came += rules
+                continue
+            had = set(map(id, before))
+            has = set(map(id, rules))
+            gone += [r for r in before if id(r) not in has]
+            came += [r for r in rules if id(r) not in had]
+        for k, rules in old_blocks.items():
+            if k not in blocks:
+                gone += rules
+        both = set(map(id, gone)) & set(map(id, came))  # moved with a renamed file
+        if both:
+            gone = [r for r in gone if id(r) not in both]
+            came = [r for r in came if id(r) not in both]
+        pol.set_edit(prev, tuple(gone), tuple(came))
 
     def _duplicated_ids(self, entries: list[_Entry]) -> bool:
         cur = {e.version: e.ids for e in entries}

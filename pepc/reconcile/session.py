@@ -75,7 +75,8 @@ class _Compiler:
         self._inc = cls(config) if cls is not None else None
         self.incremental = False  # whether the last compile went through the incremental compiler
         self._contents = IncrementalContents()
-        self._assign_memo: tuple[Any, tuple[str, ...], Any] | None = None
+        #: (live slots object, live rules, their Assignments, the policy, its clock)
+        self._assign_memo: tuple[Any, tuple[Rule, ...], Any, Policy | None, datetime | None] | None = None
 
     def _assignments(self, policy: Policy, live: LiveState | None, now: datetime) -> Any:
         """apply.assignments_for, memoised on (the live slots object, the
@@ -86,14 +87,21 @@ class _Compiler:
         slots = live.active.get("pepc_slots", {})
         rules = policy.live_rules(now)
         m = self._assign_memo
-        if m is not None and m[0] is slots and same_ids(m[1], rules):
-            return m[2]
+        if m is not None and m[0] is slots:
+            edit = policy.live_edit_from(m[3], now, m[4]) if m[3] is not None else None
+            if edit is not None:  # the loader said what changed: compare those ids only
+                same = sorted(r.id for r in edit[0]) == sorted(r.id for r in edit[1])
+            else:
+                same = same_ids(m[1], rules)
+            if same:
+                self._assign_memo = (slots, rules, m[2], policy, now)
+                return m[2]
         from pepc.compiler import Assignments
 
         ids = tuple(r.id for r in rules)
         s, k = diff.assignments_from_slots(slots, ids)
         a = Assignments(slots=s, order_keys=k)
-        self._assign_memo = (slots, rules, a)
+        self._assign_memo = (slots, rules, a, policy, now)
         return a
 
     def carry_over(self, program: Program, slots: Mapping[bytes, bytes]) -> None:
@@ -106,11 +114,11 @@ class _Compiler:
         m = self._assign_memo
         if m is None or m[2] is None:
             return
-        _, rules, a = m
+        _, rules, a, pol, now = m
         if len(a.slots) != len(rules) or len(program.slots) != len(rules):
             self._assign_memo = None  # some rule got a fresh slot
             return
-        self._assign_memo = (slots, rules, a)
+        self._assign_memo = (slots, rules, a, pol, now)
 
     def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
         from pepc import bloom
