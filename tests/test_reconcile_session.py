@@ -14,6 +14,7 @@ from pepc import layout
 from pepc.frames import build_frame
 from pepc.kernel.testrun import XDP_DROP, XDP_PASS, test_run
 from pepc.model import Action
+from pepc.reconcile import diff
 from pepc.reconcile.apply import Aborted, apply_policy, open_live, plan_policy
 from pepc.reconcile.session import ReconcileSession
 
@@ -221,7 +222,9 @@ def test_an_apply_killed_behind_the_sessions_back_forces_a_full_read(tmp_path):
 def test_incremental_contents_equal_map_contents_and_bloom():
     """Pure: IncrementalContents over a sequence of edits (incremental
     compiler, so unchanged rules keep their SlotInfo objects) equals
-    map_contents + bloom.for_contents of each program."""
+    map_contents + bloom.for_contents of each program; its snapshot views
+    keep showing what was "applied" while the maps are edited in place, and
+    the diff of the edited maps against them is the diff of plain copies."""
     from pepc import bloom
     from pepc.compiler import Assignments, IncrementalCompiler
     from pepc.compiler.pack import map_contents
@@ -242,6 +245,15 @@ def test_incremental_contents_equal_map_contents_and_bloom():
         want = map_contents(program)
         got = inc.map_contents(program)
         assert got == want, step
-        assert inc.bloom(got, bloom.words(cfg.capacities)) == bloom.for_contents(want, bloom.words(cfg.capacities)), step
+        got[diff.BLOOM] = inc.bloom(got, bloom.words(cfg.capacities))
+        assert got[diff.BLOOM] == bloom.for_contents(want, bloom.words(cfg.capacities)), step
+        if step:
+            for name, view in views.items():
+                assert dict(view) == applied[name] and len(view) == len(applied[name]), (step, name)
+                assert diff.diff_map(name, got[name], view) == diff.diff_map(name, dict(got[name]), applied[name]), (step, name)
+        if step % 3 != 2:  # an apply (a refused one, every third step, takes no snapshot)
+            views = {k: v for k, v in inc.snapshot(got).items() if isinstance(v, diff.Overlay)}
+            assert set(views) == {"pepc_rules", "pepc_slots", diff.BLOOM}
+            applied = {k: dict(got[k]) for k in views}
         inc97.map_contents(program)
         assert inc97.bloom(got, 97) == bloom.for_contents(want, 97), step  # crowded words: many keys per word

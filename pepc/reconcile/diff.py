@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse
 from operator import itemgetter, ne
-from typing import Iterable, Mapping
+from collections import abc
+from typing import Any, Iterable, Iterator, Mapping
 
 from pepc import layout
 from pepc.model import Action
@@ -47,6 +48,14 @@ def _nonzero(content: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:
     # a copy only when there is something to drop.
     if not content:
         return content
+    if isinstance(content, Overlay):  # scan the dicts behind it (at C speed), not the view
+        cur = content.cur
+        if not cur:
+            return {k: v for k, v in content.items() if any(v)}
+        zero = bytes(len(next(iter(cur.values()))))
+        if zero not in cur.values() and zero not in content.undo.values():
+            return content
+        return {k: v for k, v in content.items() if any(v)}
     zero = bytes(len(next(iter(content.values()))))
     if zero not in content.values():
         return content
@@ -122,16 +131,75 @@ class GenDelta:
 
 class Derived(dict):
     """A map's contents that equal `base` except, at most, at the keys in
-    `touched`: made by a caller that updated a copy of `base` (the watch
-    session, from the compiler's ProgramDelta). diff_map compares only the
-    touched keys when `live` is `base` itself."""
+    `touched` (the watch session's desired contents, edited from the
+    compiler's ProgramDelta). diff_map compares only the touched keys when
+    `live` is `base` itself. Constructed as a copy of `base`; the session
+    keeps one and edits it in place, with `base` an Overlay of what it
+    held at the last apply."""
 
     __slots__ = ("base", "touched")
 
-    def __init__(self, base: Mapping[bytes, bytes], touched: Iterable[bytes] = ()):
+    def __init__(self, base: Mapping[bytes, bytes] = {}, touched: Iterable[bytes] = ()):  # noqa: B006 (read only)
         super().__init__(base)
-        self.base = base
+        self.base: Mapping[bytes, bytes] | None = base
         self.touched = set(touched)
+
+
+_NOT = object()  # no undo entry
+MISSING = object()  # an undo entry: the key was absent
+
+
+class Overlay(abc.Mapping):
+    """What the dict `cur` held when the overlay was made, while `cur` is
+    edited in place: whoever edits `cur` calls record(k) first, which keeps
+    the old element (or that there was none). Reads cost a dict lookup or
+    two; iterating is slower than a dict's but only the slow paths do it.
+    The watch session's mirror holds these instead of copies of 10^5-
+    element maps."""
+
+    __slots__ = ("cur", "undo")
+
+    def __init__(self, cur: dict) -> None:
+        self.cur = cur
+        self.undo: dict[bytes, Any] = {}
+
+    def record(self, k: bytes) -> None:
+        if k not in self.undo:
+            self.undo[k] = self.cur.get(k, MISSING)
+
+    def __getitem__(self, k: bytes) -> bytes:
+        u = self.undo.get(k, _NOT)
+        if u is _NOT:
+            return self.cur[k]
+        if u is MISSING:
+            raise KeyError(k)
+        return u
+
+    def get(self, k: bytes, default: Any = None) -> Any:
+        u = self.undo.get(k, _NOT)
+        if u is _NOT:
+            return self.cur.get(k, default)
+        return default if u is MISSING else u
+
+    def __contains__(self, k: object) -> bool:
+        u = self.undo.get(k, _NOT)  # type: ignore[call-overload]
+        return k in self.cur if u is _NOT else u is not MISSING
+
+    def __len__(self) -> int:
+        cur = self.cur
+        n = len(cur)
+        for k, v in self.undo.items():
+            n += (v is not MISSING) - (k in cur)
+        return n
+
+    def __iter__(self) -> Iterator[bytes]:
+        undo = self.undo
+        for k in list(self.cur):
+            if k not in undo:
+                yield k
+        for k, v in list(undo.items()):
+            if v is not MISSING:
+                yield k
 
 
 def diff_map(name: str, desired: Mapping[bytes, bytes], live: Mapping[bytes, bytes]) -> MapDelta:

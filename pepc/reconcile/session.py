@@ -104,6 +104,9 @@ class _Compiler:
         self._assign_memo = (slots, rules, a, policy, now)
         return a
 
+    def snapshot(self, contents: Mapping[str, Mapping[bytes, bytes]]) -> dict[str, Mapping[bytes, bytes]]:
+        return self._contents.snapshot(contents)
+
     def carry_over(self, program: Program, slots: Mapping[bytes, bytes]) -> None:
         """After a complete apply: `slots` (the mirror's pepc_slots) is what
         the next trusted reconcile sees as live. When `program` kept every
@@ -143,37 +146,95 @@ class _Compiler:
 
 class IncrementalContents:
     """`compiler.pack.map_contents(program)` and `bloom.for_contents(...)`,
-    equal to them, updated from the previous call's results: slot elements
-    are packed only for SlotInfo objects the previous program did not hold
-    (the incremental compiler hands unchanged rules' objects over as they
-    are), and prefilter words are recomputed only where a rule-map key came
-    or went (each word remembers its keys' bits)."""
+    equal to them, kept from one call to the next: the rule and slot maps
+    and the prefilter words are dicts edited in place from the compiler's
+    ProgramDelta (`diff.Derived`: they also say which keys an edit touched),
+    so an edit costs what it changed, not a copy of 10^5-element maps.
+    Without a delta (the first call, a compiler reset), slot elements are
+    packed only for SlotInfo objects the previous program did not hold, and
+    prefilter words are recomputed where a rule-map key came or went.
+
+    `snapshot()` gives, after an apply, views (`diff.Overlay`) of what the
+    maps hold at that moment, for the session's mirror of the live state:
+    each later edit records the old element in them before changing a key,
+    so they keep showing what was applied, and the planner's diff of the
+    desired map against the view compares the touched keys only."""
+
+    BIG = ("pepc_rules", "pepc_slots", diff.BLOOM)
 
     def __init__(self) -> None:
-        self._slots: tuple[Any, dict[bytes, bytes]] | None = None  # (program.slots, contents)
-        self._last: tuple[int, int, dict] | None = None  # (delta source, serial, contents) of the last program
-        self._bloom: tuple[Mapping[bytes, bytes], int, dict[int, dict[bytes, int]], dict[bytes, bytes]] | None = None
+        self._slots: tuple[Any, dict[bytes, bytes]] | None = None  # (program.slots, slot contents)
+        self._last: tuple[int, int] | None = None  # (delta source, serial) of the last program
+        self._cur: dict[str, diff.Derived] = {}  # the big maps, edited in place
+        self._views: dict[str, diff.Overlay] = {}  # handed out by snapshot(), recording old elements
+        #: the rule-map keys of the last edit not yet in the prefilter: key ->
+        #: whether it was in the map before (None: unknown, rebuild)
+        self._came: dict[bytes, bool] | None = None
+        self._bloom: tuple[int, dict[int, dict[bytes, int]]] | None = None  # (words, members per word)
+
+    def _edit(self, name: str, changes: Mapping[bytes, bytes | None]) -> diff.Derived:
+        cur = self._cur[name]
+        view = self._views.get(name)
+        if view is not None and view.cur is cur:
+            rec = view.record
+            for k in changes:
+                rec(k)
+        else:
+            view = None
+        for k, v in changes.items():
+            if v is None:
+                cur.pop(k, None)
+            else:
+                cur[k] = v
+        cur.touched.update(changes)
+        cur.base = view  # what was applied: the diff against it looks at the touched keys only
+        return cur
+
+    def _fresh(self, name: str, contents: Mapping[bytes, bytes]) -> diff.Derived:
+        cur = self._cur[name] = diff.Derived(contents)
+        cur.base = None
+        self._views.pop(name, None)
+        return cur
+
+    def snapshot(self, contents: Mapping[str, Mapping[bytes, bytes]]) -> dict[str, Mapping[bytes, bytes]]:
+        """`contents` (what map_contents/bloom returned, now applied) with
+        the big maps replaced by views that keep showing them as they are."""
+        out = dict(contents)
+        for name in self.BIG:
+            cur = self._cur.get(name)
+            if cur is not None and contents.get(name) is cur:
+                view = self._views[name] = diff.Overlay(cur)
+                cur.base, cur.touched = None, set()
+                out[name] = view
+        return out
 
     def map_contents(self, program: Program) -> dict[str, dict[bytes, bytes]]:
         from pepc.compiler.pack import mask_value
 
         d = getattr(program, "delta", None)
-        last = self._last
-        if d is not None and d.rules is not None and d.slots is not None and last is not None and last[:2] == (d.source, d.serial - 1):
-            # the compiler's delta against the Program these contents came
-            # from: copy (at C speed) and patch the touched keys only
-            old = last[2]
-            u32 = diff.u32
+        u32 = diff.u32
+        if self._came is not None and self._came:
+            self._bloom = None  # the last edit's keys never reached the prefilter: rebuild it next time
+        if (
+            d is not None and d.rules is not None and d.slots is not None and self._last == (d.source, d.serial - 1)
+            and "pepc_rules" in self._cur and "pepc_slots" in self._cur
+        ):
+            rules = self._cur["pepc_rules"]
+            self._came = {k: k in rules for k in d.rules}
             out = {
                 "pepc_gen": {u32(0): program.gen_value()},
                 "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
-                "pepc_rules": _derive(old["pepc_rules"], d.rules),
-                "pepc_slots": _derive(old["pepc_slots"], d.slots),
+                "pepc_rules": self._edit("pepc_rules", d.rules),
+                "pepc_slots": self._edit("pepc_slots", d.slots),
             }
         else:
-            out = self._map_contents(program)
+            plain = self._map_contents(program)
+            self._came = None  # unknown: the prefilter is rebuilt
+            self._bloom = None
+            out = {**plain, "pepc_rules": self._fresh("pepc_rules", plain["pepc_rules"]),
+                   "pepc_slots": self._fresh("pepc_slots", plain["pepc_slots"])}
         self._slots = (program.slots, out["pepc_slots"])
-        self._last = (d.source, d.serial, out) if d is not None else None
+        self._last = (d.source, d.serial) if d is not None else None
         return out
 
     def _map_contents(self, program: Program) -> dict[str, dict[bytes, bytes]]:
@@ -181,30 +242,26 @@ class IncrementalContents:
 
         prev = self._slots
         if prev is None:
-            out = map_contents(program)
-        else:
-            old_t, old_c = prev
-            new_t = program.slots
-            old_ids, new_ids = set(map(id, old_t)), set(map(id, new_t))
-            if old_ids == new_ids:
-                slots = old_c
-            else:
-                slots = dict(old_c)
-                u32 = diff.u32
-                for sl in old_t:
-                    if id(sl) not in new_ids:
-                        del slots[u32(sl.slot)]
-                for sl in new_t:
-                    if id(sl) not in old_ids:
-                        slots[u32(sl.slot)] = slot_value(sl)
+            return map_contents(program)
+        old_t, old_c = prev
+        new_t = program.slots
+        old_ids, new_ids = set(map(id, old_t)), set(map(id, new_t))
+        slots = dict(old_c)
+        if old_ids != new_ids:
             u32 = diff.u32
-            out = {
-                "pepc_gen": {u32(0): program.gen_value()},
-                "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
-                "pepc_rules": dict(program.rule_contents()),
-                "pepc_slots": slots,
-            }
-        return out
+            for sl in old_t:
+                if id(sl) not in new_ids:
+                    del slots[u32(sl.slot)]
+            for sl in new_t:
+                if id(sl) not in old_ids:
+                    slots[u32(sl.slot)] = slot_value(sl)
+        u32 = diff.u32
+        return {
+            "pepc_gen": {u32(0): program.gen_value()},
+            "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
+            "pepc_rules": dict(program.rule_contents()),
+            "pepc_slots": slots,
+        }
 
     def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
         from pepc import bloom
@@ -212,48 +269,40 @@ class IncrementalContents:
         rules = contents["pepc_rules"]
         gen_value = contents["pepc_gen"][diff.u32(0)]
         prev = self._bloom
-        if prev is None or prev[1] != n_words:
+        words = self._cur.get(diff.BLOOM)
+        if prev is None or prev[0] != n_words or words is None or rules is not self._cur.get("pepc_rules") or self._came is None:
             members: dict[int, dict[bytes, int]] = {}
             for k in rules:
                 i, bit = bloom.position(k, n_words)
                 members.setdefault(i, {})[k] = bit
-            words = bloom.contents(rules, gen_value, n_words)
-        else:
-            old_rules, _, members, old_words = prev
-            if type(rules) is diff.Derived and rules.base is old_rules:
-                # only the touched keys can have come or gone
-                added = [k for k in rules.touched if k in rules and k not in old_rules]
-                gone = [k for k in rules.touched if k not in rules and k in old_rules]
-            else:
-                added = list(filterfalse(old_rules.__contains__, rules)) if len(rules) else []
-                gone = list(filterfalse(rules.__contains__, old_rules)) if len(old_rules) else []
-            touched = set()
-            for k in gone:
-                i, _ = bloom.position(k, n_words)
-                del members[i][k]
-                touched.add(i)
-            for k in added:
-                i, bit = bloom.position(k, n_words)
+            self._bloom = (n_words, members)
+            self._came = {}
+            return self._fresh(diff.BLOOM, bloom.contents(rules, gen_value, n_words))
+        _, members = prev
+        came = self._came
+        touched: set[int] = set()
+        for k, was in came.items():
+            now_in = k in rules
+            if was == now_in:
+                continue
+            i, bit = bloom.position(k, n_words)
+            if now_in:
                 members.setdefault(i, {})[k] = bit
-                touched.add(i)
-            marker_key = n_words.to_bytes(4, "little")
-            words = diff.Derived(old_words, [i.to_bytes(4, "little") for i in touched] + [marker_key])
-            if type(old_words) is diff.Derived:
-                old_words.base = None  # keep no chain of old maps alive
-            for i in touched:
-                acc = 0
-                for bit in members[i].values():
-                    acc |= bit
-                key = i.to_bytes(4, "little")
-                if acc:
-                    words[key] = acc.to_bytes(8, "little")
-                else:
-                    words.pop(key, None)
-                    del members[i]
-            digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
-            words[marker_key] = bloom.marker(digest).to_bytes(8, "little")
-        self._bloom = (rules, n_words, members, words)
-        return words
+            else:
+                del members[i][k]
+            touched.add(i)
+        self._came = {}
+        changes: dict[bytes, bytes | None] = {}
+        for i in touched:
+            acc = 0
+            for bit in members[i].values():
+                acc |= bit
+            changes[i.to_bytes(4, "little")] = acc.to_bytes(8, "little") if acc else None
+            if not acc:
+                del members[i]
+        digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
+        changes[n_words.to_bytes(4, "little")] = bloom.marker(digest).to_bytes(8, "little")
+        return self._edit(diff.BLOOM, changes)
 
 
 def same_ids(a: Sequence[Rule], b: Sequence[Rule]) -> bool:
@@ -265,20 +314,6 @@ def same_ids(a: Sequence[Rule], b: Sequence[Rule]) -> bool:
     if len(a) != len(b):
         return False
     return all(a[i].id == b[i].id for i in compress(count(), map(is_not, a, b)))
-
-
-def _derive(base: Mapping[bytes, bytes], changes: Mapping[bytes, bytes | None]) -> diff.Derived:
-    """`base` with `changes` applied (None: the key goes), as a Derived map
-    that remembers `base` so the planner's diff looks at the changes only."""
-    out = diff.Derived(base, changes)
-    for k, v in changes.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    if type(base) is diff.Derived:
-        base.base = None  # keep no chain of old maps alive
-    return out
 
 
 def settle_heap(collect: bool) -> None:
@@ -495,7 +530,8 @@ class ReconcileSession:
         finally:
             if enabled:
                 gc.enable()
-        contents = diff.normalize(result.contents or {})
+        # the mirror keeps views of the session's maps, not copies
+        contents = diff.normalize(self._compiler.snapshot(result.contents or {}))
         self.mirror = Mirror(
             layout_digest=result.plan.layout_digest,
             active_gen=result.generation,
