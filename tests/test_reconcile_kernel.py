@@ -189,6 +189,23 @@ def test_apply_refuses_check_errors_and_leaves_live_untouched(tmp_path, capsys):
         assert _live(h).gens == before.gens
 
 
+def test_a_first_apply_refused_by_the_gate_leaves_nothing_behind(tmp_path, capsys):
+    """A load fills maps nobody sees yet and waits for the gate only before
+    pinning them: a refusal must still leave no pins, no staged or
+    prefetched set, no attachment."""
+    from pepc.reconcile import prefetch
+
+    with host_env(tmp_path) as h:
+        d = write_policy_dir(tmp_path / "p", {"a.yaml": [rule_doc("all_block", "BLOCK", priority=100), rule_doc("shadowed_allow", "ALLOW", src="10.0.0.0/8")]})
+        assert main(h.cli("apply", str(d))) == 2
+        err = capsys.readouterr()
+        assert "shadowed" in err.err + err.out
+        assert audit.last(h.config.state_dir, h.instance)["result"] == "refused"
+        root = Path(h.config.pin_root)
+        assert not h.pin_dir.exists() and not prefetch.prefetch_dir(h.config, h.instance).exists()
+        assert not (root.exists() and any(root.iterdir()))
+
+
 # --- drift ---------------------------------------------------------------------------------
 
 

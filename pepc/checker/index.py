@@ -261,37 +261,48 @@ class BoxIndex:
         self.boxes, self.dsts, self.srcs = boxes, dsts, srcs
         self.classes = classes
         self.scan = scan
-        self.parts: dict[tuple[int, int], tuple[_Index, _Index]] = {}
+        # per class interval: [by destination, by source (built on the first
+        # box query that wants it: point queries never do), atoms added]
+        self.parts: dict[tuple[int, int], list] = {}
 
     def add(self, i: int) -> None:
         b = self.boxes[i]
         key = (b[0], b[1]) if self.classes else (0, N_CLASSES - 1)
         part = self.parts.get(key)
         if part is None:
-            part = self.parts[key] = (
-                _Index(self.boxes, self.dsts, self.srcs, 4, self.scan),
-                _Index(self.boxes, self.srcs, self.dsts, 2, self.scan),
-            )
+            part = self.parts[key] = [_Index(self.boxes, self.dsts, self.srcs, 4, self.scan), None, []]
         part[0].add(i)
-        part[1].add(i)
+        if part[1] is None:
+            part[2].append(i)
+        else:
+            part[1].add(i)
+
+    def _by_src(self, part: list) -> "_Index":
+        bs = part[1]
+        if bs is None:
+            bs = part[1] = _Index(self.boxes, self.srcs, self.dsts, 2, self.scan)
+            for i in part[2]:
+                bs.add(i)
+            part[2] = None
+        return bs
 
     def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> Iterator[int]:
         """Atoms whose boxes meet box q, whose dst/src are these prefixes."""
         by_dst = dst[0] >= src[0]
-        for (c0, c1), (bd, bs) in self.parts.items():
+        for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
                 if by_dst:
-                    yield from bd.meeting(q, dst, src)
+                    yield from part[0].meeting(q, dst, src)
                 else:
-                    yield from bs.meeting(q, src, dst)
+                    yield from self._by_src(part).meeting(q, src, dst)
 
     def stab(self, point: tuple) -> list[int]:
         """Atoms whose boxes contain the point."""
         out: list[int] = []
         cls = point[0]
-        for (c0, c1), (bd, _) in self.parts.items():
+        for (c0, c1), part in self.parts.items():
             if c0 <= cls <= c1:
-                bd.stab(point, out)
+                part[0].stab(point, out)
         return out
 
 

@@ -736,22 +736,36 @@ def _converge(
                 if write_audit:
                     record_refusal(config, instance, err.findings, path, started)
                 raise
-            if gate is not None and planned.plan.changes_pending:
-                # The gate of `pepc check`. Skipped only when nothing would be
-                # written: the live maps already hold exactly this policy.
+            check_t = [0.0]
+
+            def run_gate() -> None:
                 t = time.perf_counter()
-                errors = list(gate(planned))
-                check_s = time.perf_counter() - t
+                errors = list(gate(planned))  # type: ignore[misc]
+                check_t[0] = time.perf_counter() - t
                 if errors:
                     if write_audit:
                         record_refusal(config, instance, errors, path, started)
                     raise PolicyError(errors)
+
+            before_pin = None
+            if gate is not None and planned.plan.changes_pending:
+                # The gate of `pepc check`. Skipped only when nothing would be
+                # written: the live maps already hold exactly this policy. A
+                # load writes into maps nobody sees until they are pinned and
+                # attached: there the gate is waited for only before the pin
+                # (a gate computed meanwhile, as pepc apply's forked one, then
+                # overlaps the writes too); a refusal leaves nothing behind.
+                if planned.plan.load_reason:
+                    before_pin = run_gate
+                else:
+                    run_gate()
             if planned.foreign:
                 raise EnvironmentProblem(
                     "; ".join(p.message for p in planned.foreign),
                     "pepc does not replace programs it did not load: detach it first (ip link set dev IF xdp off)",
                 )
-            result = _execute(planned, policy, config, instance, log)
+            result = _execute(planned, policy, config, instance, log, before_pin)
+            check_s = check_t[0]
             result = dataclasses.replace(
                 result,
                 duration_s=time.perf_counter() - started,
@@ -806,14 +820,16 @@ def _converge(
     return result
 
 
-def _execute(planned: Planned, policy: Policy, config: Config, instance: str, log: WriteLog) -> ApplyResult:
+def _execute(
+    planned: Planned, policy: Policy, config: Config, instance: str, log: WriteLog, before_pin: Callable[[], None] | None = None
+) -> ApplyResult:
     from pepc.kernel.sync import RcuBarrier
 
     plan = planned.plan
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if plan.load_reason:
-        gen, prog_id, attached, detached = _load(planned, policy, config, instance, log, timings)
+        gen, prog_id, attached, detached = _load(planned, policy, config, instance, log, timings, before_pin)
     else:
         inst = planned.inst
         writer = Writer(inst.maps, log)
@@ -960,7 +976,10 @@ def _copy_counters(old: Any, new_maps: Mapping[str, Any], writer: Writer) -> Non
         writer.log.done("pepc_counters", len(items), 1)
 
 
-def _load(planned: Planned, policy: Policy, config: Config, instance: str, log: WriteLog, timings: dict[str, float]):
+def _load(
+    planned: Planned, policy: Policy, config: Config, instance: str, log: WriteLog, timings: dict[str, float],
+    before_pin: Callable[[], None] | None = None,
+):
     from pepc.kernel import loader, netlink, pinswap
 
     plan, program = planned.plan, planned.program
@@ -999,6 +1018,8 @@ def _load(planned: Planned, policy: Policy, config: Config, instance: str, log: 
             [(diff.u32(0), layout.CTRL.pack({"active_gen": 0, "layout_digest": bytes.fromhex(program.layout_digest)}))],
         )
         timings["write"] = time.perf_counter() - t
+        if before_pin is not None:
+            before_pin()  # refused: nothing was pinned or attached (finally closes the new program)
         t = time.perf_counter()
         staging = pinswap.staging_dir(config.pin_root, instance)
         if staging.exists():
