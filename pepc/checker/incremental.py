@@ -73,6 +73,7 @@ class DynamicSpace:
 
     def __init__(self, rules: list[Rule]) -> None:
         s = self.space = Space.build(list(rules))
+        s.index.complete()  # type: ignore[union-attr]  # edits query boxes: build it all now
         self.gone: set[int] = set()
         s.index = _LiveIndex(s.index, self.gone)  # type: ignore[assignment]
         self.rule_idx = {r.id: i for i, r in enumerate(s.rules)}
@@ -306,6 +307,7 @@ class IncrementalChecker:
             # every rule decided on the space kept for the next calls
             dyn = self._dyn = DynamicSpace(list(live))
             errors = _decide(dyn.space, dyn.rule_idx, _RuleMap(dyn), list(range(len(live))), policy, self.config, now, self._gate)
+            dyn.settle()  # drop the 10^5 probes' answers now, not on the first edit's clock
         else:
             errors = list(self._full(policy, self.config, now)) if self._full else _full_errors(policy, self.config, now)
             self._dyn = DynamicSpace(list(live)) if self.local else None

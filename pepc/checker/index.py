@@ -185,6 +185,13 @@ class _Index:
             self.pending = _defer(self.pending, plen, addr)
         b.add(i, self.skeys[i], self.boxes[i], self.boxes, self.skeys)
 
+    def settle_all(self) -> None:
+        if self.pending:
+            self.pending = _settle(self.addrs, self.pending)
+        for b in self.buckets.values():
+            if b.pending:
+                b.pending = _settle(b.addrs, b.pending)
+
     def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int]) -> Iterator[int]:
         if self.pending:
             self.pending = _settle(self.addrs, self.pending)
@@ -276,6 +283,13 @@ class BoxIndex:
             part[2].append(i)
         else:
             part[1].add(i)
+
+    def complete(self) -> None:
+        """Build now what box queries would build on first use (for a
+        long-lived index: the cost belongs to its construction)."""
+        for part in self.parts.values():
+            for ix in (part[0], self._by_src(part)):
+                ix.settle_all()
 
     def _by_src(self, part: list) -> "_Index":
         bs = part[1]
