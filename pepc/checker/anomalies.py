@@ -212,13 +212,18 @@ class Analysis:
             self._insert(later, act, a)
         out: list[Raw] = []
         for ri in sorted(pending):
-            verdict = self._exact(ri, free[ri], worse_diff[ri])
-            if verdict == "shadowed":
-                self.shadowed.add(ri)
-                out.append(self._shadowed(ri))
-            elif verdict is not None:
-                out.append(self._redundant(ri, verdict))
+            self._settle(ri, free[ri], worse_diff[ri], out)
         return out
+
+    def _settle(self, ri: int, free: tuple | None, worse_diff: bool, out: list[Raw]) -> None:
+        """Step 3 for one rule the probes left open: the exact search, and
+        its finding (if any) appended to `out`."""
+        verdict = self._exact(ri, free, worse_diff)
+        if verdict == "shadowed":
+            self.shadowed.add(ri)
+            out.append(self._shadowed(ri))
+        elif verdict is not None:
+            out.append(self._redundant(ri, verdict))
 
     def coverage_of(self, only: list[int], redundant: bool = True) -> list[Raw]:
         """coverage() for the rules `only` (indexes): the same verdicts,
@@ -233,12 +238,7 @@ class Analysis:
                 continue
             if not redundant and free[ri] is not None:
                 continue
-            verdict = self._exact(ri, free[ri], True)
-            if verdict == "shadowed":
-                self.shadowed.add(ri)
-                out.append(self._shadowed(ri))
-            elif verdict is not None:
-                out.append(self._redundant(ri, verdict))
+            self._settle(ri, free[ri], True, out)
         return out
 
     def _probe_atoms(self, ri: int, free: list) -> bool:
