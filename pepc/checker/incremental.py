@@ -17,12 +17,14 @@ ranked between two others without renumbering the rest. The space is
 built afresh when tombstones outnumber live atoms, and whenever a full
 analysis runs.
 
-A full analysis (`check_errors`, as `pepc apply` runs it) is used when the
-config makes an error of a code this module does not decide (pairwise
-codes, unreachable-default, unused-suppression), on the first call, after
-a config change, and when the last result had an error not tied to a rule.
-`capacity` is the caller's: the session compiles the same policy before
-its gate, and the compiler raises capacity errors itself.
+The first call decides every live rule the same way (rule by rule: no
+pairwise search, which only yields warnings and infos under the default
+severities). The exhaustive analysis runs instead when the config makes an
+error of a code this module does not decide (pairwise codes,
+unreachable-default, unused-suppression), and after a result with an
+error not tied to a rule. `capacity` is the caller's: the session compiles
+the same policy before its gate, and the compiler raises capacity errors
+itself. `gate_errors` is the same decision in one call, for `pepc apply`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from bisect import bisect_left, insort
 from itertools import compress, count
 from operator import is_not
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from pepc.checker.anomalies import Analysis, Raw, Suppressions
 from pepc.checker.geometry import atom_box
@@ -82,9 +84,6 @@ class DynamicSpace:
             s.arank[i] = pos * _GAP
         s.order = []  # not kept up to date: the focused analysis does not sweep
         self.live_atoms = len(self.ranked)
-
-    def rule(self, rid: str) -> Rule:
-        return self.space.rules[self.rule_idx[rid]]
 
     def swap(self, new: Rule) -> None:
         """The same rule but for where it is written (lines moved)."""
@@ -191,15 +190,15 @@ def _decide(space: Space, rule_idx: dict[str, int], by_id: Any, only: list[int],
     return _errors(findings, config)
 
 
-def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding] | None:
-    """The errors `check_errors` reports (lifecycle + checker, severities
-    from the config), decided rule by rule for every live rule, without
-    the pairwise search: None when the config makes an error of a code that
-    needs it. `capacity=False`: the caller compiled this policy with this
-    config already (the compiler raises capacity errors itself)."""
+def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
+    """The errors of `pepc check` (lifecycle + checker, severities from the
+    config): decided rule by rule for every live rule when the config
+    allows, else by the exhaustive analysis. `capacity=False`: the caller
+    compiled this policy with this config already (the compiler raises
+    capacity errors itself)."""
     gate = _Gate(config)
     if not gate.local:
-        return None
+        return _full_errors(policy, config, now, capacity=capacity)
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -218,27 +217,19 @@ def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool
 
 
 def _errors(findings: Iterable[Finding], config: Config) -> list[Finding]:
-    out = []
-    for f in findings:
-        sev = config.severity_of(f.code, CODES[f.code].severity)
-        if sev != f.severity:
-            f = dataclasses.replace(f, severity=sev)
-        if f.severity >= Severity.ERROR:
-            out.append(f)
-    return out
+    from pepc.checker import _with_severity
+
+    return [g for f in findings if (g := _with_severity(f, config)).severity >= Severity.ERROR]
 
 
 class IncrementalChecker:
-    """`errors(policy, now)`: what `check_errors(policy, config, now)`
-    returns, without `capacity` (see the module docstring)."""
+    """`errors(policy, now)`: what `gate_errors(policy, config, now,
+    capacity=False)` returns, decided again only where an edit can have
+    changed it (see the module docstring)."""
 
-    def __init__(self, config: Config, full: Callable[[Policy, Config, datetime], list[Finding]] | None = None) -> None:
-        """`full`: the gate used when this one cannot decide (default: the
-        exhaustive analysis); given, it is also used for the first call."""
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self._full = full
         self._gate = _Gate(config)
-        self.local = self._gate.local
         self._dyn: DynamicSpace | None = None
         self._live: tuple[Rule, ...] = ()
         self._policy: Policy | None = None  # the last policy decided, and its clock (Policy.live_edit_from)
@@ -249,13 +240,14 @@ class IncrementalChecker:
         self.last_mode = ""
         self.last_focus = 0
 
-    def reset(self) -> None:
-        self._dyn = None
+    @property
+    def local(self) -> bool:
+        return self._gate.local
 
     @property
     def needs_baseline(self) -> bool:
-        """Whether the next call runs the full analysis although the config
-        lets this checker decide incrementally (first call, or reset)."""
+        """Whether the next call decides every rule although the config lets
+        this checker decide incrementally (first call, or after an error)."""
         return self.local and self._dyn is None
 
     def errors(self, policy: Policy, now: datetime) -> list[Finding]:
@@ -303,14 +295,13 @@ class IncrementalChecker:
         return errors
 
     def _full_check(self, policy: Policy, now: datetime, live: tuple[Rule, ...]) -> list[Finding]:
-        if self.local and self._full is None:
+        if self.local:
             # every rule decided on the space kept for the next calls
             dyn = self._dyn = DynamicSpace(list(live))
             errors = _decide(dyn.space, dyn.rule_idx, _RuleMap(dyn), list(range(len(live))), policy, self.config, now, self._gate)
             dyn.settle()  # drop the 10^5 probes' answers now, not on the first edit's clock
         else:
-            errors = list(self._full(policy, self.config, now)) if self._full else _full_errors(policy, self.config, now)
-            self._dyn = DynamicSpace(list(live)) if self.local else None
+            errors = _full_errors(policy, self.config, now, capacity=False)
         self._live = live
         self._policy, self._now = policy, now
         self.last_mode, self.last_focus = "full", len(live)
@@ -362,12 +353,12 @@ class IncrementalChecker:
         self._err_rules = {f.rule for f in errors if f.rule is not None}
 
 
-def _full_errors(policy: Policy, config: Config, now: datetime) -> list[Finding]:
+def _full_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
     """The exhaustive gate: lifecycle findings and the whole analysis."""
     from pepc.checker import analyze
     from pepc.loader import lifecycle_findings
 
-    return _errors([*lifecycle_findings(policy, now), *analyze(policy, config, now)], config)
+    return _errors([*lifecycle_findings(policy, now), *analyze(policy, config, now, capacity=capacity)], config)
 
 
 class _RuleMap:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
 import re
 import tempfile
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pepc import layout
 from pepc.config import Config, Interface, XdpMode
-from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError, Severity
+from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError
 from pepc.model import Policy
 from pepc.program import Program
 from pepc.reconcile import audit, diff
@@ -101,36 +100,13 @@ def swap_writer_token(config: Config, instance: str) -> tuple[str | None, str | 
 
 def check_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
     """Findings of `pepc check` (lifecycle + checker, with the severity
-    overrides of pepc.yaml) that are errors: apply refuses those. Decided
-    rule by rule when every error code allows it (pepc.checker.incremental.
-    gate_errors: no pairwise search, the same errors); `capacity=False` when
-    the caller compiled this policy with this config (the compiler raises
-    capacity errors itself)."""
+    overrides of pepc.yaml) that are errors: apply refuses those. See
+    pepc.checker.incremental.gate_errors (rule by rule when the config
+    allows); `capacity=False` when the caller compiled this policy with
+    this config (the compiler raises capacity errors itself)."""
     from pepc.checker.incremental import gate_errors
-    from pepc.loader import lifecycle_findings
 
-    fast = gate_errors(policy, config, now, capacity=capacity)
-    if fast is not None:
-        return fast
-
-    findings = list(lifecycle_findings(policy, now))
-    try:
-        checker = importlib.import_module("pepc.checker")
-    except ModuleNotFoundError as err:
-        if err.name != "pepc.checker":
-            raise
-        checker = None
-    analyze = getattr(checker, "analyze", None) if checker else None
-    if analyze:
-        findings += list(analyze(policy, config, now))
-    out = []
-    for f in findings:
-        sev = config.severity_of(f.code, f.severity)
-        if sev != f.severity:
-            f = dataclasses.replace(f, severity=sev)
-        if f.severity >= Severity.ERROR:
-            out.append(f)
-    return out
+    return gate_errors(policy, config, now, capacity=capacity)
 
 
 # --- write accounting and the crash test hook ------------------------------------
