@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, count
+from operator import attrgetter, is_not
+from typing import Sequence
 from datetime import datetime
 
 
@@ -196,6 +198,25 @@ class Rule:
         return self.enabled and not self.is_expired(now)
 
 
+def rule_changes(old: Sequence[Rule], new: Sequence[Rule]) -> tuple[list[Rule], list[Rule]]:
+    """(gone, came): the Rule objects of `old` that `new` does not hold and
+    the reverse, by identity, for sequences as a reload makes them
+    (unchanged rules handed over as the same objects, mostly in place).
+    Found at C speed: the longest common prefix and suffix, then the
+    middles position by position when they are as long, else whole (an
+    object in both middles, moved, is in neither list). Policy.edit_from
+    gives the same without looking, when the loader knows it."""
+    m = min(len(old), len(new))
+    p = next(compress(count(), map(is_not, old, new)), m)
+    q = min(next(compress(count(), map(is_not, reversed(old), reversed(new))), m), m - p)
+    mid_old, mid_new = old[p : len(old) - q], new[p : len(new) - q]
+    if len(mid_old) == len(mid_new):
+        at = list(compress(count(), map(is_not, mid_old, mid_new)))
+        return [mid_old[i] for i in at], [mid_new[i] for i in at]
+    moved = set(map(id, mid_old)) & set(map(id, mid_new))
+    return [r for r in mid_old if id(r) not in moved], [r for r in mid_new if id(r) not in moved]
+
+
 _ANY_TIME = object()
 _EXPIRES_AT = attrgetter("expires_at")
 _ENABLED = attrgetter("enabled")
@@ -222,9 +243,10 @@ class Policy:
         rules = self.rules
         if any(map(_EXPIRES_AT, rules)):
             live = tuple(r for r in rules if r.is_live(now))
-        else:  # the usual case, at C speed: liveness is `enabled`
+            object.__setattr__(self, "_live", (now, live))
+        else:  # the usual case, at C speed: liveness is `enabled`, at any time
             live = tuple(filter(_ENABLED, rules))
-        object.__setattr__(self, "_live", (now, live))
+            object.__setattr__(self, "_live", (_ANY_TIME, live))
         return live
 
     def edit_from(self, base: "Policy") -> tuple[tuple[Rule, ...], tuple[Rule, ...]] | None:
@@ -239,8 +261,8 @@ class Policy:
 
     @property
     def live_is_static(self) -> bool:
-        """Whether live_rules is the same at every time (the loader knew no
-        rule expires)."""
+        """Whether live_rules is the same at every time (no rule expires;
+        known once live_rules ran, or the loader seeded it)."""
         return self._live[0] is _ANY_TIME
 
     def live_edit_from(self, base: "Policy", now: datetime, base_now: datetime | None) -> tuple[list[Rule], list[Rule]] | None:

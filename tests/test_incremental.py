@@ -246,3 +246,21 @@ def test_widening_into_the_next_run_of_new_ids():
     got = inc.compile(pol, NOW, prev)
     _assert_same(got, compile_program(pol, BIG, NOW, prev))
     assert {s.rule_id: s.order_key for s in got.slots} == keys
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=20), st.lists(st.integers(0, 40), max_size=20))
+def test_rule_changes_are_the_objects_that_came_and_went(before, after):
+    """model.rule_changes against a set oracle: whatever the two sequences,
+    old - gone + came holds exactly the objects of new (by identity), and
+    an object said gone that new still holds is said come too (it moved)."""
+    from pepc.model import rule_changes
+
+    pool = {i: Rule(id=f"r{i}", action=Action.BLOCK, loc=Location("p/r.yaml", 1, 1)) for i in range(41)}
+    old = tuple(pool[i] for i in dict.fromkeys(before))  # a policy holds each rule once
+    new = tuple(pool[i] for i in dict.fromkeys(after))
+    gone, came = rule_changes(old, new)
+    ids = lambda rs: set(map(id, rs))  # noqa: E731
+    assert ids(gone) <= ids(old) and ids(came) <= ids(new)
+    assert (ids(old) - ids(gone)) | ids(came) == ids(new)
+    assert ids(gone) & ids(new) <= ids(came)

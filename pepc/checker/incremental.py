@@ -32,8 +32,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 from bisect import bisect_left, insort
-from itertools import compress, count
-from operator import is_not
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -42,7 +40,7 @@ from pepc.checker.geometry import atom_box
 from pepc.checker.space import Space, action_key, default_key
 from pepc.config import Config
 from pepc.diagnostics import CODES, Finding, Severity
-from pepc.model import Policy, Rule
+from pepc.model import Policy, Rule, rule_changes
 from pepc.semantics import atoms_of, rank_key
 
 #: Codes decided here; an error of any other checker code needs the full analysis.
@@ -272,7 +270,7 @@ class IncrementalChecker:
         if edit is not None:  # the loader said which rules came and went
             changed_old, changed_new = self._pair(edit[0], edit[1], dyn)
         else:
-            changed_old, changed_new = self._diff(self._live, live, dyn)
+            changed_old, changed_new = self._pair(*rule_changes(self._live, live), dyn)
         self._policy, self._now = policy, now
         if len(dyn.gone) > max(dyn.live_atoms, 1024):
             dyn = self._dyn = DynamicSpace(list(live))  # tombstones outweigh the space
@@ -307,23 +305,6 @@ class IncrementalChecker:
         self.last_mode, self.last_focus = "full", len(live)
         self._remember(errors)
         return errors
-
-    @staticmethod
-    def _diff(old: tuple[Rule, ...], new: tuple[Rule, ...], dyn: DynamicSpace) -> tuple[list[Rule], list[Rule]]:
-        """(old versions, new versions) of the rules an edit changed. A
-        reload hands unchanged rules over as the same objects, in the same
-        order: the common prefix and suffix are found by identity at C
-        speed, and only the middle is compared by id. Rules that moved
-        lines only are swapped in place (not an edit)."""
-        m = min(len(old), len(new))
-        p = next(compress(count(), map(is_not, old, new)), m)
-        q = min(next(compress(count(), map(is_not, reversed(old), reversed(new))), m), m - p)
-        mid_old, mid_new = old[p : len(old) - q], new[p : len(new) - q]
-        if len(mid_old) == len(mid_new):
-            at = list(compress(range(len(mid_old)), map(is_not, mid_old, mid_new)))
-            mid_old = tuple(mid_old[i] for i in at)
-            mid_new = tuple(mid_new[i] for i in at)
-        return IncrementalChecker._pair(mid_old, mid_new, dyn)
 
     @staticmethod
     def _pair(olds: Sequence[Rule], news: Sequence[Rule], dyn: DynamicSpace) -> tuple[list[Rule], list[Rule]]:

@@ -13,8 +13,7 @@ from operator import attrgetter
 from functools import lru_cache
 from bisect import bisect_left, insort
 import weakref
-from itertools import compress, count
-from operator import is_not
+from itertools import count
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
@@ -25,7 +24,7 @@ from pepc.compiler.assign import KEY_SPACE, _fits, _spread, assign_order_keys, a
 from pepc.compiler.ports import port_prefixes
 from pepc.config import Config
 from pepc.diagnostics import Finding, PolicyError, Related
-from pepc.model import Action, Location, Policy, Protocol, Rule
+from pepc.model import Action, Location, Policy, Protocol, Rule, rule_changes
 from pepc.program import Mask, MaskShape, Program, ProgramDelta, SlotInfo
 from pepc.semantics import SPEC_PROTOCOL, SPEC_SINGLE_PORT
 
@@ -453,9 +452,8 @@ class IncrementalCompiler:
     def _live_delta(self, rules: tuple[Rule, ...], now: datetime, edit: Any = None) -> dict[str, Rule | None] | None:
         """Bring self._rules (live rules by id) to `rules` at `now` by
         looking only at the Rule objects that are new or gone since the last
-        call (found at C speed: by position when the length is the same,
-        else by object identity) and at rules with an expiry when `now`
-        moved. Returns {id: the live rule it had before, or None} for every
+        call (Policy.edit_from, else model.rule_changes) and at rules with
+        an expiry when `now` moved. Returns {id: the live rule it had before, or None} for every
         id touched, or None when there is no cheap delta (then nothing was
         changed)."""
         old_seq = self._seq
@@ -463,19 +461,8 @@ class IncrementalCompiler:
             return None
         if edit is not None:  # the loader said which Rule objects came and went
             gone, came = list(edit[0]), list(edit[1])
-        elif len(rules) == len(old_seq):
-            pos = list(compress(count(), map(is_not, rules, old_seq)))
-            gone = [old_seq[p] for p in pos]
-            came = [rules[p] for p in pos]
         else:
-            # rules added or removed: what lies between the longest common
-            # prefix and suffix (by identity) changed
-            short = min(len(rules), len(old_seq))
-            pre = next(compress(count(), map(is_not, rules, old_seq)), short)
-            suf = next(compress(count(), map(is_not, reversed(rules), reversed(old_seq))), short)
-            suf = min(suf, short - pre)
-            gone = list(old_seq[pre : len(old_seq) - suf])
-            came = list(rules[pre : len(rules) - suf])
+            gone, came = rule_changes(old_seq, rules)
         if len(gone) + len(came) > 8192:
             return None
         expiring = self._expiring

@@ -9,10 +9,11 @@ reconciles so that an event-triggered one costs what the change costs:
   one, else ``compile_program`` with the live assignments, behind the same
   call), with the last program compiled;
 - a MIRROR: the contents it last wrote to both generations (after every
-  complete apply both hold the desired contents), the active generation,
-  the ``pepc_gen`` element of each generation (policy digest, counts), the
-  layout digest and the program id;
-- the last policy the check gate passed.
+  complete apply both hold the desired contents; views of the maps the
+  session edits in place, see IncrementalContents), the active
+  generation, the ``pepc_gen`` element of each generation (policy digest,
+  counts), the layout digest and the program id;
+- the check gate's state (``pepc.checker.incremental.IncrementalChecker``).
 
 The trust rule (also in the package docstring): a `full` reconcile reads
 the live state in full, exactly as `pepc apply`; an event-triggered one
@@ -32,13 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from itertools import compress, count, filterfalse
-from operator import is_not
-
 from pepc import layout
 from pepc.config import Config
 from pepc.diagnostics import Finding
-from pepc.model import Policy, Rule
+from pepc.model import Policy, Rule, rule_changes
 from pepc.program import Program
 from pepc.reconcile import apply as _apply
 from pepc.reconcile import diff
@@ -54,13 +52,6 @@ class Mirror:
     gen_value: bytes | None  # the pepc_gen element of both generations
     contents: Mapping[str, Mapping[bytes, bytes]]
     prog_id: int
-
-
-def check_gate(policy: Policy, config: Config, now: datetime) -> list[Finding]:
-    """The check gate of an apply, as one call (the errors `pepc check`
-    would report), from scratch. A session's default gate is incremental
-    (pepc.checker.incremental), with the same errors."""
-    return _apply.check_errors(policy, config, now)
 
 
 class _Compiler:
@@ -89,11 +80,8 @@ class _Compiler:
         m = self._assign_memo
         if m is not None and m[0] is slots:
             edit = policy.live_edit_from(m[3], now, m[4]) if m[3] is not None else None
-            if edit is not None:  # the loader said what changed: compare those ids only
-                same = sorted(r.id for r in edit[0]) == sorted(r.id for r in edit[1])
-            else:
-                same = same_ids(m[1], rules)
-            if same:
+            gone, came = edit if edit is not None else rule_changes(m[1], rules)
+            if sorted(r.id for r in gone) == sorted(r.id for r in came):  # the same ids
                 self._assign_memo = (slots, rules, m[2], policy, now)
                 return m[2]
         from pepc.compiler import Assignments
@@ -305,17 +293,6 @@ class IncrementalContents:
         return self._edit(diff.BLOOM, changes)
 
 
-def same_ids(a: Sequence[Rule], b: Sequence[Rule]) -> bool:
-    """Whether two rule sequences hold the same ids in the same order. A
-    reload hands unchanged rules over as the same objects: only positions
-    whose object changed are compared by id (found at C speed)."""
-    if a is b:
-        return True
-    if len(a) != len(b):
-        return False
-    return all(a[i].id == b[i].id for i in compress(count(), map(is_not, a, b)))
-
-
 def settle_heap(collect: bool) -> None:
     """For the long-running process that holds a session (and a LoadCache):
     move everything alive now out of the cyclic GC's reach (gc.freeze), so
@@ -343,7 +320,6 @@ class ReconcileSession:
         wait: float = 0.0,
         policy_path: str | None = None,
         write_audit: bool = True,
-        gate: Callable[[Policy, Config, datetime], Sequence[Finding]] | None = None,
     ) -> None:
         self.instance = _apply.check_instance_name(instance)
         self.config = config
@@ -351,18 +327,15 @@ class ReconcileSession:
         self.wait = wait
         self.policy_path = policy_path
         self.write_audit = write_audit
-        self._gate_fn = gate  # None: self._checker
-        self._checker = self._new_checker(config)
+        self._checker = self._new_checker(config)  # the gate, incremental
         self._compiler = _Compiler(config)
         self.mirror: Mirror | None = None
         self._token: str | None = None  # the writer token of the session's last apply
         self._must_read = True  # the first reconcile, and after any error
-        self._checked: tuple[Policy, Config, tuple[str, ...]] | None = None
         #: how the last reconcile got the live state: "full" | "mirror" |
         #: "full (mirror disagreed: ...)" | "none" (no instance)
         self.last_read = ""
-        self.last_gate_skipped = False
-        self.last_gate_baseline_s = 0.0  # the full analysis a reconcile ran to start the incremental gate
+        self.last_gate_skipped = False  # the last gate found no rule changed
 
     # --- state ----------------------------------------------------------
 
@@ -379,7 +352,6 @@ class ReconcileSession:
             self.config = config
             self._compiler = _Compiler(config)
             self._checker = self._new_checker(config)
-            self._checked = None
             self.invalidate()
         return self.config
 
@@ -391,21 +363,9 @@ class ReconcileSession:
 
         return IncrementalChecker(config)
 
-    def _gate(self, policy: Policy, config: Config, now: datetime) -> list[Finding]:
-        if self._gate_fn is None:
-            # incremental: an unchanged policy costs it an identity scan
-            errors = self._checker.errors(policy, now)
-            self.last_gate_skipped = self._checker.last_mode == "unchanged"
-            return errors
-        live = policy.live_rules(now)
-        c = self._checked
-        if c is not None and c[1] == config and same_ids(c[2], live) and (c[0] is policy or c[0] == policy):
-            self.last_gate_skipped = True
-            return []
-        self.last_gate_skipped = False
-        errors = list(self._gate_fn(policy, config, now))
-        if not errors:
-            self._checked = (policy, config, live)
+    def _gate(self, policy: Policy, now: datetime) -> list[Finding]:
+        errors = self._checker.errors(policy, now)  # an unchanged policy costs it next to nothing
+        self.last_gate_skipped = self._checker.last_mode == "unchanged"
         return errors
 
     # --- the live state ---------------------------------------------------
@@ -514,7 +474,7 @@ class ReconcileSession:
                 cfg,
                 now,
                 planner=self._planner(policy, now, full),
-                gate=lambda planned: self._gate(policy, cfg, now),
+                gate=lambda planned: self._gate(policy, now),
                 instance=self.instance,
                 wait=self.wait,
                 policy_path=self.policy_path,
@@ -543,11 +503,9 @@ class ReconcileSession:
         if result.program is not None:
             self._compiler.carry_over(result.program, contents["pepc_slots"])
         self._must_read = False
-        if self._gate_fn is None and self._checker.needs_baseline:
+        if self._checker.needs_baseline:
             # A reconcile with nothing to write runs no gate; the incremental
-            # gate needs one full analysis to start from. Paid here (a
+            # gate needs every rule decided once to start from. Paid here (a
             # restart) rather than on the first edit, whose latency counts.
-            t = time.perf_counter()
             self._checker.errors(policy, now)
-            self.last_gate_baseline_s = time.perf_counter() - t
         return result
