@@ -138,9 +138,8 @@ class IncrementalContents:
     and the prefilter words are dicts edited in place from the compiler's
     ProgramDelta (`diff.Derived`: they also say which keys an edit touched),
     so an edit costs what it changed, not a copy of 10^5-element maps.
-    Without a delta (the first call, a compiler reset), slot elements are
-    packed only for SlotInfo objects the previous program did not hold, and
-    prefilter words are recomputed where a rule-map key came or went.
+    Without a delta (the first call, a compiler reset) everything is packed
+    again.
 
     `snapshot()` gives, after an apply, views (`diff.Overlay`) of what the
     maps hold at that moment, for the session's mirror of the live state:
@@ -151,7 +150,6 @@ class IncrementalContents:
     BIG = ("pepc_rules", "pepc_slots", diff.BLOOM)
 
     def __init__(self) -> None:
-        self._slots: tuple[Any, dict[bytes, bytes]] | None = None  # (program.slots, slot contents)
         self._last: tuple[int, int] | None = None  # (delta source, serial) of the last program
         self._cur: dict[str, diff.Derived] = {}  # the big maps, edited in place
         self._views: dict[str, diff.Overlay] = {}  # handed out by snapshot(), recording old elements
@@ -216,40 +214,15 @@ class IncrementalContents:
                 "pepc_slots": self._edit("pepc_slots", d.slots),
             }
         else:
-            plain = self._map_contents(program)
+            from pepc.compiler.pack import map_contents
+
+            plain = map_contents(program)  # (no delta: the first call, or the compiler started afresh)
             self._came = None  # unknown: the prefilter is rebuilt
             self._bloom = None
             out = {**plain, "pepc_rules": self._fresh("pepc_rules", plain["pepc_rules"]),
                    "pepc_slots": self._fresh("pepc_slots", plain["pepc_slots"])}
-        self._slots = (program.slots, out["pepc_slots"])
         self._last = (d.source, d.serial) if d is not None else None
         return out
-
-    def _map_contents(self, program: Program) -> dict[str, dict[bytes, bytes]]:
-        from pepc.compiler.pack import map_contents, mask_value, slot_value
-
-        prev = self._slots
-        if prev is None:
-            return map_contents(program)
-        old_t, old_c = prev
-        new_t = program.slots
-        old_ids, new_ids = set(map(id, old_t)), set(map(id, new_t))
-        slots = dict(old_c)
-        if old_ids != new_ids:
-            u32 = diff.u32
-            for sl in old_t:
-                if id(sl) not in new_ids:
-                    del slots[u32(sl.slot)]
-            for sl in new_t:
-                if id(sl) not in old_ids:
-                    slots[u32(sl.slot)] = slot_value(sl)
-        u32 = diff.u32
-        return {
-            "pepc_gen": {u32(0): program.gen_value()},
-            "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
-            "pepc_rules": dict(program.rule_contents()),
-            "pepc_slots": slots,
-        }
 
     def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
         from pepc import bloom
