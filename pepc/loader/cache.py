@@ -108,17 +108,7 @@ def _spans(text: str, raws: list) -> list | None:
     rule's span runs to the end of the file."""
     if not text.isascii() or not raws:
         return None
-    starts = [0]
-    find = text.find
-    i = find("\n")
-    while i >= 0:
-        starts.append(i + 1)
-        i = find("\n", i + 1)
-    offs = []
-    for raw in raws:
-        line, col = raw.pos
-        offs.append(starts[line - 1] + col - 1 if 0 < line <= len(starts) else -1)
-    offs.append(len(text))
+    offs = _rule_offsets(text, raws) + [len(text)]
     out: list = []
     for k, raw in enumerate(raws):
         a, b = offs[k], offs[k + 1]
@@ -156,8 +146,9 @@ def _patch(e: _Entry, text: str, display: str) -> tuple[Any, list] | None:
     q = _common_suffix(old, text, m - p)
     end0 = n0 - q
     # the rule whose own lines hold [p, end0)
-    ls = _line_starts(old)
-    starts = [ls[ln - 1] + c - 1 for ln, c in (r.pos for r in fst0.rules)]
+    starts = _rule_offsets(old, fst0.rules)
+    if min(starts) < 0 or starts != sorted(starts):
+        return None
     k = bisect.bisect_right(starts, p) - 1
     if k < 0 or k + 1 >= len(starts) or spans[k] is None:
         return None
@@ -192,22 +183,16 @@ def _patch(e: _Entry, text: str, display: str) -> tuple[Any, list] | None:
     return fst, new_spans
 
 
-_LS_CACHE: dict[int, tuple[str, list[int]]] = {}
-
-
-def _line_starts(text: str) -> list[int]:
-    got = _LS_CACHE.get(id(text))
-    if got is not None and got[0] is text:
-        return got[1]
+def _rule_offsets(text: str, raws: list) -> list[int]:
+    """Where each raw rule starts in `text` (an ASCII file: a mark's column
+    is a character offset), -1 for a position outside it."""
     starts = [0]
     find = text.find
     i = find("\n")
     while i >= 0:
         starts.append(i + 1)
         i = find("\n", i + 1)
-    _LS_CACHE.clear()
-    _LS_CACHE[id(text)] = (text, starts)
-    return starts
+    return [starts[ln - 1] + c - 1 if 0 < ln <= len(starts) else -1 for ln, c in (r.pos for r in raws)]
 
 
 def _common_prefix(a: str, b: str, m: int) -> int:
@@ -258,7 +243,7 @@ class LoadCache:
         self._last: tuple[Any, Policy | PolicyError] | None = None
         # rule ids of the entries of the last load, counted, kept up to date
         # file by file: whether an id is duplicated costs O(changed files)
-        self._blocks: tuple[Policy, dict[int, list]] | None = None  # the last Policy and its entries' rule lists
+        self._blocks: tuple[Policy, dict[Any, list]] | None = None  # the last Policy and its files' rule lists
         self._ids_of: dict[int, tuple[str, ...]] = {}  # entry version -> ids
         self._id_count: dict[str, int] = {}
         self._dups = 0  # ids counted more than once
@@ -450,7 +435,7 @@ class LoadCache:
         self._last = (sig, pol)
         return pol
 
-    def _note_edit(self, pol: Policy, blocks: dict[int, list]) -> None:
+    def _note_edit(self, pol: Policy, blocks: dict[Any, list]) -> None:
         """Tell `pol` how it differs from the previous Policy this cache
         returned (Policy.edit_from), from the file blocks that changed: the
         stages after the load then skip comparing 10^5-rule sequences."""
