@@ -96,6 +96,8 @@ def _defer(pending: dict[int, list[int]] | None, plen: int, addr: int) -> dict[i
 
 
 def _settle(addrs: dict[int, list[int]], pending: dict[int, list[int]]) -> None:
+    """Sort the queued addresses into their lists (the caller then drops
+    the queue)."""
     for plen, new in pending.items():
         arr = addrs[plen]
         if len(new) < 8:
@@ -104,7 +106,6 @@ def _settle(addrs: dict[int, list[int]], pending: dict[int, list[int]]) -> None:
         else:
             arr.extend(new)
             arr.sort()
-    return None
 
 
 class _Bucket:
@@ -147,7 +148,8 @@ class _Bucket:
             yield self.members
             return
         if self.pending:
-            self.pending = _settle(self.addrs, self.pending)
+            _settle(self.addrs, self.pending)
+            self.pending = None
         for p in self.plens:
             if p <= plen:
                 g = sec.get((addr & _MASKS[p]) << 6 | p)
@@ -187,14 +189,17 @@ class _Index:
 
     def settle_all(self) -> None:
         if self.pending:
-            self.pending = _settle(self.addrs, self.pending)
+            _settle(self.addrs, self.pending)
+            self.pending = None
         for b in self.buckets.values():
             if b.pending:
-                b.pending = _settle(b.addrs, b.pending)
+                _settle(b.addrs, b.pending)
+                b.pending = None
 
     def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int]) -> Iterator[int]:
         if self.pending:
-            self.pending = _settle(self.addrs, self.pending)
+            _settle(self.addrs, self.pending)
+            self.pending = None
         boxes, buckets = self.boxes, self.buckets
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
         pplen, paddr = pkey

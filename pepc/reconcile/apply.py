@@ -699,7 +699,7 @@ def _converge(
 
             recovered = pinswap.recover(config.pin_root, instance)
             prev_token, token = swap_writer_token(config, instance)
-            if prefetch is None and not pin_dir(config, instance).exists():
+            if not pin_dir(config, instance).exists():
                 # nothing loaded: build and load the program (it depends on
                 # the layout only) on the other core while the policy compiles
                 from pepc.reconcile.prefetch import Prefetch
@@ -712,12 +712,11 @@ def _converge(
                 if write_audit:
                     record_refusal(config, instance, err.findings, path, started)
                 raise
-            check_t = [0.0]
-
             def run_gate() -> None:
+                nonlocal check_s
                 t = time.perf_counter()
                 errors = list(gate(planned))  # type: ignore[misc]
-                check_t[0] = time.perf_counter() - t
+                check_s = time.perf_counter() - t
                 if errors:
                     if write_audit:
                         record_refusal(config, instance, errors, path, started)
@@ -741,7 +740,6 @@ def _converge(
                     "pepc does not replace programs it did not load: detach it first (ip link set dev IF xdp off)",
                 )
             result = _execute(planned, policy, config, instance, log, before_pin)
-            check_s = check_t[0]
             result = dataclasses.replace(
                 result,
                 duration_s=time.perf_counter() - started,
@@ -877,10 +875,6 @@ def _detach_if_ours(ifname: str, prog_id: int) -> bool:
 # --- the load path -------------------------------------------------------------------
 
 
-def _build_object(program: Program, policy: Policy, workdir: Path) -> Path:
-    return build_layout_object(program.caps, program.default_action, program.event_cap, policy.root, workdir)
-
-
 def build_layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path) -> Path:
     """The object for a layout. The header is rendered for an empty
     program of that layout: the object depends only on the layout (rules,
@@ -970,7 +964,7 @@ def _load(
             timings["build+load wait"] = time.perf_counter() - t
     if new is None:
         with tempfile.TemporaryDirectory(prefix="pepc-build-") as tmp:
-            obj = _build_object(program, policy, Path(tmp))
+            obj = build_layout_object(program.caps, program.default_action, program.event_cap, policy.root, Path(tmp))
             timings["build"] = time.perf_counter() - t
             t = time.perf_counter()
             new = loader.load_object(obj, reuse=reuse)

@@ -139,7 +139,7 @@ class Derived(dict):
 
     __slots__ = ("base", "touched")
 
-    def __init__(self, base: Mapping[bytes, bytes] = {}, touched: Iterable[bytes] = ()):  # noqa: B006 (read only)
+    def __init__(self, base: Mapping[bytes, bytes] | Iterable = (), touched: Iterable[bytes] = ()):
         super().__init__(base)
         self.base: Mapping[bytes, bytes] | None = base
         self.touched = set(touched)
