@@ -51,13 +51,17 @@ class Prefetch:
             "default_action": config.default_action.name,
             "event_cap": config.event_cap,
         }
-        self.proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "pepc.reconcile.prefetch", json.dumps(spec)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc: subprocess.Popen | None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pepc.reconcile.prefetch", json.dumps(spec)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError:  # only a head start: the apply then builds and loads by itself
+            self.proc = None
 
     def take(self, layout_digest: str) -> Any:
         """The loaded Instance (its pins removed) if the child built it for
