@@ -236,14 +236,7 @@ def parse_text(text: str, display: str, *, max_nodes: int = MAX_NODES, max_depth
         if "maximum nesting depth" in problem:
             # libyaml >= 0.2.5 (in PyYAML 6.0.4's wheels) stops deep flow
             # nesting in its scanner, before pepc's own limit sees the events
-            findings.append(
-                Finding(
-                    "alias-limit",
-                    f"nesting deeper than {max_depth} levels",
-                    where,
-                    help="policies never need this depth; the file is probably malformed or hostile",
-                )
-            )
+            findings.append(_too_deep(max_depth, where))
             return ParsedFile(display, docs, marks, findings)
         message = f"invalid YAML: {problem}"
         if err.context and err.context_mark is not None:
@@ -271,6 +264,15 @@ def parse_text(text: str, display: str, *, max_nodes: int = MAX_NODES, max_depth
     except RecursionError:  # belt and braces: nothing here recurses
         findings.append(Finding("alias-limit", "document nested too deeply", Location(display, 1, 1)))
     return ParsedFile(display, docs, marks, findings)
+
+
+def _too_deep(max_depth: int, where: Location) -> Finding:
+    return Finding(
+        "alias-limit",
+        f"nesting deeper than {max_depth} levels",
+        where,
+        help="policies never need this depth; the file is probably malformed or hostile",
+    )
 
 
 def _build(text, display, marks, findings, docs, loc, max_nodes, max_depth) -> None:
@@ -356,14 +358,7 @@ def _build(text, display, marks, findings, docs, loc, max_nodes, max_depth) -> N
             m = ev.start_mark
             pos = (m.line + 1, m.column + 1)
             if len(stack) >= max_depth:
-                raise _Abort(
-                    Finding(
-                        "alias-limit",
-                        f"nesting deeper than {max_depth} levels",
-                        Location(display, *pos),
-                        help="policies never need this depth; the file is probably malformed or hostile",
-                    )
-                )
+                raise _Abort(_too_deep(max_depth, Location(display, *pos)))
             tag = ev.tag
             is_map = cls is MappingStartEvent
             if tag is not None and tag != "!" and tag != (tag_map if is_map else tag_seq):
