@@ -261,7 +261,6 @@ class IncrementalCompiler:
         self._masks: dict[tuple[bytes, int], Mask] = {}
         self._source = next(_SOURCES)  # a new identity after every reset: deltas never span one
         self._serial = 0  # Programs returned since the last reset (ProgramDelta)
-        self._dirty_slots: set[bytes] | None = None
 
     def compile(self, policy: Policy, now: datetime, previous: Assignments | None = None) -> Program:
         # Hundreds of thousands of small immutable objects and no cycles: the
@@ -584,7 +583,7 @@ class IncrementalCompiler:
             self._masks = {(s, mask_best[s]): m for s, m in zip(mask_order, masks)}
         mask_contents = {_U32(i): pack.mask_value(m) for i, m in enumerate(masks)}
 
-        self._update_slots(new, order_keys, slots, changed, removed, fresh)
+        dirty_slots = self._update_slots(new, order_keys, slots, changed, removed, fresh)
 
         total = pack.contents_sum("pepc_masks", mask_contents) + self._acc_rules + self._acc_slots
         digest = pack.finish_digest(
@@ -592,13 +591,13 @@ class IncrementalCompiler:
         )
         self._vals_shared = True  # the Program owns this dict now: copy before the next change
         self._serial += 1
-        if dirty_keys is not None and self._dirty_slots is not None:
+        if dirty_keys is not None and dirty_slots is not None:
             vals, sc = self._vals, self._slot_contents
             delta = ProgramDelta(
                 self._source,
                 self._serial,
                 {kb: vals.get(kb) for kb in dirty_keys},
-                {kb: sc.get(kb) for kb in self._dirty_slots},
+                {kb: sc.get(kb) for kb in dirty_slots},
             )
         else:
             delta = ProgramDelta(self._source, self._serial, None, None)
@@ -687,15 +686,16 @@ class IncrementalCompiler:
         self._by_slot = by_slot
         self._slots_tuple = tuple(ordered)
 
-    def _update_slots(self, new, order_keys, slots, changed, removed, fresh) -> None:
+    def _update_slots(self, new, order_keys, slots, changed, removed, fresh) -> set[bytes] | None:
+        """Bring the slot table to this call; returns the slot keys whose
+        element may have changed (None: all new, no delta)."""
         infos, svals, contents = self._slotinfo, self._slotval, self._slot_contents
-        dirty = self._dirty_slots = set()  # slot keys whose element may change
+        dirty: set[bytes] = set()
         if not changed and not removed:
-            return
+            return dirty
         if fresh and not infos:
-            self._dirty_slots = None  # everything is new: no delta
             self._fresh_slots(new, order_keys, slots)
-            return
+            return None
         by_slot = self._by_slot
         acc = self._acc_slots
         h = pack.element_hash
@@ -721,6 +721,7 @@ class IncrementalCompiler:
             acc += term
         self._acc_slots = acc % pack.DIGEST_MOD
         self._slots_tuple = tuple(filter(None, by_slot))
+        return dirty
 
     # --- capacity errors -------------------------------------------------------------
 
