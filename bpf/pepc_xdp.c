@@ -60,6 +60,23 @@
 #define PEPC_BLOOM_K3 0x165667B19E3779F9ULL
 #define PEPC_BLOOM_K4 0xD6E8FEB86659FD93ULL
 
+/*
+ * The direct table (pepc/direct.py has the whole story): per generation,
+ * the rule map once more as an open-addressing array the program reads
+ * inline, where a hash-map lookup is a call into the kernel. A key's home
+ * is the low half of the prefilter's hash scaled to PEPC_DIRECT_HOMES; the
+ * key sits there or within PEPC_DIRECT_DEPTH entries after it, else an
+ * empty entry comes first (no such key) or its home entry says OVERFLOW
+ * (ask the rule map). Trusted only while the marker (the element after the
+ * last probe-able one) matches the generation's policy digest ^ SCHEME.
+ * Keep in step with pepc/direct.py (SCHEME, DEPTH, sizing, flags).
+ */
+#define PEPC_DIRECT_SCHEME 0x7065706364697201ULL
+#define PEPC_DIRECT_HOMES (2 * PEPC_MAX_ENTRIES)
+#define PEPC_DIRECT_DEPTH 3
+#define PEPC_DIRECT_USED 1
+#define PEPC_DIRECT_OVERFLOW 2
+
 /* 802.1Q / 802.1ad tag; not part of the UAPI headers. */
 struct pepc_vlan_hdr {
 	__be16 tci;
@@ -101,7 +118,13 @@ struct pepc_vlan_hdr {
 		__uint(max_entries, PEPC_BLOOM_WORDS + 1);              \
 		__type(key, __u32);                                     \
 		__type(value, __u64);                                   \
-	} pepc_bloom_##n SEC(".maps");
+	} pepc_bloom_##n SEC(".maps");                                  \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, PEPC_DIRECT_HOMES + PEPC_DIRECT_DEPTH + 1); \
+		__type(key, __u32);                                     \
+		__type(value, struct pepc_direct);                      \
+	} pepc_direct_##n SEC(".maps");
 
 PEPC_GENERATION_MAPS(0)
 PEPC_GENERATION_MAPS(1)
@@ -292,6 +315,7 @@ struct pepc_lookup {
 	__u32 slot;
 	__u8 action;
 	__u8 bloom; /* the generation's prefilter is valid */
+	__u8 direct; /* the generation's direct table is valid */
 };
 
 /*
@@ -333,13 +357,28 @@ _Static_assert(__builtin_offsetof(struct pepc_mask, dst_mask) == __builtin_offse
 		       __builtin_offsetof(struct pepc_mask, dport_plen) == __builtin_offsetof(struct pepc_mask, src_plen) + 3,
 	       "mask layout");
 
-static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *masks, void *rules, void *bloom)
+static __always_inline void take(struct pepc_lookup *lk, __u64 rank, __u32 slot, __u8 action)
 {
+	if (rank < lk->best_rank) {
+		lk->best_rank = rank;
+		lk->slot = slot;
+		lk->action = action;
+	}
+}
+
+static __always_inline int same_key(struct pepc_direct *e, union pepc_key *k)
+{
+	return e->key_shape == k->w.shape && e->key_addrs == k->w.addrs && e->key_ports == k->w.ports;
+}
+
+static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *direct)
+{
+	struct pepc_direct *first, *e;
 	struct pepc_rule_val *val;
 	struct pepc_mask *m;
 	union pepc_key k;
 	__u64 h, *word;
-	__u32 w;
+	__u32 w, at;
 
 	m = bpf_map_lookup_elem(masks, &i);
 	/* Masks are sorted by the best rank they hold: once one cannot beat
@@ -357,24 +396,45 @@ static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *m
 	k.w.addrs = *(__u64 *)&lk->pkt.src & *(__u64 *)&m->src_mask;
 	k.w.ports = *(__u32 *)&lk->pkt.sport & *(__u32 *)&m->sport_mask;
 
+	h = k.w.shape * PEPC_BLOOM_K1 ^ k.w.addrs * PEPC_BLOOM_K2 ^ (__u64)k.w.ports * PEPC_BLOOM_K3;
+	h ^= h >> 32;
+	h *= PEPC_BLOOM_K4;
+	h ^= h >> 32;
 	if (lk->bloom) {
-		/* no bit, no entry: skip the (much dearer) hash-map lookup */
-		h = k.w.shape * PEPC_BLOOM_K1 ^ k.w.addrs * PEPC_BLOOM_K2 ^ (__u64)k.w.ports * PEPC_BLOOM_K3;
-		h ^= h >> 32;
-		h *= PEPC_BLOOM_K4;
-		h ^= h >> 32;
+		/* no bit, no entry: skip the (much dearer) lookups */
 		w = ((h >> 32) * PEPC_BLOOM_WORDS) >> 32; /* uniform in [0, WORDS) without a division */
 		word = bpf_map_lookup_elem(bloom, &w);
 		if (!word || !(*word & (1ULL << (h & 63))))
 			return 0;
 	}
 
-	val = bpf_map_lookup_elem(rules, &k.key);
-	if (val && val->rank < lk->best_rank) {
-		lk->best_rank = val->rank;
-		lk->slot = val->slot;
-		lk->action = val->action;
+	if (lk->direct) {
+		at = ((h & 0xffffffffULL) * PEPC_DIRECT_HOMES) >> 32;
+		first = bpf_map_lookup_elem(direct, &at);
+		if (!first || !(first->flags & PEPC_DIRECT_USED))
+			return 0; /* an empty home: no key has it */
+		if (same_key(first, &k)) {
+			take(lk, first->rank, first->slot, first->action);
+			return 0;
+		}
+#pragma unroll
+		for (__u32 j = 1; j <= PEPC_DIRECT_DEPTH; j++) {
+			at++;
+			e = bpf_map_lookup_elem(direct, &at);
+			if (!e || !(e->flags & PEPC_DIRECT_USED))
+				break;
+			if (same_key(e, &k)) {
+				take(lk, e->rank, e->slot, e->action);
+				return 0;
+			}
+		}
+		if (!(first->flags & PEPC_DIRECT_OVERFLOW))
+			return 0;
 	}
+
+	val = bpf_map_lookup_elem(rules, &k.key);
+	if (val)
+		take(lk, val->rank, val->slot, val->action);
 	return 0;
 }
 
@@ -393,23 +453,27 @@ static __always_inline long lookup_mask(__u32 i, struct pepc_lookup *lk, void *m
 
 static long lookup_gen0(__u32 i, void *ctx)
 {
-	return lookup_mask(i + PEPC_UNROLL, ctx, &pepc_masks_0, &pepc_rules_0, &pepc_bloom_0);
+	return lookup_mask(i + PEPC_UNROLL, ctx, &pepc_masks_0, &pepc_rules_0, &pepc_bloom_0, &pepc_direct_0);
 }
 
 static long lookup_gen1(__u32 i, void *ctx)
 {
-	return lookup_mask(i + PEPC_UNROLL, ctx, &pepc_masks_1, &pepc_rules_1, &pepc_bloom_1);
+	return lookup_mask(i + PEPC_UNROLL, ctx, &pepc_masks_1, &pepc_rules_1, &pepc_bloom_1, &pepc_direct_1);
 }
 
-static __always_inline void walk(struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *more)
+static __always_inline void walk(struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *direct, void *more)
 {
 	__u32 at = PEPC_BLOOM_WORDS;
 	__u64 *mark = bpf_map_lookup_elem(bloom, &at);
+	struct pepc_direct *dmark;
 
 	lk->bloom = mark && *mark == (lk->digest ^ PEPC_BLOOM_SCHEME);
+	at = PEPC_DIRECT_HOMES + PEPC_DIRECT_DEPTH;
+	dmark = bpf_map_lookup_elem(direct, &at);
+	lk->direct = dmark && dmark->key_shape == (lk->digest ^ PEPC_DIRECT_SCHEME);
 #pragma unroll
 	for (__u32 i = 0; i < PEPC_UNROLL; i++) {
-		if (i >= lk->n_masks || lookup_mask(i, lk, masks, rules, bloom))
+		if (i >= lk->n_masks || lookup_mask(i, lk, masks, rules, bloom, direct))
 			return;
 	}
 	if (lk->n_masks > PEPC_UNROLL)
@@ -423,13 +487,13 @@ static __always_inline void walk(struct pepc_lookup *lk, void *masks, void *rule
  * inlines the masks array lookups. */
 static __noinline int walk_gen0(struct pepc_lookup *lk)
 {
-	walk(lk, &pepc_masks_0, &pepc_rules_0, &pepc_bloom_0, lookup_gen0);
+	walk(lk, &pepc_masks_0, &pepc_rules_0, &pepc_bloom_0, &pepc_direct_0, lookup_gen0);
 	return 0;
 }
 
 static __noinline int walk_gen1(struct pepc_lookup *lk)
 {
-	walk(lk, &pepc_masks_1, &pepc_rules_1, &pepc_bloom_1, lookup_gen1);
+	walk(lk, &pepc_masks_1, &pepc_rules_1, &pepc_bloom_1, &pepc_direct_1, lookup_gen1);
 	return 0;
 }
 

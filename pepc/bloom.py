@@ -50,13 +50,18 @@ def map_entries(caps: layout.Capacities) -> int:
     return layout.map_def(MAP_NAME).entries(caps)
 
 
-def position(key: bytes, n_words: int) -> tuple[int, int]:
-    """(word index, bit mask) of a rule-map key."""
+def hash64(key: bytes) -> int:
+    """The program's hash of a rule-map key (also the direct table's, pepc/direct.py)."""
     a, b, c = _KEY.unpack(key)
     h = ((a * K1) ^ (b * K2) ^ (c * K3)) & _M64
     h ^= h >> 32
     h = (h * K4) & _M64
-    h ^= h >> 32
+    return h ^ (h >> 32)
+
+
+def position(key: bytes, n_words: int) -> tuple[int, int]:
+    """(word index, bit mask) of a rule-map key."""
+    h = hash64(key)
     return ((h >> 32) * n_words) >> 32, 1 << (h & 63)
 
 

@@ -300,6 +300,24 @@ RULE_VAL = Struct(
     ),
 )
 
+#: entries the program probes past a key's home in the direct table (pepc/direct.py)
+DIRECT_DEPTH = 3
+
+DIRECT = Struct(
+    "pepc_direct",
+    (
+        Field("key_shape", "u64", doc="the rule-map key's bytes 0-7, as the program reads them"),
+        Field("key_addrs", "u64", doc="key bytes 8-15"),
+        Field("key_ports", "u32", doc="key bytes 16-19"),
+        Field("slot", "u32"),
+        Field("rank", "u64"),
+        Field("action", "u8"),
+        Field("flags", "u8", doc="bit 0: in use; bit 1: a key with this home is in the rule map only"),
+        Field("_pad0", "u8", 6),
+    ),
+    "one entry of the direct table (pepc/direct.py): a rule-map key and its value",
+)
+
 RULE_ID_LEN = 64
 
 SLOT = Struct(
@@ -357,7 +375,7 @@ EVENT = Struct(
     "a ring-buffer record for a LOG_ONLY hit",
 )
 
-STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, RULE_VAL, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
+STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, RULE_VAL, DIRECT, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
 
 #: Global counters (per-CPU array indexed by these). Order is ABI.
 COUNTERS: tuple[str, ...] = (
@@ -430,6 +448,8 @@ class MapDef:
             return len(COUNTERS)
         if self.max_entries == "bloom":
             return caps.max_entries + 1  # one u64 word per rule entry, then the marker
+        if self.max_entries == "direct":
+            return 2 * caps.max_entries + DIRECT_DEPTH + 1  # pepc/direct.py: 2 homes per entry, DEPTH past the last, the marker
         return getattr(caps, self.max_entries)
 
     def kernel_names(self) -> tuple[str, ...]:
@@ -452,6 +472,15 @@ MAPS: tuple[MapDef, ...] = (
         "bloom",
         True,
         "mask prefilter: Bloom words over the rule keys, then a marker (contents derived, pepc/bloom.py)",
+    ),
+    MapDef(
+        "pepc_direct",
+        "ARRAY",
+        U32_KEY,
+        DIRECT,
+        "direct",
+        True,
+        "the rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
     ),
     MapDef("pepc_stats", "PERCPU_ARRAY", U32_KEY, RULE_STATS, "max_rules", doc="per-rule counters by slot"),
     MapDef("pepc_rl", "ARRAY", U32_KEY, RL_STATE, "max_rules", doc="token buckets by slot"),

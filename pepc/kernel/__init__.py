@@ -61,6 +61,7 @@ pepc.kernel.dataplane (whole-generation helpers)
     write_generation(inst, gen, program)   full rewrite of one generation (masks, rules, slots, gen,
                                      and the mask prefilter pepc_bloom_<gen>, see pepc/bloom.py)
     write_bloom(bloom_map, pepc.bloom.contents(rule_keys, gen_value, bloom_map.max_entries - 1))
+    write_direct(direct_map, pepc.direct.contents(rules, gen_value, homes))  (the direct table, pepc/direct.py)
     set_active(inst, gen)            one write of pepc_ctrl[0] (only active_gen changes)
     load_program(inst, program)      write the inactive generation, then flip
     init_ctrl(inst, layout_digest), read_ctrl(inst), active_gen(inst)
@@ -72,10 +73,12 @@ pepc.kernel.errors
     KernelError(message, hint, errno, applied), kernel_error(op, errno, what=...)
 
 Maps of an instance (layout.MAPS): pepc_ctrl, pepc_gen, pepc_masks_{0,1},
-pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_bloom_{0,1}, pepc_stats, pepc_rl,
+pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_bloom_{0,1}, pepc_direct_{0,1}, pepc_stats, pepc_rl,
 pepc_evbudget, pepc_counters, pepc_events. pepc_bloom is the mask prefilter
 (ARRAY of u64, max_entries + 1): its contents are derived from the rules,
 and a writer that ignores it leaves its marker stale, which only disables it.
+pepc_direct (ARRAY of struct pepc_direct, 2 * max_entries + DEPTH + 1) is the
+same kind of derived map: the rule map as a table the program reads inline.
 
 Pin names: bpffs refuses any name containing "." (EPERM even on lookup), so
 temporary pins use the suffix loader.TMP_SUFFIX ("__new"), never dot-files.

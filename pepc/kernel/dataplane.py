@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from pepc import bloom, layout
+from pepc import bloom, direct, layout
 from pepc.compiler import pack
 from pepc.kernel.loader import Instance
 from pepc.program import Program
@@ -52,7 +52,8 @@ def set_active(inst: Instance, gen: int) -> None:
 
 def write_generation(inst: Instance, gen: int, program: Program) -> None:
     """Make generation `gen` hold exactly `program` (full rewrite), mask
-    prefilter (pepc.bloom) included when the loaded program has one."""
+    prefilter (pepc.bloom) and direct table (pepc.direct) included when the
+    loaded program has them."""
     if gen not in (0, 1):
         raise ValueError("a generation is 0 or 1")
     contents = pack.map_contents(program)
@@ -63,8 +64,11 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
 
     # invalidate the old prefilter first: until the new one is complete,
     # the program does plain lookups
+    direct_map = inst.maps.get(f"{direct.MAP_NAME}_{gen}")
     if bloom_map is not None:
         bloom_map.update(u32(bloom_map.max_entries - 1), bytes(8))
+    if direct_map is not None:
+        direct_map.update(u32(direct_map.max_entries - 1), bytes(direct_map.value_size))
 
     # masks: rewrite the whole array (n_masks bounds the walk, but stale
     # rows would still be confusing in dumps)
@@ -84,16 +88,24 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
 
     if bloom_map is not None:
         write_bloom(bloom_map, bloom.contents(r, gen_value, bloom_map.max_entries - 1))
+    if direct_map is not None:
+        write_direct(direct_map, direct.contents(r, gen_value, direct.homes_of_map(direct_map.max_entries)))
 
 
 def write_bloom(bloom_map, elements: dict[bytes, bytes]) -> None:
-    """Write a whole prefilter (pepc.bloom.contents): every word, the marker last."""
+    """Write a whole derived array (pepc.bloom.contents, pepc.direct.contents):
+    every element, the marker (the last one) last."""
     n = bloom_map.max_entries - 1
     marker_key = u32(n)
     keys = [u32(i) for i in range(n)]
-    zero = bytes(8)
+    zero = bytes(bloom_map.value_size)
     bloom_map.update_batch(keys, [elements.get(k, zero) for k in keys])
     bloom_map.update(marker_key, elements.get(marker_key, zero))
+
+
+def write_direct(direct_map, elements: dict[bytes, bytes]) -> None:
+    """Write a whole direct table (pepc.direct.contents): every entry, the marker last."""
+    write_bloom(direct_map, elements)
 
 
 def reset_rule_state(inst: Instance, slots: list[int] | None = None) -> None:

@@ -1,0 +1,257 @@
+"""The direct table: a copy of a generation's rule map the XDP program can
+read without calling into the kernel.
+
+Why: a BPF hash-map lookup is a call into the kernel (`__htab_map_lookup_elem`,
+which calls `memcmp`), and on kernels with costly returns (retpolines, SRSO
+"safe RET") those two returns are most of its ~27 ns -- a quarter of the
+cost of a packet that hits a rule. An array lookup is inlined by the
+verifier. So each generation also has `pepc_direct_<gen>`, an array laid
+out as an open-addressing hash table over the rule-map entries: the program
+hashes the key it built (the same hash as the prefilter, pepc/bloom.py),
+looks at the entry's home and up to DEPTH entries after it, and compares
+the stored key word by word. A match is the rule-map value; an empty entry
+means no such key. Keys that do not fit within DEPTH of their home stay
+only in `pepc_rules_<gen>` (which always holds every entry): their home
+entry carries OVERFLOW and the program falls back to the hash map there.
+
+Canonical layout: the table is a function of the set of keys, not of the
+order they were written in. Keys are placed in (home, key) order, each at
+its home or the first free entry after the previous one (linear probing
+with ordered insertion). The reconciler diffs desired and live tables
+element by element like any array, and an edit changes only the cluster of
+consecutive entries around the edited key's home -- `Table.update` redoes
+just those, equal to a fresh build (property test).
+
+Like the prefilter, the table is trusted only while its marker (the last
+element: the generation's policy digest ^ SCHEME in its first word) belongs
+to the generation's current policy digest, so a writer that does not know
+about the table can make it useless, never wrong. Sizing: 2 homes per
+rule-map entry (at most half full), DEPTH + 1 entries of 40 bytes probed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from typing import Iterable, Mapping
+
+from pepc import bloom, layout
+
+#: Bump when the hash, layout, sizing or marker changes (mirrored in bpf/pepc_xdp.c).
+SCHEME = 0x70657063_64697201  # "pepcdir" v1
+DEPTH = layout.DIRECT_DEPTH  # entries probed after the home (the program unrolls DEPTH + 1 compares)
+USED = 1
+OVERFLOW = 2  # some key whose home is this entry lives only in the rule map
+MAP_NAME = "pepc_direct"  # kernel maps pepc_direct_0 and pepc_direct_1
+
+_ENTRY = layout.DIRECT
+_VAL = struct.Struct("<QIB3x")  # layout.RULE_VAL: rank, slot, action
+_TAIL = struct.Struct("<IQBB6x")  # the entry after its 20 key bytes: slot, rank, action, flags
+assert _VAL.size == layout.RULE_VAL.size and 20 + _TAIL.size == _ENTRY.size == 40
+assert _ENTRY.offsets["slot"] == layout.RULE_KEY.size
+_M32 = 0xFFFFFFFF
+_MARKER_PAD = bytes(_ENTRY.size - 8)
+
+
+def homes(caps: layout.Capacities) -> int:
+    return 2 * caps.max_entries
+
+
+def map_entries(caps: layout.Capacities) -> int:
+    """max_entries of each pepc_direct_<gen> array: the homes, DEPTH more
+    entries a probe may reach past the last home, then the marker."""
+    return homes(caps) + DEPTH + 1
+
+
+def homes_of_map(max_entries: int) -> int:
+    return max_entries - DEPTH - 1
+
+
+def home(key: bytes, n_homes: int) -> int:
+    """The entry where the probe for `key` starts (low half of the prefilter's hash)."""
+    return ((bloom.hash64(key) & _M32) * n_homes) >> 32
+
+
+def marker(policy_digest: bytes) -> int:
+    return int.from_bytes(policy_digest[:8], "little") ^ SCHEME
+
+
+def marker_element(gen_value: bytes) -> bytes:
+    digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
+    return marker(digest).to_bytes(8, "little") + _MARKER_PAD
+
+
+_KEYS = struct.Struct("<QQI")  # the words bloom.hash64 reads, unpacked for many keys at once
+_TAILS = tuple(bytes([f]) + bytes(6) for f in range(4))  # flags byte and padding
+
+
+def _homes(keys: list[bytes], n_homes: int) -> list[int]:
+    """home() of every key; bloom.hash64 inlined (this runs 10^5 times on a first apply)."""
+    k1, k2, k3, k4, m = bloom.K1, bloom.K2, bloom.K3, bloom.K4, (1 << 64) - 1
+    out = []
+    for a, b, c in _KEYS.iter_unpack(b"".join(keys)):
+        h = ((a * k1) ^ (b * k2) ^ (c * k3)) & m
+        h = ((h ^ (h >> 32)) * k4) & m
+        out.append((((h ^ (h >> 32)) & _M32) * n_homes) >> 32)
+    return out
+
+
+def _entry(key: bytes, value: bytes, flags: int) -> bytes:
+    # entry() by slicing: the value is rank(8) slot(4) action(1) pad(3)
+    return key + value[8:12] + value[:8] + value[12:13] + _TAILS[flags]
+
+
+class Table:
+    """A table laid out for `rules` (rule-map key -> value), kept across
+    edits. `elements()` is the array (u32 index -> entry, empty entries
+    omitted, no marker); `update()` applies rule-map changes and returns the
+    elements that changed (None: now empty)."""
+
+    def __init__(self, rules: Mapping[bytes, bytes], n_homes: int) -> None:
+        if n_homes < 1:
+            raise ValueError("a direct table needs at least one home")
+        self.n = n_homes
+        self._vals: dict[bytes, bytes] = dict(rules)
+        keys = list(self._vals)
+        at: dict[int, bytes] = {}  # position -> key
+        over: set[int] = set()  # homes with a key that did not fit
+        nxt = 0
+        for h, k in sorted(zip(_homes(keys, n_homes), keys)):
+            if h >= nxt:
+                at[h] = k
+                nxt = h + 1
+            elif nxt - h <= DEPTH:
+                at[nxt] = k
+                nxt += 1
+            else:
+                over.add(h)
+        self._at, self._over = at, over
+        vals = self._vals
+        self._elem: dict[bytes, bytes] = {
+            p.to_bytes(4, "little"): _entry(k, vals[k], USED | OVERFLOW if p in over else USED) for p, k in at.items()
+        }
+        self._by_home: dict[int, list[bytes]] | None = None  # home -> sorted keys, built by the first update()
+
+    def elements(self) -> dict[bytes, bytes]:
+        """The table's elements. Shared: do not modify."""
+        return self._elem
+
+    def overflowed(self) -> int:
+        """Keys that live only in the rule map."""
+        return len(self._vals) - len(self._at)
+
+    def update(self, changes: Mapping[bytes, bytes | None]) -> dict[bytes, bytes | None]:
+        by_home = self._by_home
+        if by_home is None:
+            by_home = self._by_home = {}
+            keys = list(self._vals)
+            for h, k in sorted(zip(_homes(keys, self.n), keys)):
+                by_home.setdefault(h, []).append(k)
+        affected: set[int] = set()
+        for k, v in changes.items():
+            if v is None:
+                if k not in self._vals:
+                    continue
+                del self._vals[k]
+                h = home(k, self.n)
+                lst = by_home[h]
+                lst.pop(bisect.bisect_left(lst, k))
+                if not lst:
+                    del by_home[h]
+            else:
+                old = self._vals.get(k)
+                if old == v:
+                    continue
+                self._vals[k] = v
+                h = home(k, self.n)
+                if old is None:
+                    bisect.insort(by_home.setdefault(h, []), k)
+            affected.add(h)
+        out: dict[bytes, bytes | None] = {}
+        pending = sorted(affected)
+        j, done, nxt = 0, 0, 0
+        at, elem, vals = self._at, self._elem, self._vals
+        while j < len(pending):
+            # Re-place the cluster holding the next affected home: from the
+            # first entry of its run in the old layout (the entry before it
+            # is empty, so the chain starts afresh there in both layouts) to
+            # the first entry empty in both layouts past every affected home
+            # met on the way; beyond it the two layouts are the same.
+            c = pending[j]
+            while c > done and (c - 1) in at:
+                c -= 1
+            if c > done:
+                nxt = c
+            new_at: dict[int, bytes] = {}
+            new_over: set[int] = set()
+            q = c
+            while True:
+                while j < len(pending) and pending[j] < q:
+                    j += 1
+                if nxt <= q and q not in at and (j == len(pending) or pending[j] > q):
+                    break
+                for k in by_home.get(q, ()):
+                    p = q if q >= nxt else nxt
+                    if p - q > DEPTH:
+                        new_over.add(q)
+                        continue
+                    new_at[p] = k
+                    nxt = p + 1
+                q += 1
+            for p in range(c, q):
+                pk = p.to_bytes(4, "little")
+                old = elem.get(pk)
+                k = new_at.get(p)
+                if k is None:
+                    at.pop(p, None)
+                    elem.pop(pk, None)
+                    new = None
+                else:
+                    at[p] = k
+                    new = elem[pk] = _entry(k, vals[k], USED | OVERFLOW if p in new_over else USED)
+                if new != old:
+                    out[pk] = new
+                if p in new_over:
+                    self._over.add(p)
+                else:
+                    self._over.discard(p)
+            done = nxt = q
+        return out
+
+
+def contents(rules: Mapping[bytes, bytes], gen_value: bytes, n_homes: int) -> dict[bytes, bytes]:
+    """The table of one generation as array elements, the marker of its
+    policy digest (from its pepc_gen value) included."""
+    out = Table(rules, n_homes).elements()  # the table is dropped: its dict can be handed out
+    out[(n_homes + DEPTH).to_bytes(4, "little")] = marker_element(gen_value)
+    return out
+
+
+def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
+    """The table for a generation given as Program.map_contents()."""
+    return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_homes)
+
+
+def lookup(elements: Mapping[bytes, bytes], key: bytes, n_homes: int) -> tuple[str, bytes | None]:
+    """What the XDP program concludes from a table: ("hit", rule-map value),
+    ("absent", None) or ("hash", None) -- ask the rule map. The reference for
+    the C code and for the tests."""
+    h = home(key, n_homes)
+    first = None
+    for j in range(DEPTH + 1):
+        e = elements.get((h + j).to_bytes(4, "little"))
+        if j == 0:
+            first = e
+        if e is None or not e[33] & USED:
+            break
+        if e[:20] == key:
+            slot, rank, action, _ = _TAIL.unpack(e[20:])
+            return "hit", _VAL.pack(rank, slot, action)
+    if first is not None and first[33] & OVERFLOW:
+        return "hash", None
+    return "absent", None
+
+
+def keys_of(elements: Iterable[bytes]) -> list[bytes]:
+    """Rule-map keys held by table elements (the marker excluded)."""
+    return [e[:20] for e in elements if e[33] & USED]
