@@ -351,20 +351,31 @@ def assignments_for(policy: Policy, live: LiveState | None, now: datetime):
 
 def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
     """The program and the contents of one generation, the mask prefilter
-    included (sized for the live maps, or for a fresh load of this layout)."""
-    from pepc import bloom
+    and the direct table included (sized for the live maps, or for a fresh
+    load of this layout)."""
+    from pepc import bloom, direct
     from pepc.compiler import compile_program
     from pepc.compiler.pack import map_contents
 
     program = compile_program(policy, config, now, assignments_for(policy, live, now))
     contents = map_contents(program)
-    if live is not None and live.layout_digest == program.layout_digest:
-        words = live.bloom_words  # None: this program has no prefilter
-    else:
-        words = bloom.words(program.caps)  # a load: the object this pepc builds has one
+    words, homes = derived_sizes(program, live)
     if words:
         contents[diff.BLOOM] = bloom.for_contents(contents, words)
+    if homes:
+        contents[diff.DIRECT] = direct.for_contents(contents, homes)
     return program, contents
+
+
+def derived_sizes(program: Program, live: LiveState | None) -> tuple[int | None, int | None]:
+    """(prefilter words, direct-table homes) of the maps the contents go to:
+    the live ones when the layout stays, else those of a fresh load (the
+    object this pepc builds has both). None: the live program lacks them."""
+    from pepc import bloom, direct
+
+    if live is not None and live.layout_digest == program.layout_digest:
+        return live.bloom_words, live.direct_homes
+    return bloom.words(program.caps), direct.homes(program.caps)
 
 
 # --- plan --------------------------------------------------------------------------

@@ -19,11 +19,13 @@ from pepc import layout
 from pepc.model import Action
 
 #: The maps that exist once per generation, in the order apply writes them.
-#: `pepc_bloom` is the data plane's mask prefilter (pepc/bloom.py): derived
-#: from the rules and the policy digest rather than carried by Program, and
-#: tolerated as absent so that an instance loaded by an older pepc still reads.
-GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen", "pepc_bloom")
+#: `pepc_bloom` (the mask prefilter, pepc/bloom.py) and `pepc_direct` (the
+#: direct table, pepc/direct.py) are derived from the rules and the policy
+#: digest rather than carried by Program, and tolerated as absent so that an
+#: instance loaded by an older pepc still reads.
+GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen", "pepc_bloom", "pepc_direct")
 BLOOM = "pepc_bloom"
+DIRECT = "pepc_direct"
 
 Contents = Mapping[str, Mapping[bytes, bytes]]
 
@@ -40,7 +42,7 @@ def u32_of(key: bytes) -> int:
 
 
 def is_array(name: str) -> bool:
-    return name == BLOOM or layout.map_def(name).kind != "HASH"
+    return name in (BLOOM, DIRECT) or layout.map_def(name).kind != "HASH"
 
 
 def _nonzero(content: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:

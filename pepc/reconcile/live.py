@@ -73,6 +73,9 @@ def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, 
     bloom_map = maps.get(f"{diff.BLOOM}_{gen}")
     if bloom_map is not None:
         out[diff.BLOOM] = _array_nonzero(bloom_map)
+    direct_map = maps.get(f"{diff.DIRECT}_{gen}")
+    if direct_map is not None:
+        out[diff.DIRECT] = _array_nonzero(direct_map)
     return out
 
 
@@ -82,6 +85,17 @@ def bloom_words(maps: Mapping[str, Any]) -> int | None:
     if b0 is None or b1 is None or b0.max_entries != b1.max_entries or b0.value_size != 8:
         return None
     return b0.max_entries - 1
+
+
+def direct_homes(maps: Mapping[str, Any]) -> int | None:
+    """Homes of the direct-table maps (both generations), None without them."""
+    from pepc import direct
+
+    d0, d1 = maps.get(f"{diff.DIRECT}_0"), maps.get(f"{diff.DIRECT}_1")
+    if d0 is None or d1 is None or d0.max_entries != d1.max_entries or d0.value_size != layout.DIRECT.size:
+        return None
+    n = direct.homes_of_map(d0.max_entries)
+    return n if n >= 1 else None
 
 
 def capacities(maps: Mapping[str, Any]) -> dict[str, int]:
@@ -123,4 +137,5 @@ def read_live(
         capacities=capacities(maps),
         attachments=attachments,
         bloom_words=bloom_words(maps),
+        direct_homes=direct_homes(maps),
     )

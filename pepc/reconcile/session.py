@@ -112,7 +112,7 @@ class _Compiler:
         self._assign_memo = (slots, rules, a, pol, now)
 
     def __call__(self, policy: Policy, config: Config, now: datetime, live: LiveState | None) -> tuple[Program, dict]:
-        from pepc import bloom
+        from pepc.reconcile.apply import derived_sizes
 
         previous = self._assignments(policy, live, now)
         self.incremental = self._inc is not None
@@ -123,19 +123,19 @@ class _Compiler:
 
             program = compile_program(policy, config, now, previous)
         contents = self._contents.map_contents(program)
-        if live is not None and live.layout_digest == program.layout_digest:
-            words = live.bloom_words
-        else:
-            words = bloom.words(program.caps)
+        words, homes = derived_sizes(program, live)
         if words:
             contents[diff.BLOOM] = self._contents.bloom(contents, words)
+        if homes:
+            contents[diff.DIRECT] = self._contents.direct(contents, homes)
         return program, contents
 
 
 class IncrementalContents:
-    """`compiler.pack.map_contents(program)` and `bloom.for_contents(...)`,
-    equal to them, kept from one call to the next: the rule and slot maps
-    and the prefilter words are dicts edited in place from the compiler's
+    """`compiler.pack.map_contents(program)`, `bloom.for_contents(...)` and
+    `direct.for_contents(...)`, equal to them, kept from one call to the
+    next: the rule and slot maps, the prefilter words and the direct table
+    are dicts edited in place from the compiler's
     ProgramDelta (`diff.Derived`: they also say which keys an edit touched),
     so an edit costs what it changed, not a copy of 10^5-element maps.
     Without a delta (the first call, a compiler reset) everything is packed
@@ -147,7 +147,7 @@ class IncrementalContents:
     so they keep showing what was applied, and the planner's diff of the
     desired map against the view compares the touched keys only."""
 
-    BIG = ("pepc_rules", "pepc_slots", diff.BLOOM)
+    BIG = ("pepc_rules", "pepc_slots", diff.BLOOM, diff.DIRECT)
 
     def __init__(self) -> None:
         self._last: tuple[int, int] | None = None  # (delta source, serial) of the last program
@@ -157,6 +157,9 @@ class IncrementalContents:
         #: whether it was in the map before (None: unknown, rebuild)
         self._came: dict[bytes, bool] | None = None
         self._bloom: tuple[int, dict[int, dict[bytes, int]]] | None = None  # (words, members per word)
+        #: the rule-map changes not yet in the direct table (None: unknown, rebuild)
+        self._pending: dict[bytes, bytes | None] | None = None
+        self._table: Any = None  # pepc.direct.Table of the last direct() call
 
     def _edit(self, name: str, changes: Mapping[bytes, bytes | None]) -> diff.Derived:
         cur = self._cur[name]
@@ -201,12 +204,15 @@ class IncrementalContents:
         u32 = diff.u32
         if self._came is not None and self._came:
             self._bloom = None  # the last edit's keys never reached the prefilter: rebuild it next time
+        if self._pending:
+            self._table = None  # nor the direct table
         if (
             d is not None and d.rules is not None and d.slots is not None and self._last == (d.source, d.serial - 1)
             and "pepc_rules" in self._cur and "pepc_slots" in self._cur
         ):
             rules = self._cur["pepc_rules"]
             self._came = {k: k in rules for k in d.rules}
+            self._pending = dict(d.rules)
             out = {
                 "pepc_gen": {u32(0): program.gen_value()},
                 "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
@@ -219,6 +225,8 @@ class IncrementalContents:
             plain = map_contents(program)  # (no delta: the first call, or the compiler started afresh)
             self._came = None  # unknown: the prefilter is rebuilt
             self._bloom = None
+            self._pending = None  # and the direct table
+            self._table = None
             out = {**plain, "pepc_rules": self._fresh("pepc_rules", plain["pepc_rules"]),
                    "pepc_slots": self._fresh("pepc_slots", plain["pepc_slots"])}
         self._last = (d.source, d.serial) if d is not None else None
@@ -264,6 +272,26 @@ class IncrementalContents:
         digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
         changes[n_words.to_bytes(4, "little")] = bloom.marker(digest).to_bytes(8, "little")
         return self._edit(diff.BLOOM, changes)
+
+    def direct(self, contents: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
+        from pepc import direct
+
+        rules = contents["pepc_rules"]
+        gen_value = contents["pepc_gen"][diff.u32(0)]
+        mark = (n_homes + direct.DEPTH).to_bytes(4, "little")
+        table, pending = self._table, self._pending
+        self._pending = {}
+        if (
+            table is None or table.n != n_homes or pending is None or self._cur.get(diff.DIRECT) is None
+            or rules is not self._cur.get("pepc_rules")
+        ):
+            table = self._table = direct.Table(rules, n_homes)
+            elements = dict(table.elements())
+            elements[mark] = direct.marker_element(gen_value)
+            return self._fresh(diff.DIRECT, elements)
+        changes = table.update(pending)
+        changes[mark] = direct.marker_element(gen_value)
+        return self._edit(diff.DIRECT, changes)
 
 
 def settle_heap(collect: bool) -> None:
@@ -345,7 +373,7 @@ class ReconcileSession:
 
     def _live_from_mirror(self, inst: Any) -> tuple[LiveState | None, str]:
         """(LiveState taken from the mirror, "") or (None, why not)."""
-        from pepc.reconcile.live import bloom_words, capacities, compatible, read_ctrl
+        from pepc.reconcile.live import bloom_words, capacities, compatible, direct_homes, read_ctrl
 
         m = self.mirror
         if m is None:
@@ -374,6 +402,7 @@ class ReconcileSession:
                 capacities=capacities(inst.maps),
                 attachments=_apply.instance_links(inst.prog_id),
                 bloom_words=bloom_words(inst.maps),
+                direct_homes=direct_homes(inst.maps),
             ),
             "",
         )

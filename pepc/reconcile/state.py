@@ -35,6 +35,9 @@ class LiveState:
     #: words of the mask prefilter (pepc.bloom) of each generation; None when
     #: the loaded program has no prefilter maps
     bloom_words: int | None = None
+    #: homes of the direct table (pepc.direct) of each generation; None when
+    #: the loaded program has no direct-table maps
+    direct_homes: int | None = None
 
     @property
     def inactive_gen(self) -> int:

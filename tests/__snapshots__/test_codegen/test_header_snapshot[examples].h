@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 52d4e06e84ba6e2f0ba3c38e9fc21fd1
+ * layout digest: 537cb79db2e6a08beda7845edfcbf20c
  * policy digest: 86eae52c924b91a33ae0ca03320d53ce1ae568f71c659df3859a955bc11d817a
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "52d4e06e84ba6e2f0ba3c38e9fc21fd1"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x52, 0xd4, 0xe0, 0x6e, 0x84, 0xba, 0x6e, 0x2f, 0x0b, 0xa3, 0xc3, 0x8e, 0x9f, 0xc2, 0x1f, 0xd1 }
+#define PEPC_LAYOUT_DIGEST "537cb79db2e6a08beda7845edfcbf20c"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x53, 0x7c, 0xb7, 0x9d, 0xb2, 0xe6, 0xa0, 0x8b, 0xed, 0xa7, 0x84, 0x5e, 0xdf, 0xcb, 0xf2, 0x0c }
 #define PEPC_POLICY_DIGEST "86eae52c924b91a33ae0ca03320d53ce1ae568f71c659df3859a955bc11d817a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -88,6 +88,7 @@ enum pepc_counter {
  *   pepc_rules: HASH, struct pepc_rule_key, struct pepc_rule_val, 65536 (x2 generations)
  *   pepc_slots: ARRAY, __u32, struct pepc_slot, 1024 (x2 generations)
  *   pepc_bloom: ARRAY, __u32, __u64, 65537 (x2 generations)
+ *   pepc_direct: ARRAY, __u32, struct pepc_direct, 131076 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 1024
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 1024
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 1024
@@ -188,6 +189,27 @@ _Static_assert(__builtin_offsetof(struct pepc_rule_val, rank) == 0, "offset of p
 _Static_assert(__builtin_offsetof(struct pepc_rule_val, slot) == 8, "offset of pepc_rule_val.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_rule_val, action) == 12, "offset of pepc_rule_val.action differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_rule_val, _pad0) == 13, "offset of pepc_rule_val._pad0 differs from pepc/layout.py");
+
+/* one entry of the direct table (pepc/direct.py): a rule-map key and its value */
+struct pepc_direct {
+	__u64 key_shape; /* the rule-map key's bytes 0-7, as the program reads them */
+	__u64 key_addrs; /* key bytes 8-15 */
+	__u32 key_ports; /* key bytes 16-19 */
+	__u32 slot;
+	__u64 rank;
+	__u8 action;
+	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
+	__u8 _pad0[6];
+};
+_Static_assert(sizeof(struct pepc_direct) == 40, "sizeof(struct pepc_direct) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, key_shape) == 0, "offset of pepc_direct.key_shape differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, key_addrs) == 8, "offset of pepc_direct.key_addrs differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, key_ports) == 16, "offset of pepc_direct.key_ports differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 20, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pepc_direct.rank differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 32, "offset of pepc_direct.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 33, "offset of pepc_direct.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 34, "offset of pepc_direct._pad0 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {

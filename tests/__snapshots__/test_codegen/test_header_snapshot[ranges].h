@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: bf99735c406efbe1acb7c6ad84363d07
+ * layout digest: e440b464d18782dae617e1fd417c5c14
  * policy digest: 826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "bf99735c406efbe1acb7c6ad84363d07"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xbf, 0x99, 0x73, 0x5c, 0x40, 0x6e, 0xfb, 0xe1, 0xac, 0xb7, 0xc6, 0xad, 0x84, 0x36, 0x3d, 0x07 }
+#define PEPC_LAYOUT_DIGEST "e440b464d18782dae617e1fd417c5c14"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xe4, 0x40, 0xb4, 0x64, 0xd1, 0x87, 0x82, 0xda, 0xe6, 0x17, 0xe1, 0xfd, 0x41, 0x7c, 0x5c, 0x14 }
 #define PEPC_POLICY_DIGEST "826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -88,6 +88,7 @@ enum pepc_counter {
  *   pepc_rules: HASH, struct pepc_rule_key, struct pepc_rule_val, 131072 (x2 generations)
  *   pepc_slots: ARRAY, __u32, struct pepc_slot, 16384 (x2 generations)
  *   pepc_bloom: ARRAY, __u32, __u64, 131073 (x2 generations)
+ *   pepc_direct: ARRAY, __u32, struct pepc_direct, 262148 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 16384
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 16384
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 16384
@@ -188,6 +189,27 @@ _Static_assert(__builtin_offsetof(struct pepc_rule_val, rank) == 0, "offset of p
 _Static_assert(__builtin_offsetof(struct pepc_rule_val, slot) == 8, "offset of pepc_rule_val.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_rule_val, action) == 12, "offset of pepc_rule_val.action differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_rule_val, _pad0) == 13, "offset of pepc_rule_val._pad0 differs from pepc/layout.py");
+
+/* one entry of the direct table (pepc/direct.py): a rule-map key and its value */
+struct pepc_direct {
+	__u64 key_shape; /* the rule-map key's bytes 0-7, as the program reads them */
+	__u64 key_addrs; /* key bytes 8-15 */
+	__u32 key_ports; /* key bytes 16-19 */
+	__u32 slot;
+	__u64 rank;
+	__u8 action;
+	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
+	__u8 _pad0[6];
+};
+_Static_assert(sizeof(struct pepc_direct) == 40, "sizeof(struct pepc_direct) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, key_shape) == 0, "offset of pepc_direct.key_shape differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, key_addrs) == 8, "offset of pepc_direct.key_addrs differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, key_ports) == 16, "offset of pepc_direct.key_ports differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 20, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pepc_direct.rank differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 32, "offset of pepc_direct.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 33, "offset of pepc_direct.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 34, "offset of pepc_direct._pad0 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {
