@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kernel_fixtures import compile_policy, object_for, pinned_instance
-from pepc import bloom, layout
+from pepc import bloom, direct, layout
 from pepc.diagnostics import EnvironmentProblem
 from pepc.model import Action, Prefix, Rule
 from kernel_fixtures import LOC
@@ -261,6 +261,76 @@ def test_bloom_filter_is_used_exactly_and_only_when_its_marker_is_current():
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
         # an empty filter whose marker is stale (another policy digest): ignored
         dataplane.write_bloom(bm, {marker_key: (bloom.marker(bytes(32)) ^ 1).to_bytes(8, "little")})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+
+
+def test_direct_constants_match_the_c_source():
+    import re
+
+    from pepc.resources import BPF_DIR
+
+    src = (BPF_DIR / "pepc_xdp.c").read_text()
+    consts = dict(re.findall(r"#define PEPC_DIRECT_(\w+) (.+)", src))
+    assert consts == {
+        "SCHEME": f"{direct.SCHEME:#x}ULL",
+        "HOMES": "(2 * PEPC_MAX_ENTRIES)",
+        "DEPTH": str(direct.DEPTH),
+        "USED": str(direct.USED),
+        "OVERFLOW": str(direct.OVERFLOW),
+    }
+    assert direct.homes(SMALL) == 2 * SMALL.max_entries
+
+
+def test_direct_table_is_read_inline_and_trusted_only_with_its_marker():
+    """The kernel finds a key where pepc.direct puts it and takes the value
+    from the table (not the rule map); an empty home means no entry; a home
+    marked OVERFLOW sends it to the rule map; a stale marker disables the
+    table."""
+    from pepc.frames import build_frame
+    from pepc.kernel import dataplane
+    from pepc.kernel.testrun import test_run
+    from pepc.compiler import pack
+
+    _, prog = compile_policy([Rule("blk", Action.BLOCK, LOC, src=(Prefix.parse("10.0.0.7/32"),))], SMALL)
+    frame = build_frame("10.0.0.7", "10.0.0.8")
+    with pinned_instance(SMALL) as inst:
+        dataplane.load_program(inst, prog, gen=0)
+        dm = inst.map("pepc_direct_0")
+        n = direct.homes_of_map(dm.max_entries)
+        assert n == direct.homes(SMALL)
+        contents = pack.map_contents(prog)
+        ((key, value),) = contents["pepc_rules"].items()
+        gen_value = contents["pepc_gen"][dataplane.u32(0)]
+        full = direct.contents(contents["pepc_rules"], gen_value, n)
+        mark = dataplane.u32(n + direct.DEPTH)
+        h = direct.home(key, n)
+        assert set(full) == {dataplane.u32(h), mark}
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+
+        allow = layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(value), "action": int(Action.ALLOW)})
+        # the entry says ALLOW while the rule map says BLOCK: the table is what the program reads
+        dataplane.write_direct(dm, {dataplane.u32(h): direct._entry(key, allow, direct.USED), mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        # ... found DEPTH entries after its home, behind other keys
+        filler = [direct._entry(bytes([0xEE, j]) + bytes(18), value, direct.USED) for j in range(direct.DEPTH)]
+        row = {dataplane.u32(h + j): e for j, e in enumerate(filler)}
+        dataplane.write_direct(dm, {**row, dataplane.u32(h + direct.DEPTH): direct._entry(key, allow, direct.USED), mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        # an empty home: no entry (the rule map is not asked)
+        dataplane.write_direct(dm, {mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        # a full run without the key, its home marked OVERFLOW: the rule map decides
+        over = {dataplane.u32(h + j): direct._entry(bytes([0xEE, j]) + bytes(18), allow, direct.USED) for j in range(direct.DEPTH + 1)}
+        over[dataplane.u32(h)] = direct._entry(bytes([0xEE, 0]) + bytes(18), allow, direct.USED | direct.OVERFLOW)
+        dataplane.write_direct(dm, {**over, mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+        over[dataplane.u32(h)] = direct._entry(bytes([0xEE, 0]) + bytes(18), allow, direct.USED)
+        dataplane.write_direct(dm, {**over, mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        # a stale marker: the table is ignored, the rule map answers
+        stale = bytearray(full[mark])
+        stale[0] ^= 1
+        dataplane.write_direct(dm, {dataplane.u32(h): direct._entry(key, allow, direct.USED), mark: bytes(stale)})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
 
 

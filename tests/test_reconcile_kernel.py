@@ -98,9 +98,15 @@ def test_first_apply_then_noop_then_one_rule_change(tmp_path):
         assert [c.rule_id for c in r3.plan.rules.added] == ["zz_new"]
         assert r3.per_map[f"pepc_rules_{r3.generation}"] == 3
         assert r3.per_map[f"pepc_rules_{1 - r3.generation}"] == 3
-        # rules 3 + slot 1 + gen 1 (+ masks that move) per generation, flip, 3 resets
+        # rules 3 + slot 1 + gen 1 (+ masks that move) per generation, flip, 3 resets;
+        # the derived maps: a prefilter word per new key and the marker; the
+        # new keys' clusters of the direct table and its marker
         assert r3.writes == r3.plan.map_writes
-        assert r3.writes <= 2 * (3 + 1 + 1 + len(program_masks(h))) + 1 + 3
+        derived = {m: n for m, n in r3.per_map.items() if m.startswith(("pepc_bloom_", "pepc_direct_"))}
+        for g in (0, 1):
+            assert 1 <= derived[f"pepc_bloom_{g}"] <= 3 + 1
+            assert 1 <= derived[f"pepc_direct_{g}"] <= 3 * 8 + 1
+        assert r3.writes - sum(derived.values()) <= 2 * (3 + 1 + 1 + len(program_masks(h))) + 1 + 3
         assert r3.per_map["pepc_ctrl"] == 1
         live = _live(h)
         assert live.gens[0] == live.gens[1] and live.active_gen == r3.generation != r1.generation
@@ -217,15 +223,21 @@ def test_drift_is_planned_and_repaired(tmp_path, capsys):
         try:
             gen = _live(h).active_gen
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP  # block_bad
-            # by hand: block_bad's entry in the active generation now says ALLOW
+            # by hand: block_bad's entry in the active generation now says
+            # ALLOW, in the rule map and in the direct table (which the
+            # program reads first)
             rules = inst.maps[f"pepc_rules_{gen}"]
             (key, val), = [(k, v) for k, v in rules.items() if layout.RULE_KEY.unpack(k)["src"] == 0x0A000032]
             edited = layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(val), "action": int(Action.ALLOW)})
             rules.update(key, edited)
+            table = inst.maps[f"pepc_direct_{gen}"]
+            (pos, el), = [(p, e) for p, e in table.items() if e[:20] == key]
+            table.update(pos, el[:32] + bytes([int(Action.ALLOW)]) + el[33:])
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_PASS  # the hand edit is live
             planned = plan_policy(pol, h.config, NOW, h.instance)
             try:
                 assert planned.plan.drift.found and planned.plan.drift.delta.of("pepc_rules").count == 1
+                assert planned.plan.drift.delta.of("pepc_direct").count == 1
                 assert planned.plan.changes_pending
             finally:
                 planned.close()
@@ -233,7 +245,7 @@ def test_drift_is_planned_and_repaired(tmp_path, capsys):
             capsys.readouterr()
             r = apply_policy(pol, h.config, NOW, instance=h.instance)
             assert r.result == "applied" and r.plan.drift.found
-            assert r.per_map == {"pepc_ctrl": 1, f"pepc_rules_{gen}": 1}  # flip to the clean gen, repair the other
+            assert r.per_map == {"pepc_ctrl": 1, f"pepc_rules_{gen}": 1, f"pepc_direct_{gen}": 1}  # flip to the clean gen, repair the other
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP
             again = apply_policy(pol, h.config, NOW, instance=h.instance)
             assert again.writes == 0 and not again.plan.drift.found
@@ -266,6 +278,38 @@ def test_prefilter_is_maintained_and_a_stale_one_is_repaired(tmp_path):
             assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_PASS
             fix = apply_policy(pol2, h.config, NOW, instance=h.instance)
             assert fix.plan.drift.found and fix.plan.drift.delta.of("pepc_bloom").count == 1
+            assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_DROP
+        finally:
+            inst.close()
+
+
+def test_direct_table_is_maintained_and_a_stale_one_is_repaired(tmp_path):
+    """The direct table (pepc.direct) of each generation follows its rules;
+    an entry changed by hand is drift (the program believes it), and apply
+    rewrites it."""
+    from pepc import direct
+
+    with host_env(tmp_path) as h:
+        apply_policy(base_policy(), h.config, NOW, instance=h.instance)
+        pol2 = policy(*base_policy().rules, rule("zz_new", Action.BLOCK, src="10.60.0.0/16"))
+        r = apply_policy(pol2, h.config, NOW, instance=h.instance)
+        live = _live(h)
+        homes = live.direct_homes
+        assert homes == direct.homes(h.config.capacities)
+        for g in (0, 1):
+            assert live.gens[g]["pepc_direct"] == direct.for_contents(live.gens[g], homes)
+        inst = _open(h)
+        try:
+            assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_DROP
+            dm = inst.maps[f"pepc_direct_{r.generation}"]
+            key = next(k for k in live.active["pepc_rules"] if layout.RULE_KEY.unpack(k)["src"] == 0x0A3C0000)
+            (pos, el), = ((p, e) for p, e in live.active["pepc_direct"].items() if e[:20] == key)
+            forged = bytearray(el)
+            forged[32] = int(Action.ALLOW)
+            dm.update(pos, bytes(forged))  # the program reads the table: the packet now passes
+            assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_PASS
+            fix = apply_policy(pol2, h.config, NOW, instance=h.instance)
+            assert fix.plan.drift.found and fix.plan.drift.delta.of("pepc_direct").count == 1
             assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_DROP
         finally:
             inst.close()
