@@ -165,3 +165,17 @@ def host_env(tmp: Path, **kw):
             unload_instance(h.config, h.instance, wait=30)
         with contextlib.suppress(OSError):
             Path(h.config.pin_root).rmdir()
+
+
+def hand_edit_action(inst, gen: int, src: int, action) -> None:
+    """By hand, as an operator with bpftool would: the rule-map entry whose
+    source is `src` gets `action`, in the rule map and in the direct table
+    (which the program reads first), in generation `gen`."""
+    from pepc import layout
+
+    rules = inst.maps[f"pepc_rules_{gen}"]
+    (key, val), = [(k, v) for k, v in rules.items() if layout.RULE_KEY.unpack(k)["src"] == src]
+    rules.update(key, layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(val), "action": int(action)}))
+    table = inst.maps[f"pepc_direct_{gen}"]
+    (pos, el), = [(p, e) for p, e in table.items() if e[:20] == key]
+    table.update(pos, el[:32] + bytes([int(action)]) + el[33:])

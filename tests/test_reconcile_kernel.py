@@ -28,7 +28,7 @@ from pepc.reconcile import audit, diff
 from pepc.reconcile.apply import ABORT_ENV, ABORT_EXIT, apply_policy, open_live, plan_policy
 from pepc.reconcile.lock import InstanceLock
 
-from reconcile_helpers import NOW, SMALL_CAPS, base_policy, host_env, policy, rule, rule_doc, write_policy_dir
+from reconcile_helpers import NOW, SMALL_CAPS, base_policy, hand_edit_action, host_env, policy, rule, rule_doc, write_policy_dir
 
 pytestmark = pytest.mark.kernel
 
@@ -226,13 +226,7 @@ def test_drift_is_planned_and_repaired(tmp_path, capsys):
             # by hand: block_bad's entry in the active generation now says
             # ALLOW, in the rule map and in the direct table (which the
             # program reads first)
-            rules = inst.maps[f"pepc_rules_{gen}"]
-            (key, val), = [(k, v) for k, v in rules.items() if layout.RULE_KEY.unpack(k)["src"] == 0x0A000032]
-            edited = layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(val), "action": int(Action.ALLOW)})
-            rules.update(key, edited)
-            table = inst.maps[f"pepc_direct_{gen}"]
-            (pos, el), = [(p, e) for p, e in table.items() if e[:20] == key]
-            table.update(pos, el[:32] + bytes([int(Action.ALLOW)]) + el[33:])
+            hand_edit_action(inst, gen, 0x0A000032, Action.ALLOW)
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_PASS  # the hand edit is live
             planned = plan_policy(pol, h.config, NOW, h.instance)
             try:

@@ -18,7 +18,7 @@ from pepc.reconcile import diff
 from pepc.reconcile.apply import Aborted, apply_policy, open_live, plan_policy
 from pepc.reconcile.session import ReconcileSession
 
-from reconcile_helpers import NOW, base_policy, host_env, policy, rule
+from reconcile_helpers import NOW, base_policy, hand_edit_action, host_env, policy, rule
 
 pytestmark = pytest.mark.kernel
 
@@ -104,15 +104,13 @@ def test_hand_drift_waits_for_the_next_full_reconcile(tmp_path):
         inst = _open(h)
         try:
             gen = _live(h).active_gen
-            rules = inst.maps[f"pepc_rules_{gen}"]
-            (key, val), = [(k, v) for k, v in rules.items() if layout.RULE_KEY.unpack(k)["src"] == 0x0A000032]
-            rules.update(key, layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(val), "action": int(Action.ALLOW)}))
+            hand_edit_action(inst, gen, 0x0A000032, Action.ALLOW)
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_PASS  # the hand edit is live
             r = s.reconcile(pol, NOW, full=False)  # a file event: trusts the mirror
             assert s.last_read == "mirror" and r.writes == 0
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_PASS  # not seen: level-triggered at resync granularity
             r = s.reconcile(pol, NOW, full=True)  # the resync
-            assert s.last_read == "full" and r.plan.drift.found and r.writes == 2  # flip + the repaired entry
+            assert s.last_read == "full" and r.plan.drift.found and r.writes == 3  # flip + the repaired entry (rule map, direct table)
             assert s.last_gate_skipped  # the policy passed the gate already
             assert _verdict(inst.prog_fd, "10.0.0.50") == XDP_DROP
             _settled(h, pol)

@@ -70,14 +70,15 @@ generation is synced without a flip). Step 2 is preceded by a barrier too,
 because generation I may have been active moments ago if a previous apply
 died between its flip and its barrier.
 
-The mask prefilter
-------------------
-``pepc_bloom_<gen>`` (pepc/bloom.py) is derived from a generation's rule
-keys and policy digest. The reconciler treats it as one more generation
-map ("pepc_bloom" in diff.GEN_MAPS): recomputed for the desired contents,
-diffed word by word, written with the rest of the generation before the
-flip. The digest does not cover it, so when the stored digest is the
-desired one any difference in it is reported as drift and repaired.
+The mask prefilter and the direct table
+---------------------------------------
+``pepc_bloom_<gen>`` (pepc/bloom.py) and ``pepc_direct_<gen>``
+(pepc/direct.py) are derived from a generation's rule map and policy
+digest. The reconciler treats them as two more generation maps (in
+diff.GEN_MAPS): recomputed for the desired contents, diffed element by
+element, written with the rest of the generation before the flip. The
+policy digest does not cover them, so when the stored digest is the
+desired one any difference in them is reported as drift and repaired.
 
 Per-rule state
 --------------
