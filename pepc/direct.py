@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from itertools import repeat
 from typing import Iterable, Mapping
 
 from pepc import bloom, layout
@@ -44,13 +45,16 @@ USED = 1
 OVERFLOW = 2  # some key whose home is this entry lives only in the rule map
 MAP_NAME = "pepc_direct"  # kernel maps pepc_direct_0 and pepc_direct_1
 
+# An entry is the key's 20 bytes, the flags (padded to 4), then the rule-map
+# value verbatim: packing one is two concatenations.
 _ENTRY = layout.DIRECT
-_VAL = struct.Struct("<QIB3x")  # layout.RULE_VAL: rank, slot, action
-_TAIL = struct.Struct("<IQBB6x")  # the entry after its 20 key bytes: slot, rank, action, flags
-assert _VAL.size == layout.RULE_VAL.size and 20 + _TAIL.size == _ENTRY.size == 40
-assert _ENTRY.offsets["slot"] == layout.RULE_KEY.size
+_FLAGS_AT = _ENTRY.offsets["flags"]
+assert _FLAGS_AT == layout.RULE_KEY.size and _ENTRY.offsets["rank"] == 24 and _ENTRY.size == 24 + layout.RULE_VAL.size
+assert [f.name for f in _ENTRY.fields[5:]] == [f.name for f in layout.RULE_VAL.fields[:3]] + ["_pad1"]
+_FLAGS = tuple(bytes([f, 0, 0, 0]) for f in range(4))
 _M32 = 0xFFFFFFFF
 _MARKER_PAD = bytes(_ENTRY.size - 8)
+_U32 = struct.Struct("<I").pack
 
 
 def homes(caps: layout.Capacities) -> int:
@@ -81,24 +85,50 @@ def marker_element(gen_value: bytes) -> bytes:
     return marker(digest).to_bytes(8, "little") + _MARKER_PAD
 
 
-_KEYS = struct.Struct("<QQI")  # the words bloom.hash64 reads, unpacked for many keys at once
-_TAILS = tuple(bytes([f]) + bytes(6) for f in range(4))  # flags byte and padding
+def _homes(keys: list[bytes], n_homes: int, hashes: list[int] | None = None) -> list[int]:
+    """home() of every key, from their bloom.hashes() when the caller has them."""
+    if hashes is None:
+        hashes = bloom.hashes(keys)
+    return [((h & _M32) * n_homes) >> 32 for h in hashes]
 
 
-def _homes(keys: list[bytes], n_homes: int) -> list[int]:
-    """home() of every key; bloom.hash64 inlined (this runs 10^5 times on a first apply)."""
-    k1, k2, k3, k4, m = bloom.K1, bloom.K2, bloom.K3, bloom.K4, (1 << 64) - 1
-    out = []
-    for a, b, c in _KEYS.iter_unpack(b"".join(keys)):
-        h = ((a * k1) ^ (b * k2) ^ (c * k3)) & m
-        h = ((h ^ (h >> 32)) * k4) & m
-        out.append((((h ^ (h >> 32)) & _M32) * n_homes) >> 32)
+def entry(key: bytes, value: bytes, flags: int = USED) -> bytes:
+    """The table element holding rule-map `key` with rule-map `value`."""
+    return key + _FLAGS[flags] + value
+
+
+def _place(rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None) -> tuple[list[int], list[bytes], set[int]]:
+    """The canonical layout: (positions, the keys there, homes with a key
+    that did not fit). Keys in (home, key) order, each at its home or the
+    next free entry, unless that is more than DEPTH past its home."""
+    if n_homes < 1:
+        raise ValueError("a direct table needs at least one home")
+    keys = list(rules)
+    pos: list[int] = []
+    placed: list[bytes] = []
+    over: set[int] = set()
+    nxt = 0
+    for h, k in sorted(zip(_homes(keys, n_homes, hashes), keys)):
+        if h >= nxt:
+            nxt = h
+        elif nxt - h > DEPTH:
+            over.add(h)
+            continue
+        pos.append(nxt)
+        placed.append(k)
+        nxt += 1
+    return pos, placed, over
+
+
+def _elements(rules: Mapping[bytes, bytes], pos: list[int], placed: list[bytes], over: set[int]) -> dict[bytes, bytes]:
+    # C-level loops: this runs for 10^5 keys on a first apply
+    used = _FLAGS[USED]
+    out = dict(zip(map(_U32, pos), map(bytes.__add__, map(bytes.__add__, placed, repeat(used)), map(rules.__getitem__, placed))))
+    if over:
+        at = dict(zip(pos, placed))
+        for p in over:
+            out[_U32(p)] = entry(at[p], rules[at[p]], USED | OVERFLOW)
     return out
-
-
-def _entry(key: bytes, value: bytes, flags: int) -> bytes:
-    # entry() by slicing: the value is rank(8) slot(4) action(1) pad(3)
-    return key + value[8:12] + value[:8] + value[12:13] + _TAILS[flags]
 
 
 class Table:
@@ -107,29 +137,13 @@ class Table:
     omitted, no marker); `update()` applies rule-map changes and returns the
     elements that changed (None: now empty)."""
 
-    def __init__(self, rules: Mapping[bytes, bytes], n_homes: int) -> None:
-        if n_homes < 1:
-            raise ValueError("a direct table needs at least one home")
+    def __init__(self, rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None = None) -> None:
+        """`hashes`: bloom.hashes() of the keys of `rules` in its order, when the caller has them."""
         self.n = n_homes
-        self._vals: dict[bytes, bytes] = dict(rules)
-        keys = list(self._vals)
-        at: dict[int, bytes] = {}  # position -> key
-        over: set[int] = set()  # homes with a key that did not fit
-        nxt = 0
-        for h, k in sorted(zip(_homes(keys, n_homes), keys)):
-            if h >= nxt:
-                at[h] = k
-                nxt = h + 1
-            elif nxt - h <= DEPTH:
-                at[nxt] = k
-                nxt += 1
-            else:
-                over.add(h)
-        self._at, self._over = at, over
-        vals = self._vals
-        self._elem: dict[bytes, bytes] = {
-            p.to_bytes(4, "little"): _entry(k, vals[k], USED | OVERFLOW if p in over else USED) for p, k in at.items()
-        }
+        self._vals: dict[bytes, bytes] = dict(rules)  # a copy: the caller edits its map before update()
+        pos, placed, self._over = _place(self._vals, n_homes, hashes)
+        self._at: dict[int, bytes] = dict(zip(pos, placed))  # position -> key
+        self._elem = _elements(self._vals, pos, placed, self._over)
         self._by_home: dict[int, list[bytes]] | None = None  # home -> sorted keys, built by the first update()
 
     def elements(self) -> dict[bytes, bytes]:
@@ -208,7 +222,7 @@ class Table:
                     new = None
                 else:
                     at[p] = k
-                    new = elem[pk] = _entry(k, vals[k], USED | OVERFLOW if p in new_over else USED)
+                    new = elem[pk] = entry(k, vals[k], USED | OVERFLOW if p in new_over else USED)
                 if new != old:
                     out[pk] = new
                 if p in new_over:
@@ -219,17 +233,17 @@ class Table:
         return out
 
 
-def contents(rules: Mapping[bytes, bytes], gen_value: bytes, n_homes: int) -> dict[bytes, bytes]:
+def contents(rules: Mapping[bytes, bytes], gen_value: bytes, n_homes: int, hashes: list[int] | None = None) -> dict[bytes, bytes]:
     """The table of one generation as array elements, the marker of its
     policy digest (from its pepc_gen value) included."""
-    out = Table(rules, n_homes).elements()  # the table is dropped: its dict can be handed out
+    out = _elements(rules, *_place(rules, n_homes, hashes))
     out[(n_homes + DEPTH).to_bytes(4, "little")] = marker_element(gen_value)
     return out
 
 
-def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
+def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_homes: int, hashes: list[int] | None = None) -> dict[bytes, bytes]:
     """The table for a generation given as Program.map_contents()."""
-    return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_homes)
+    return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_homes, hashes)
 
 
 def lookup(elements: Mapping[bytes, bytes], key: bytes, n_homes: int) -> tuple[str, bytes | None]:
@@ -242,16 +256,15 @@ def lookup(elements: Mapping[bytes, bytes], key: bytes, n_homes: int) -> tuple[s
         e = elements.get((h + j).to_bytes(4, "little"))
         if j == 0:
             first = e
-        if e is None or not e[33] & USED:
+        if e is None or not e[_FLAGS_AT] & USED:
             break
         if e[:20] == key:
-            slot, rank, action, _ = _TAIL.unpack(e[20:])
-            return "hit", _VAL.pack(rank, slot, action)
-    if first is not None and first[33] & OVERFLOW:
+            return "hit", e[24:]
+    if first is not None and first[_FLAGS_AT] & OVERFLOW:
         return "hash", None
     return "absent", None
 
 
 def keys_of(elements: Iterable[bytes]) -> list[bytes]:
     """Rule-map keys held by table elements (the marker excluded)."""
-    return [e[:20] for e in elements if e[33] & USED]
+    return [e[:20] for e in elements if e[_FLAGS_AT] & USED]

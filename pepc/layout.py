@@ -309,11 +309,13 @@ DIRECT = Struct(
         Field("key_shape", "u64", doc="the rule-map key's bytes 0-7, as the program reads them"),
         Field("key_addrs", "u64", doc="key bytes 8-15"),
         Field("key_ports", "u32", doc="key bytes 16-19"),
-        Field("slot", "u32"),
-        Field("rank", "u64"),
-        Field("action", "u8"),
         Field("flags", "u8", doc="bit 0: in use; bit 1: a key with this home is in the rule map only"),
-        Field("_pad0", "u8", 6),
+        Field("_pad0", "u8", 3),
+        # the rule-map value, verbatim (struct pepc_rule_val)
+        Field("rank", "u64"),
+        Field("slot", "u32"),
+        Field("action", "u8"),
+        Field("_pad1", "u8", 3),
     ),
     "one entry of the direct table (pepc/direct.py): a rule-map key and its value",
 )

@@ -178,4 +178,5 @@ def hand_edit_action(inst, gen: int, src: int, action) -> None:
     rules.update(key, layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(val), "action": int(action)}))
     table = inst.maps[f"pepc_direct_{gen}"]
     (pos, el), = [(p, e) for p, e in table.items() if e[:20] == key]
-    table.update(pos, el[:32] + bytes([int(action)]) + el[33:])
+    at = layout.DIRECT.offsets["action"]
+    table.update(pos, el[:at] + bytes([int(action)]) + el[at + 1:])

@@ -299,7 +299,7 @@ def test_direct_table_is_maintained_and_a_stale_one_is_repaired(tmp_path):
             key = next(k for k in live.active["pepc_rules"] if layout.RULE_KEY.unpack(k)["src"] == 0x0A3C0000)
             (pos, el), = ((p, e) for p, e in live.active["pepc_direct"].items() if e[:20] == key)
             forged = bytearray(el)
-            forged[32] = int(Action.ALLOW)
+            forged[layout.DIRECT.offsets["action"]] = int(Action.ALLOW)
             dm.update(pos, bytes(forged))  # the program reads the table: the packet now passes
             assert _verdict(inst.prog_fd, "10.60.1.1") == XDP_PASS
             fix = apply_policy(pol2, h.config, NOW, instance=h.instance)

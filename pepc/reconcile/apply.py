@@ -360,10 +360,11 @@ def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveSta
     program = compile_program(policy, config, now, assignments_for(policy, live, now))
     contents = map_contents(program)
     words, homes = derived_sizes(program, live)
+    hashes = bloom.hashes(list(contents["pepc_rules"])) if words or homes else None
     if words:
-        contents[diff.BLOOM] = bloom.for_contents(contents, words)
+        contents[diff.BLOOM] = bloom.for_contents(contents, words, hashes)
     if homes:
-        contents[diff.DIRECT] = direct.for_contents(contents, homes)
+        contents[diff.DIRECT] = direct.for_contents(contents, homes, hashes)
     return program, contents
 
 

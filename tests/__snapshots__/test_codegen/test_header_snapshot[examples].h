@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 537cb79db2e6a08beda7845edfcbf20c
+ * layout digest: d879543c8ec8d0b262404488448d1855
  * policy digest: 86eae52c924b91a33ae0ca03320d53ce1ae568f71c659df3859a955bc11d817a
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "537cb79db2e6a08beda7845edfcbf20c"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x53, 0x7c, 0xb7, 0x9d, 0xb2, 0xe6, 0xa0, 0x8b, 0xed, 0xa7, 0x84, 0x5e, 0xdf, 0xcb, 0xf2, 0x0c }
+#define PEPC_LAYOUT_DIGEST "d879543c8ec8d0b262404488448d1855"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xd8, 0x79, 0x54, 0x3c, 0x8e, 0xc8, 0xd0, 0xb2, 0x62, 0x40, 0x44, 0x88, 0x44, 0x8d, 0x18, 0x55 }
 #define PEPC_POLICY_DIGEST "86eae52c924b91a33ae0ca03320d53ce1ae568f71c659df3859a955bc11d817a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -195,21 +195,23 @@ struct pepc_direct {
 	__u64 key_shape; /* the rule-map key's bytes 0-7, as the program reads them */
 	__u64 key_addrs; /* key bytes 8-15 */
 	__u32 key_ports; /* key bytes 16-19 */
-	__u32 slot;
-	__u64 rank;
-	__u8 action;
 	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
-	__u8 _pad0[6];
+	__u8 _pad0[3];
+	__u64 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 _pad1[3];
 };
 _Static_assert(sizeof(struct pepc_direct) == 40, "sizeof(struct pepc_direct) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_shape) == 0, "offset of pepc_direct.key_shape differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_addrs) == 8, "offset of pepc_direct.key_addrs differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_ports) == 16, "offset of pepc_direct.key_ports differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 20, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 20, "offset of pepc_direct.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 21, "offset of pepc_direct._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pepc_direct.rank differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 32, "offset of pepc_direct.action differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 33, "offset of pepc_direct.flags differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 34, "offset of pepc_direct._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 32, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 36, "offset of pepc_direct.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad1) == 37, "offset of pepc_direct._pad1 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: ac41d2ce608b1c32e65ddc1db12fe25f
+ * layout digest: 08399bb9ec01b16c67bb0ae717db71ef
  * policy digest: 1f57860512885764168774f42865e2abd8f8341234f7bfa955ee2c2ca114819f
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "ac41d2ce608b1c32e65ddc1db12fe25f"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xac, 0x41, 0xd2, 0xce, 0x60, 0x8b, 0x1c, 0x32, 0xe6, 0x5d, 0xdc, 0x1d, 0xb1, 0x2f, 0xe2, 0x5f }
+#define PEPC_LAYOUT_DIGEST "08399bb9ec01b16c67bb0ae717db71ef"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x08, 0x39, 0x9b, 0xb9, 0xec, 0x01, 0xb1, 0x6c, 0x67, 0xbb, 0x0a, 0xe7, 0x17, 0xdb, 0x71, 0xef }
 #define PEPC_POLICY_DIGEST "1f57860512885764168774f42865e2abd8f8341234f7bfa955ee2c2ca114819f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -195,21 +195,23 @@ struct pepc_direct {
 	__u64 key_shape; /* the rule-map key's bytes 0-7, as the program reads them */
 	__u64 key_addrs; /* key bytes 8-15 */
 	__u32 key_ports; /* key bytes 16-19 */
-	__u32 slot;
-	__u64 rank;
-	__u8 action;
 	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
-	__u8 _pad0[6];
+	__u8 _pad0[3];
+	__u64 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 _pad1[3];
 };
 _Static_assert(sizeof(struct pepc_direct) == 40, "sizeof(struct pepc_direct) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_shape) == 0, "offset of pepc_direct.key_shape differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_addrs) == 8, "offset of pepc_direct.key_addrs differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_ports) == 16, "offset of pepc_direct.key_ports differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 20, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 20, "offset of pepc_direct.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 21, "offset of pepc_direct._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pepc_direct.rank differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 32, "offset of pepc_direct.action differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 33, "offset of pepc_direct.flags differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 34, "offset of pepc_direct._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 32, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 36, "offset of pepc_direct.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad1) == 37, "offset of pepc_direct._pad1 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: e440b464d18782dae617e1fd417c5c14
+ * layout digest: c7427ebf5d2d104b5635f8b743557a67
  * policy digest: 826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "e440b464d18782dae617e1fd417c5c14"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xe4, 0x40, 0xb4, 0x64, 0xd1, 0x87, 0x82, 0xda, 0xe6, 0x17, 0xe1, 0xfd, 0x41, 0x7c, 0x5c, 0x14 }
+#define PEPC_LAYOUT_DIGEST "c7427ebf5d2d104b5635f8b743557a67"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xc7, 0x42, 0x7e, 0xbf, 0x5d, 0x2d, 0x10, 0x4b, 0x56, 0x35, 0xf8, 0xb7, 0x43, 0x55, 0x7a, 0x67 }
 #define PEPC_POLICY_DIGEST "826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -195,21 +195,23 @@ struct pepc_direct {
 	__u64 key_shape; /* the rule-map key's bytes 0-7, as the program reads them */
 	__u64 key_addrs; /* key bytes 8-15 */
 	__u32 key_ports; /* key bytes 16-19 */
-	__u32 slot;
-	__u64 rank;
-	__u8 action;
 	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
-	__u8 _pad0[6];
+	__u8 _pad0[3];
+	__u64 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 _pad1[3];
 };
 _Static_assert(sizeof(struct pepc_direct) == 40, "sizeof(struct pepc_direct) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_shape) == 0, "offset of pepc_direct.key_shape differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_addrs) == 8, "offset of pepc_direct.key_addrs differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, key_ports) == 16, "offset of pepc_direct.key_ports differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 20, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 20, "offset of pepc_direct.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 21, "offset of pepc_direct._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pepc_direct.rank differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 32, "offset of pepc_direct.action differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, flags) == 33, "offset of pepc_direct.flags differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_direct, _pad0) == 34, "offset of pepc_direct._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 32, "offset of pepc_direct.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, action) == 36, "offset of pepc_direct.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct, _pad1) == 37, "offset of pepc_direct._pad1 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {
