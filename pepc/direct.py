@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import struct
 from itertools import repeat
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from pepc import bloom, layout
 
@@ -97,10 +97,13 @@ def entry(key: bytes, value: bytes, flags: int = USED) -> bytes:
     return key + _FLAGS[flags] + value
 
 
-def _place(rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None) -> tuple[list[int], list[bytes], set[int]]:
+def _place(
+    rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None, by_home: dict[int, list[bytes]] | None = None
+) -> tuple[list[int], list[bytes], set[int]]:
     """The canonical layout: (positions, the keys there, homes with a key
     that did not fit). Keys in (home, key) order, each at its home or the
-    next free entry, unless that is more than DEPTH past its home."""
+    next free entry, unless that is more than DEPTH past its home. Fills
+    `by_home` (home -> its keys in order) when given."""
     if n_homes < 1:
         raise ValueError("a direct table needs at least one home")
     keys = list(rules)
@@ -109,6 +112,8 @@ def _place(rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None)
     over: set[int] = set()
     nxt = 0
     for h, k in sorted(zip(_homes(keys, n_homes, hashes), keys)):
+        if by_home is not None:
+            by_home.setdefault(h, []).append(k)
         if h >= nxt:
             nxt = h
         elif nxt - h > DEPTH:
@@ -141,10 +146,10 @@ class Table:
         """`hashes`: bloom.hashes() of the keys of `rules` in its order, when the caller has them."""
         self.n = n_homes
         self._vals: dict[bytes, bytes] = dict(rules)  # a copy: the caller edits its map before update()
-        pos, placed, self._over = _place(self._vals, n_homes, hashes)
+        self._by_home: dict[int, list[bytes]] = {}  # home -> its keys, sorted
+        pos, placed, self._over = _place(self._vals, n_homes, hashes, self._by_home)
         self._at: dict[int, bytes] = dict(zip(pos, placed))  # position -> key
         self._elem = _elements(self._vals, pos, placed, self._over)
-        self._by_home: dict[int, list[bytes]] | None = None  # home -> sorted keys, built by the first update()
 
     def elements(self) -> dict[bytes, bytes]:
         """The table's elements. Shared: do not modify."""
@@ -156,11 +161,6 @@ class Table:
 
     def update(self, changes: Mapping[bytes, bytes | None]) -> dict[bytes, bytes | None]:
         by_home = self._by_home
-        if by_home is None:
-            by_home = self._by_home = {}
-            keys = list(self._vals)
-            for h, k in sorted(zip(_homes(keys, self.n), keys)):
-                by_home.setdefault(h, []).append(k)
         affected: set[int] = set()
         for k, v in changes.items():
             if v is None:
@@ -263,8 +263,3 @@ def lookup(elements: Mapping[bytes, bytes], key: bytes, n_homes: int) -> tuple[s
     if first is not None and first[_FLAGS_AT] & OVERFLOW:
         return "hash", None
     return "absent", None
-
-
-def keys_of(elements: Iterable[bytes]) -> list[bytes]:
-    """Rule-map keys held by table elements (the marker excluded)."""
-    return [e[:20] for e in elements if e[_FLAGS_AT] & USED]
