@@ -71,10 +71,19 @@ def hashes(keys: list[bytes]) -> list[int]:
     return out
 
 
-def position(key: bytes, n_words: int) -> tuple[int, int]:
-    """(word index, bit mask) of a rule-map key (as contents() computes them)."""
-    h = hash64(key)
+def _word_bit(h: int, n_words: int) -> tuple[int, int]:
     return ((h >> 32) * n_words) >> 32, 1 << (h & 63)
+
+
+def position(key: bytes, n_words: int) -> tuple[int, int]:
+    """(word index, bit mask) of a rule-map key."""
+    return _word_bit(hash64(key), n_words)
+
+
+def gen_digest(gen_value: bytes) -> bytes:
+    """The policy digest a pepc_gen value carries: what the markers of the
+    prefilter and of the direct table are made of."""
+    return bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
 
 
 def marker(policy_digest: bytes) -> int:
@@ -82,24 +91,23 @@ def marker(policy_digest: bytes) -> int:
     return int.from_bytes(policy_digest[:8], "little") ^ SCHEME
 
 
-def contents(rule_keys: Iterable[bytes], gen_value: bytes, n_words: int, hashes_: list[int] | None = None) -> dict[bytes, bytes]:
+def contents(rule_keys: Iterable[bytes], gen_value: bytes, n_words: int, key_hashes: list[int] | None = None) -> dict[bytes, bytes]:
     """The filter for one generation, as array elements (u32 key -> u64
     value; zero words omitted): a bit per rule-map key, plus the marker of
     the generation's policy digest (taken from its pepc_gen value).
     `n_words` is words(caps), i.e. the live map's max_entries - 1;
-    `hashes_` the keys' hashes() when the caller has them."""
+    `key_hashes` the keys' hashes() when the caller has them."""
     n = n_words
     acc: dict[int, int] = {}
-    for h in hashes(list(rule_keys)) if hashes_ is None else hashes_:
-        i, bit = ((h >> 32) * n) >> 32, 1 << (h & 63)
+    for h in hashes(list(rule_keys)) if key_hashes is None else key_hashes:
+        i, bit = _word_bit(h, n)
         acc[i] = acc.get(i, 0) | bit
-    digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
-    acc[n] = marker(digest)
+    acc[n] = marker(gen_digest(gen_value))
     return {i.to_bytes(4, "little"): v.to_bytes(8, "little") for i, v in acc.items()}
 
 
-def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_words: int, hashes_: list[int] | None = None) -> dict[bytes, bytes]:
+def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_words: int, key_hashes: list[int] | None = None) -> dict[bytes, bytes]:
     """The filter for a generation given as Program.map_contents() (what a
     reconciler would add as `contents["pepc_bloom"]`, written to
     pepc_bloom_<gen>, with n_words = that map's max_entries - 1)."""
-    return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_words, hashes_)
+    return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_words, key_hashes)

@@ -81,8 +81,7 @@ def marker(policy_digest: bytes) -> int:
 
 
 def marker_element(gen_value: bytes) -> bytes:
-    digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
-    return marker(digest).to_bytes(8, "little") + _MARKER_PAD
+    return marker(bloom.gen_digest(gen_value)).to_bytes(8, "little") + _MARKER_PAD
 
 
 def _homes(keys: list[bytes], n_homes: int, hashes: list[int] | None = None) -> list[int]:

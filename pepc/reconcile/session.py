@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from pepc import layout
 from pepc.config import Config
 from pepc.diagnostics import Finding
 from pepc.model import Policy, Rule, rule_changes
@@ -269,8 +268,7 @@ class IncrementalContents:
             changes[i.to_bytes(4, "little")] = acc.to_bytes(8, "little") if acc else None
             if not acc:
                 del members[i]
-        digest = bytes(layout.GEN.unpack(gen_value)["policy_digest"]).ljust(32, b"\0")
-        changes[n_words.to_bytes(4, "little")] = bloom.marker(digest).to_bytes(8, "little")
+        changes[n_words.to_bytes(4, "little")] = bloom.marker(bloom.gen_digest(gen_value)).to_bytes(8, "little")
         return self._edit(diff.BLOOM, changes)
 
     def direct(self, contents: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
