@@ -250,17 +250,17 @@ def test_bloom_filter_is_used_exactly_and_only_when_its_marker_is_current():
         word, bit = bloom.position(key, n)
         marker_key = dataplane.u32(n)
         # only the marker, no bits: the kernel trusts the filter and skips the lookup
-        dataplane.write_bloom(bm, {marker_key: full[marker_key]})
+        dataplane.write_derived(bm, {marker_key: full[marker_key]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
         # every bit but the right one: still skipped
         others = {dataplane.u32(i): (~bit & (2**64 - 1)).to_bytes(8, "little") if i == word else (2**64 - 1).to_bytes(8, "little") for i in range(n)}
-        dataplane.write_bloom(bm, {**others, marker_key: full[marker_key]})
+        dataplane.write_derived(bm, {**others, marker_key: full[marker_key]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
         # just the right bit: looked up
-        dataplane.write_bloom(bm, {dataplane.u32(word): bit.to_bytes(8, "little"), marker_key: full[marker_key]})
+        dataplane.write_derived(bm, {dataplane.u32(word): bit.to_bytes(8, "little"), marker_key: full[marker_key]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
         # an empty filter whose marker is stale (another policy digest): ignored
-        dataplane.write_bloom(bm, {marker_key: (bloom.marker(bytes(32)) ^ 1).to_bytes(8, "little")})
+        dataplane.write_derived(bm, {marker_key: (bloom.marker(bytes(32)) ^ 1).to_bytes(8, "little")})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
 
 
@@ -309,28 +309,28 @@ def test_direct_table_is_read_inline_and_trusted_only_with_its_marker():
 
         allow = layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(value), "action": int(Action.ALLOW)})
         # the entry says ALLOW while the rule map says BLOCK: the table is what the program reads
-        dataplane.write_direct(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: full[mark]})
+        dataplane.write_derived(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: full[mark]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
         # ... found DEPTH entries after its home, behind other keys
         filler = [direct.entry(bytes([0xEE, j]) + bytes(18), value, direct.USED) for j in range(direct.DEPTH)]
         row = {dataplane.u32(h + j): e for j, e in enumerate(filler)}
-        dataplane.write_direct(dm, {**row, dataplane.u32(h + direct.DEPTH): direct.entry(key, allow, direct.USED), mark: full[mark]})
+        dataplane.write_derived(dm, {**row, dataplane.u32(h + direct.DEPTH): direct.entry(key, allow, direct.USED), mark: full[mark]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
         # an empty home: no entry (the rule map is not asked)
-        dataplane.write_direct(dm, {mark: full[mark]})
+        dataplane.write_derived(dm, {mark: full[mark]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
         # a full run without the key, its home marked OVERFLOW: the rule map decides
         over = {dataplane.u32(h + j): direct.entry(bytes([0xEE, j]) + bytes(18), allow, direct.USED) for j in range(direct.DEPTH + 1)}
         over[dataplane.u32(h)] = direct.entry(bytes([0xEE, 0]) + bytes(18), allow, direct.USED | direct.OVERFLOW)
-        dataplane.write_direct(dm, {**over, mark: full[mark]})
+        dataplane.write_derived(dm, {**over, mark: full[mark]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
         over[dataplane.u32(h)] = direct.entry(bytes([0xEE, 0]) + bytes(18), allow, direct.USED)
-        dataplane.write_direct(dm, {**over, mark: full[mark]})
+        dataplane.write_derived(dm, {**over, mark: full[mark]})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
         # a stale marker: the table is ignored, the rule map answers
         stale = bytearray(full[mark])
         stale[0] ^= 1
-        dataplane.write_direct(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: bytes(stale)})
+        dataplane.write_derived(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: bytes(stale)})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
 
 

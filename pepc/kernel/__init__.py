@@ -59,9 +59,9 @@ pepc.kernel.ringbuf
 
 pepc.kernel.dataplane (whole-generation helpers)
     write_generation(inst, gen, program)   full rewrite of one generation (masks, rules, slots, gen,
-                                     and the mask prefilter pepc_bloom_<gen>, see pepc/bloom.py)
-    write_bloom(bloom_map, pepc.bloom.contents(rule_keys, gen_value, bloom_map.max_entries - 1))
-    write_direct(direct_map, pepc.direct.contents(rules, gen_value, homes))  (the direct table, pepc/direct.py)
+                                     the prefilter pepc_bloom_<gen> and the direct table pepc_direct_<gen>)
+    write_derived(array, elements)   a whole marker-guarded array, the marker last: the prefilter
+                                     (pepc.bloom.contents) or the direct table (pepc.direct.contents)
     set_active(inst, gen)            one write of pepc_ctrl[0] (only active_gen changes)
     load_program(inst, program)      write the inactive generation, then flip
     init_ctrl(inst, layout_digest), read_ctrl(inst), active_gen(inst)

@@ -62,13 +62,12 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
     slots = inst.map(f"pepc_slots_{gen}")
     bloom_map = inst.maps.get(f"{bloom.MAP_NAME}_{gen}")
 
-    # invalidate the old prefilter first: until the new one is complete,
-    # the program does plain lookups
     direct_map = inst.maps.get(f"{direct.MAP_NAME}_{gen}")
-    if bloom_map is not None:
-        bloom_map.update(u32(bloom_map.max_entries - 1), bytes(8))
-    if direct_map is not None:
-        direct_map.update(u32(direct_map.max_entries - 1), bytes(direct_map.value_size))
+    # invalidate the old prefilter and table first: until the new ones are
+    # complete, the program does plain hash-map lookups
+    for derived in (bloom_map, direct_map):
+        if derived is not None:
+            derived.update(u32(derived.max_entries - 1), bytes(derived.value_size))
 
     # masks: rewrite the whole array (n_masks bounds the walk, but stale
     # rows would still be confusing in dumps)
@@ -87,25 +86,21 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
     inst.map("pepc_gen").update(u32(gen), gen_value)
 
     if bloom_map is not None:
-        write_bloom(bloom_map, bloom.contents(r, gen_value, bloom_map.max_entries - 1))
+        write_derived(bloom_map, bloom.contents(r, gen_value, bloom_map.max_entries - 1))
     if direct_map is not None:
-        write_direct(direct_map, direct.contents(r, gen_value, direct.homes_of_map(direct_map.max_entries)))
+        write_derived(direct_map, direct.contents(r, gen_value, direct.homes_of_map(direct_map.max_entries)))
 
 
-def write_bloom(bloom_map, elements: dict[bytes, bytes]) -> None:
-    """Write a whole derived array (pepc.bloom.contents, pepc.direct.contents):
-    every element, the marker (the last one) last."""
-    n = bloom_map.max_entries - 1
+def write_derived(array_map, elements: dict[bytes, bytes]) -> None:
+    """Write a whole marker-guarded array (pepc.bloom.contents,
+    pepc.direct.contents): every element, absent ones as zeros, and the
+    marker (the last element) last."""
+    n = array_map.max_entries - 1
     marker_key = u32(n)
     keys = [u32(i) for i in range(n)]
-    zero = bytes(bloom_map.value_size)
-    bloom_map.update_batch(keys, [elements.get(k, zero) for k in keys])
-    bloom_map.update(marker_key, elements.get(marker_key, zero))
-
-
-def write_direct(direct_map, elements: dict[bytes, bytes]) -> None:
-    """Write a whole direct table (pepc.direct.contents): every entry, the marker last."""
-    write_bloom(direct_map, elements)
+    zero = bytes(array_map.value_size)
+    array_map.update_batch(keys, [elements.get(k, zero) for k in keys])
+    array_map.update(marker_key, elements.get(marker_key, zero))
 
 
 def reset_rule_state(inst: Instance, slots: list[int] | None = None) -> None:
