@@ -42,7 +42,7 @@ def u32_of(key: bytes) -> int:
 
 
 def is_array(name: str) -> bool:
-    return name in (BLOOM, DIRECT) or layout.map_def(name).kind != "HASH"
+    return layout.map_def(name).kind != "HASH"
 
 
 def _nonzero(content: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:
