@@ -220,10 +220,11 @@ def test_an_apply_killed_behind_the_sessions_back_forces_a_full_read(tmp_path):
 def test_incremental_contents_equal_map_contents_and_bloom():
     """Pure: IncrementalContents over a sequence of edits (incremental
     compiler, so unchanged rules keep their SlotInfo objects) equals
-    map_contents + bloom.for_contents of each program; its snapshot views
+    map_contents + bloom.for_contents + direct.for_contents of each program,
+    also when a derived map misses an edit; its snapshot views
     keep showing what was "applied" while the maps are edited in place, and
     the diff of the edited maps against them is the diff of plain copies."""
-    from pepc import bloom
+    from pepc import bloom, direct
     from pepc.compiler import Assignments, IncrementalCompiler
     from pepc.compiler.pack import map_contents
     from pepc.reconcile.session import IncrementalContents
@@ -245,13 +246,19 @@ def test_incremental_contents_equal_map_contents_and_bloom():
         assert got == want, step
         got[diff.BLOOM] = inc.bloom(got, bloom.words(cfg.capacities))
         assert got[diff.BLOOM] == bloom.for_contents(want, bloom.words(cfg.capacities)), step
+        got[diff.DIRECT] = inc.direct(got, direct.homes(cfg.capacities))
+        assert got[diff.DIRECT] == direct.for_contents(want, direct.homes(cfg.capacities)), step
         if step:
             for name, view in views.items():
                 assert dict(view) == applied[name] and len(view) == len(applied[name]), (step, name)
                 assert diff.diff_map(name, got[name], view) == diff.diff_map(name, dict(got[name]), applied[name]), (step, name)
         if step % 3 != 2:  # an apply (a refused one, every third step, takes no snapshot)
             views = {k: v for k, v in inc.snapshot(got).items() if isinstance(v, diff.Overlay)}
-            assert set(views) == {"pepc_rules", "pepc_slots", diff.BLOOM}
+            assert set(views) == {"pepc_rules", "pepc_slots", diff.BLOOM, diff.DIRECT}
             applied = {k: dict(got[k]) for k in views}
-        inc97.map_contents(program)
-        assert inc97.bloom(got, 97) == bloom.for_contents(want, 97), step  # crowded words: many keys per word
+        # its own contents: given another session's maps it would rebuild every time
+        got97 = inc97.map_contents(program)
+        assert inc97.bloom(got97, 97) == bloom.for_contents(want, 97), step  # crowded words: many keys per word
+        if step % 4 != 1:  # (a step where the table is not asked for: the next one rebuilds it)
+            # crowded homes: long clusters and keys left to the rule map
+            assert inc97.direct(got97, 23) == direct.for_contents(want, 23), step

@@ -152,12 +152,11 @@ class IncrementalContents:
         self._last: tuple[int, int] | None = None  # (delta source, serial) of the last program
         self._cur: dict[str, diff.Derived] = {}  # the big maps, edited in place
         self._views: dict[str, diff.Overlay] = {}  # handed out by snapshot(), recording old elements
-        #: the rule-map keys of the last edit not yet in the prefilter: key ->
-        #: whether it was in the map before (None: unknown, rebuild)
-        self._came: dict[bytes, bool] | None = None
+        #: the rule-map changes of the last map_contents() (None: unknown, the
+        #: derived maps are rebuilt), and the derived maps not yet given them
+        self._delta: Mapping[bytes, bytes | None] | None = None
+        self._unfed: set[str] = set()
         self._bloom: tuple[int, dict[int, dict[bytes, int]]] | None = None  # (words, members per word)
-        #: the rule-map changes not yet in the direct table (None: unknown, rebuild)
-        self._pending: dict[bytes, bytes | None] | None = None
         self._table: Any = None  # pepc.direct.Table of the last direct() call
 
     def _edit(self, name: str, changes: Mapping[bytes, bytes | None]) -> diff.Derived:
@@ -201,17 +200,17 @@ class IncrementalContents:
 
         d = getattr(program, "delta", None)
         u32 = diff.u32
-        if self._came is not None and self._came:
-            self._bloom = None  # the last edit's keys never reached the prefilter: rebuild it next time
-        if self._pending:
-            self._table = None  # nor the direct table
+        # a derived map that missed the last edit is rebuilt next time
+        if diff.BLOOM in self._unfed:
+            self._bloom = None
+        if diff.DIRECT in self._unfed:
+            self._table = None
+        self._unfed = {diff.BLOOM, diff.DIRECT}
         if (
             d is not None and d.rules is not None and d.slots is not None and self._last == (d.source, d.serial - 1)
             and "pepc_rules" in self._cur and "pepc_slots" in self._cur
         ):
-            rules = self._cur["pepc_rules"]
-            self._came = {k: k in rules for k in d.rules}
-            self._pending = dict(d.rules)
+            self._delta = d.rules
             out = {
                 "pepc_gen": {u32(0): program.gen_value()},
                 "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
@@ -222,14 +221,19 @@ class IncrementalContents:
             from pepc.compiler.pack import map_contents
 
             plain = map_contents(program)  # (no delta: the first call, or the compiler started afresh)
-            self._came = None  # unknown: the prefilter is rebuilt
-            self._bloom = None
-            self._pending = None  # and the direct table
-            self._table = None
+            self._delta = None
             out = {**plain, "pepc_rules": self._fresh("pepc_rules", plain["pepc_rules"]),
                    "pepc_slots": self._fresh("pepc_slots", plain["pepc_slots"])}
         self._last = (d.source, d.serial) if d is not None else None
         return out
+
+    def _take_delta(self, name: str, rules: Mapping[bytes, bytes]) -> Mapping[bytes, bytes | None] | None:
+        """The rule-map changes derived map `name` has not seen; None when
+        it must be rebuilt from `rules`."""
+        self._unfed.discard(name)
+        if self._delta is None or self._cur.get(name) is None or rules is not self._cur.get("pepc_rules"):
+            return None
+        return self._delta
 
     def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
         from pepc import bloom
@@ -237,29 +241,26 @@ class IncrementalContents:
         rules = contents["pepc_rules"]
         gen_value = contents["pepc_gen"][diff.u32(0)]
         prev = self._bloom
-        words = self._cur.get(diff.BLOOM)
-        if prev is None or prev[0] != n_words or words is None or rules is not self._cur.get("pepc_rules") or self._came is None:
+        delta = self._take_delta(diff.BLOOM, rules)
+        if prev is None or prev[0] != n_words or delta is None:
             members: dict[int, dict[bytes, int]] = {}
             for k in rules:
                 i, bit = bloom.position(k, n_words)
                 members.setdefault(i, {})[k] = bit
             self._bloom = (n_words, members)
-            self._came = {}
             return self._fresh(diff.BLOOM, bloom.contents(rules, gen_value, n_words))
         _, members = prev
-        came = self._came
         touched: set[int] = set()
-        for k, was in came.items():
-            now_in = k in rules
+        for k in delta:
+            i, bit = bloom.position(k, n_words)
+            was, now_in = k in members.get(i, ()), k in rules
             if was == now_in:
                 continue
-            i, bit = bloom.position(k, n_words)
             if now_in:
                 members.setdefault(i, {})[k] = bit
             else:
                 del members[i][k]
             touched.add(i)
-        self._came = {}
         changes: dict[bytes, bytes | None] = {}
         for i in touched:
             acc = 0
@@ -277,17 +278,14 @@ class IncrementalContents:
         rules = contents["pepc_rules"]
         gen_value = contents["pepc_gen"][diff.u32(0)]
         mark = (n_homes + direct.DEPTH).to_bytes(4, "little")
-        table, pending = self._table, self._pending
-        self._pending = {}
-        if (
-            table is None or table.n != n_homes or pending is None or self._cur.get(diff.DIRECT) is None
-            or rules is not self._cur.get("pepc_rules")
-        ):
+        table = self._table
+        delta = self._take_delta(diff.DIRECT, rules)
+        if table is None or table.n != n_homes or delta is None:
             table = self._table = direct.Table(rules, n_homes)
             elements = dict(table.elements())
             elements[mark] = direct.marker_element(gen_value)
             return self._fresh(diff.DIRECT, elements)
-        changes = table.update(pending)
+        changes = table.update(delta)
         changes[mark] = direct.marker_element(gen_value)
         return self._edit(diff.DIRECT, changes)
 
