@@ -57,18 +57,19 @@ _MARKER_PAD = bytes(_ENTRY.size - 8)
 _U32 = struct.Struct("<I").pack
 
 
-def homes(caps: layout.Capacities) -> int:
-    return 2 * caps.max_entries
-
-
 def map_entries(caps: layout.Capacities) -> int:
-    """max_entries of each pepc_direct_<gen> array: the homes, DEPTH more
-    entries a probe may reach past the last home, then the marker."""
-    return homes(caps) + DEPTH + 1
+    """max_entries of each pepc_direct_<gen> array (sized in pepc/layout.py):
+    the homes, DEPTH more entries a probe may reach past the last home,
+    then the marker."""
+    return layout.map_def(MAP_NAME).entries(caps)
 
 
 def homes_of_map(max_entries: int) -> int:
     return max_entries - DEPTH - 1
+
+
+def homes(caps: layout.Capacities) -> int:
+    return homes_of_map(map_entries(caps))
 
 
 def home(key: bytes, n_homes: int) -> int:
