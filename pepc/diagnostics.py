@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from pepc.model import Location
 
@@ -134,10 +135,23 @@ class Finding:
 
 
 class PolicyError(Exception):
-    """The policy cannot be loaded or compiled; carries every finding."""
+    """The policy cannot be loaded or compiled; carries every finding.
 
-    def __init__(self, findings: list[Finding] | tuple[Finding, ...]):
+    From the loader it may also carry `partial`: the Policy of the files
+    that loaded cleanly, `without` the files (paths as displayed) that did
+    not, so `pepc check` can still report the rule anomalies of the rest.
+    """
+
+    def __init__(
+        self,
+        findings: list[Finding] | tuple[Finding, ...],
+        *,
+        partial: Any = None,
+        without: tuple[str, ...] = (),
+    ):
         self.findings = tuple(sorted(findings, key=Finding.sort_key))
+        self.partial = partial
+        self.without = tuple(without)
         super().__init__("; ".join(f"{f.loc}: {f.message}" for f in self.findings[:3]))
 
 

@@ -22,6 +22,7 @@ Each case is evaluated over the compiled program, like `pepc simulate`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -265,23 +266,64 @@ def run_cases(cases: list[Case], policy: Policy, config: Config, now: datetime) 
     return outcome
 
 
+# XML 1.0 cannot carry these at all, not even escaped: a case name from YAML
+# may hold them ("\x07"), so they are written as \xNN text instead.
+_XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_text(text: str) -> str:
+    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """`names` with later repeats suffixed " [2]", " [3]", ...: JUnit
+    consumers key results by (suite, name) and drop or merge duplicates."""
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name in seen:
+            n = 2
+            while f"{name} [{n}]" in taken:
+                n += 1
+            name = f"{name} [{n}]"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 def junit_xml(outcome: Outcome, suite_name: str = "pepc policy tests") -> bytes:
+    """JUnit XML as the common schema (Jenkins' junit-10.xsd, which
+    tests/fixtures holds) defines it: one testsuite per test file, case
+    names unique within it; a case's file:line:column and packet are in its
+    system-out, since testcase has no attributes for them."""
     import xml.etree.ElementTree as ET
 
     by_file: dict[str, list[Result]] = {}
     for r in outcome.results:
         by_file.setdefault(r.case.loc.file, []).append(r)
-    root = ET.Element("testsuites", name=suite_name, tests=str(len(outcome.results)), failures=str(outcome.failed))
+    root = ET.Element(
+        "testsuites", name=suite_name, tests=str(len(outcome.results)), failures=str(outcome.failed), errors="0"
+    )
     for file, results in by_file.items():
+        shown = _xml_text(file)
         suite = ET.SubElement(
-            root, "testsuite", name=file, tests=str(len(results)), failures=str(sum(1 for r in results if not r.passed)), errors="0"
+            root,
+            "testsuite",
+            name=shown,
+            tests=str(len(results)),
+            failures=str(sum(1 for r in results if not r.passed)),
+            errors="0",
+            file=shown,
         )
-        for r in results:
-            tc = ET.SubElement(
-                suite, "testcase", classname=file, name=r.case.name, file=file, line=str(r.case.loc.line)
-            )
+        for r, name in zip(results, unique_names([r.case.name for r in results])):
+            tc = ET.SubElement(suite, "testcase", classname=shown, name=_xml_text(name))
             if not r.passed:
-                fail = ET.SubElement(tc, "failure", message=r.message, type="PolicyTestFailure")
-                fail.text = f"{r.case.loc}: {r.case.packet_text}: {r.message}"
+                fail = ET.SubElement(tc, "failure", message=_xml_text(r.message), type="PolicyTestFailure")
+                fail.text = _xml_text(f"{r.case.loc}: {r.case.packet_text}: {r.message}")
+            expect = r.case.expect + (f" by rule {r.case.rule}" if r.case.rule else "")
+            out = ET.SubElement(tc, "system-out")
+            out.text = _xml_text(f"location: {r.case.loc}\npacket: {r.case.packet_text}\nexpect: {expect}")
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"

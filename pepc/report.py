@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from pepc import __version__
 from pepc.diagnostics import CODES, Finding, Severity
+from pepc.model import Location
 
 FORMATS = ("text", "json", "sarif", "github")
 
@@ -29,6 +30,8 @@ def render_findings(findings: list[Finding], fmt: str, *, summary: dict | None =
 
     `summary` may carry `files`, `rules` and `ok` from the caller; counts
     per severity are computed here. Without `ok`, ok means "no errors".
+    `computed_without` lists the files that failed to load when the rule
+    anomalies were computed without them: every format says so.
     """
     ordered = sorted(findings, key=Finding.sort_key)
     summ = _summary(ordered, summary)
@@ -37,7 +40,7 @@ def render_findings(findings: list[Finding], fmt: str, *, summary: dict | None =
     if fmt == "json":
         return _json(ordered, summ)
     if fmt == "sarif":
-        return _sarif(ordered)
+        return _sarif(ordered, summ)
     if fmt == "github":
         return _github(ordered, summ)
     raise ValueError(f"unknown format {fmt!r}")
@@ -89,7 +92,16 @@ def _text(findings: list[Finding], summ: dict) -> str:
         if "rules" in summ:
             where += f" ({_plural(summ['rules'], 'rule')})"
     lines.append(counts + where)
+    if summ.get("computed_without"):
+        lines.append(f"note: {_clean(without_note(summ['computed_without']))}")
     return "\n".join(lines) + "\n"
+
+
+def without_note(files: list[str]) -> str:
+    return (
+        f"rule anomalies were computed without {_plural(len(files), 'file')} that cannot be loaded "
+        f"({', '.join(files)}): fix the errors there for a complete check"
+    )
 
 
 # --- json ------------------------------------------------------------------------
@@ -144,7 +156,7 @@ def _physical(loc) -> dict:
     return {"physicalLocation": phys}
 
 
-def _sarif(findings: list[Finding]) -> str:
+def _sarif(findings: list[Finding], summ: dict) -> str:
     used = sorted({f.code for f in findings})
     index = {code: i for i, code in enumerate(used)}
     rules = []
@@ -199,7 +211,24 @@ def _sarif(findings: list[Finding]) -> str:
             }
         ],
     }
+    without = summ.get("computed_without")
+    if without:
+        run = log["runs"][0]
+        run["invocations"] = [
+            {
+                "executionSuccessful": True,
+                "toolExecutionNotifications": [
+                    {
+                        "level": "warning",
+                        "message": {"text": without_note(without)},
+                        "locations": [_physical(Location(f)) for f in without],
+                    }
+                ],
+            }
+        ]
+        run["properties"] = {"computedWithout": list(without)}
     return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+
 
 
 # --- github ----------------------------------------------------------------------
@@ -231,4 +260,6 @@ def _github(findings: list[Finding], summ: dict) -> str:
         if f.witness:
             message += f"\nwitness: {f.witness}"
         lines.append(f"::{_GH_LEVEL[f.severity]} {','.join(props)}::{gh_escape_data(message)}")
+    if summ.get("computed_without"):
+        lines.append(f"::warning title=pepc::{gh_escape_data(without_note(summ['computed_without']))}")
     return "\n".join(lines) + ("\n" if lines else "")

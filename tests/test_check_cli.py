@@ -125,3 +125,73 @@ def test_help_documents_exit_codes(capsys):
         main(["check", "--help"])
     out = capsys.readouterr().out
     assert "exit codes" in out and "--fail-on" in out and "--now" in out
+
+
+SHADOWING = (
+    "policies:\n"
+    "  - {id: wide, action: BLOCK, priority: 100, dst: {ip: 10.0.0.0/8}}\n"
+    "  - {id: narrow, action: ALLOW, priority: 50, dst: {ip: 10.1.0.0/16}}\n"
+)
+
+
+def _broken_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "policies.d"
+    d.mkdir()
+    (d / "a.yaml").write_text(SHADOWING)
+    (d / "b.yaml").write_text("policies: [{id: b, action: ALLOW\n")  # YAML syntax
+    # a schema error, and a shadowed rule of its own that must not be reported
+    (d / "c.yaml").write_text(SHADOWING.replace("wide", "c_wide").replace("narrow", "c_narrow") + "  - {id: c, action: ALLOW, colour: red}\n")
+    return d
+
+
+def test_a_broken_file_does_not_hide_the_anomalies_of_the_others(capsys, tmp_path):
+    d = _broken_dir(tmp_path)
+    without = [str(d / "b.yaml"), str(d / "c.yaml")]
+
+    rc, out, _ = run(capsys, "check", "--format", "json", str(d))
+    doc = json.loads(out)
+    assert rc == 2 and doc["ok"] is False
+    by_code = {}
+    for f in doc["findings"]:
+        by_code.setdefault(f["code"], []).append(f)
+    assert sorted(by_code) == ["shadowed", "unknown-key", "yaml-syntax"]
+    assert [f["rule"] for f in by_code["shadowed"]] == ["narrow"]
+    assert doc["summary"]["computed_without"] == without
+    assert (doc["summary"]["files"], doc["summary"]["rules"]) == (1, 2)
+
+    rc, out, _ = run(capsys, "check", str(d))
+    assert rc == 2 and "[shadowed]" in out and "[yaml-syntax]" in out
+    assert out.splitlines()[-1].startswith(f"note: rule anomalies were computed without 2 files that cannot be loaded ({without[0]}, {without[1]})")
+
+    rc, out, _ = run(capsys, "check", "--format", "sarif", str(d))
+    log = json.loads(out)
+    schema = json.loads((ROOT / "schema" / "sarif-2.1.0.schema.json").read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(log)
+    (run_,) = log["runs"]
+    assert rc == 2 and run_["properties"]["computedWithout"] == without
+    (note,) = run_["invocations"][0]["toolExecutionNotifications"]
+    assert [loc["physicalLocation"]["artifactLocation"]["uri"] for loc in note["locations"]] == [
+        Path(w).as_uri() for w in without
+    ]
+    assert "shadowed" in {r["ruleId"] for r in run_["results"]}
+
+    rc, out, _ = run(capsys, "check", "--format", "github", str(d))
+    assert rc == 2 and out.splitlines()[-1].startswith("::warning title=pepc::rule anomalies were computed without 2 files")
+
+
+def test_a_clean_check_says_nothing_of_left_out_files(capsys, tmp_path):
+    d = _policy(tmp_path, SHADOWING)
+    rc, out, _ = run(capsys, "check", "--format", "json", str(d))
+    assert rc == 1 and "computed_without" not in json.loads(out)["summary"]
+    rc, out, _ = run(capsys, "check", "--format", "sarif", str(d))
+    assert "invocations" not in json.loads(out)["runs"][0]
+    assert not run(capsys, "check", str(d))[1].splitlines()[-1].startswith("note:")
+
+
+def test_no_anomalies_without_a_host_configuration(capsys, tmp_path):
+    d = _broken_dir(tmp_path)
+    (tmp_path / "pepc.yaml").write_text("default_action: DENY\n")
+    rc, out, _ = run(capsys, "check", "--format", "json", str(d))
+    doc = json.loads(out)
+    assert rc == 2 and "shadowed" not in {f["code"] for f in doc["findings"]}
+    assert "computed_without" not in doc["summary"]

@@ -585,3 +585,44 @@ def test_default_config_path(tmp_path, monkeypatch, given, expected):
     monkeypatch.chdir(tmp_path)
     assert default_config_path(given) == expected
     assert default_config_path(tmp_path / "x") == str(tmp_path / "pepc.yaml")
+
+
+def test_a_duplicate_id_does_not_hide_the_rules_other_errors(tmp_path):
+    f = errors(
+        tmp_path,
+        "policies: [{id: x, action: ALLOW}]\n",
+        **{"q.yaml": "policies: [{id: x, action: BLOCK, src: {ip: 10.0.0.1/8}, dst: {port: 70000}}]\n"},
+    )
+    assert sorted(codes(f)) == ["bad-cidr", "bad-port", "duplicate-id"]
+    assert all(x.loc.file.endswith("q.yaml") and x.rule == "x" for x in f)
+
+
+def test_files_that_fail_to_load_leave_a_policy_of_the_others(tmp_path):
+    d = write(
+        tmp_path / "policies.d",
+        {
+            "a.yaml": "networks: {lan: [10.0.0.0/8]}\npolicies: [{id: a, action: ALLOW, src: {ip: lan}}]\n",
+            "b.yaml": "policies: [{id: b, action: ALLOW\n",  # YAML syntax
+            "c.yaml": "policies: [{id: c1, action: ALLOW}, {id: c2, action: ALLOW, colour: red}]\n",  # schema
+            "d.yaml": "policies: [{id: d, action: BLOCK, dst: {ip: lan}}]\n",  # uses a's network
+            "e.yaml": "policies: [{id: e, action: BLOCK, dst: {ip: 1.2.3.4/8}}]\n",  # a semantic error
+        },
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(d)
+    err = info.value
+    shown = lambda name: str(d / name)  # noqa: E731
+    assert err.without == (shown("b.yaml"), shown("c.yaml"), shown("e.yaml"))
+    assert err.partial.files == (shown("a.yaml"), shown("d.yaml"))
+    assert [r.id for r in err.partial.rules] == ["a", "d"]
+    assert [n.name for n in err.partial.networks] == ["lan"]
+
+
+def test_no_partial_policy_when_nothing_loads(tmp_path):
+    d = write(tmp_path / "policies.d", {"b.yaml": "policies: [\n"})
+    with pytest.raises(PolicyError) as info:
+        load_policy(d)
+    assert info.value.partial is None and info.value.without == (str(d / "b.yaml"),)
+    with pytest.raises(PolicyError) as info:
+        load_policy(tmp_path / "nope")
+    assert info.value.partial is None

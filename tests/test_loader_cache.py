@@ -77,7 +77,8 @@ def _outcome(root: Path, cache: LoadCache | None):
     try:
         pol = load_policy(root, cache=cache)
     except PolicyError as err:
-        return "error", err.findings
+        # with the policy of the files that did load (pepc check reports on it)
+        return "error", err.findings, err.without, err.partial
     # the live rules (which a cached load may hand over precomputed) are
     # the rules live by their own fields, at any time
     lives = tuple(pol.live_rules(now) for now in _NOWS)

@@ -8,11 +8,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import xmlschema
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import ROOT
 from pepc.cli import main
+from pepc.policytest import unique_names
 
 TESTS_D = ROOT / "tests.d"
+JUNIT_XSD = xmlschema.XMLSchema(ROOT / "tests" / "fixtures" / "junit-10.xsd")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -32,6 +37,10 @@ def test_shipped_tests_pass(capsys, examples, tmp_path):
     root = ET.parse(junit).getroot()
     assert root.tag == "testsuites" and root.get("tests") == str(n) and root.get("failures") == "0"
     assert {s.get("name") for s in root.iter("testsuite")} >= {str(TESTS_D / "web.yaml")}
+    JUNIT_XSD.validate(str(junit))
+    for suite in root.iter("testsuite"):
+        names = [tc.get("name") for tc in suite.iter("testcase")]
+        assert len(names) == len(set(names)), suite.get("name")
 
 
 def _tests(tmp_path: Path, text: str) -> Path:
@@ -67,7 +76,59 @@ def test_wrong_expectation_fails_with_location(capsys, examples, tmp_path):
     root = ET.parse(junit).getroot()
     failures = [tc for tc in root.iter("testcase") if tc.find("failure") is not None]
     assert [tc.get("name") for tc in failures] == ["wrong action", "wrong rule"]
-    assert failures[0].get("line") == "5"
+    assert failures[0].find("system-out").text.splitlines()[0] == f"location: {d / 't.yaml'}:5:5"
+    JUNIT_XSD.validate(str(junit))
+
+
+def test_junit_names_are_unique_and_the_xml_is_valid(capsys, examples, tmp_path):
+    """Repeated names (a case with several packets, or two cases named
+    alike) get " [2]", " [3]"; text no XML can carry is escaped; the file
+    validates against the JUnit schema with failures in it."""
+    d = _tests(
+        tmp_path,
+        "tests:\n"
+        "  - name: web\n"
+        "    packet: [tcp 8.8.8.8:4000 > 203.0.113.10:443, tcp 8.8.8.8:4000 > 203.0.113.10:80]\n"
+        "    expect: ALLOW\n"
+        "  - name: web [2]\n"
+        "    packet: tcp 8.8.8.8:4000 > 203.0.113.10:443\n"
+        "    expect: BLOCK\n"
+        "  - name: web\n"
+        "    packet: tcp 8.8.8.8:4000 > 203.0.113.10:443\n"
+        "    expect: ALLOW\n"
+        '  - name: "bell \\a <&> ]]>"\n'
+        "    packet: tcp 8.8.8.8:4000 > 203.0.113.10:443\n"
+        "    expect: DROP\n",
+    )
+    junit = tmp_path / "j.xml"
+    rc, out, _ = run(capsys, "test", str(examples), str(d), "--junit", str(junit))
+    assert rc == 1 and out.splitlines()[-1] == "3 passed, 2 failed"
+    JUNIT_XSD.validate(str(junit))
+    (suite,) = ET.parse(junit).getroot().iter("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "2", "0")
+    cases = list(suite.iter("testcase"))
+    assert [tc.get("name") for tc in cases] == ["web", "web [3]", "web [2]", "web [4]", "bell \\x07 <&> ]]>"]
+    assert [tc.find("failure") is not None for tc in cases] == [False, False, True, False, True]
+    lines = [tc.find("system-out").text.splitlines() for tc in cases]
+    assert lines[1] == [f"location: {d / 't.yaml'}:3:51", "packet: tcp 8.8.8.8:4000 > 203.0.113.10:80", "expect: ALLOW"]
+
+
+@given(st.lists(st.sampled_from(["a", "b", "a [2]", "a [3]", "b [2]", "a [2] [2]"]), max_size=12))
+def test_unique_names_against_a_naive_renamer(names):
+    out = unique_names(names)
+    assert len(out) == len(set(out)) == len(names)
+    # naive oracle: a name's first occurrence keeps it; the k-th repeat gets
+    # the smallest suffix no input name and no earlier output uses
+    expect: list[str] = []
+    for name in names:
+        if name not in expect:
+            expect.append(name)
+            continue
+        n = 2
+        while f"{name} [{n}]" in names or f"{name} [{n}]" in expect:
+            n += 1
+        expect.append(f"{name} [{n}]")
+    assert out == expect
 
 
 def test_expectation_kinds(capsys, examples, tmp_path):

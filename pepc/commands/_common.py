@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pepc.config import Config
@@ -55,12 +56,27 @@ def now_of(args: argparse.Namespace) -> datetime:
     return now if now is not None else datetime.now(timezone.utc)
 
 
-def load_all(args: argparse.Namespace) -> tuple[Policy, Config]:
-    """Load the policy at args.path and the host configuration; raises
-    PolicyError with the findings of both if either cannot be loaded."""
+@dataclass(frozen=True)
+class Loaded:
+    """What loaded of a policy directory and its host configuration.
+
+    With `findings`, `policy` is the Policy of the files that loaded cleanly
+    (None when none did) and `without` lists the others; `config` is None
+    when the configuration is what failed."""
+
+    policy: Policy | None
+    config: Config | None
+    findings: tuple[Finding, ...] = ()
+    without: tuple[str, ...] = ()
+
+
+def load_what_loads(args: argparse.Namespace) -> Loaded:
+    """Load the policy at args.path and the host configuration, keeping
+    whatever of them loaded (`pepc check` reports on it)."""
     findings: list[Finding] = []
     config = None
     policy = None
+    without: tuple[str, ...] = ()
     try:
         config = load_config(getattr(args, "config", None), args.path)
     except PolicyError as err:
@@ -69,9 +85,17 @@ def load_all(args: argparse.Namespace) -> tuple[Policy, Config]:
         policy = load_policy(args.path)
     except PolicyError as err:
         findings.extend(err.findings)
-    if findings or policy is None or config is None:
-        raise PolicyError(findings)
-    return policy, config
+        policy, without = err.partial, err.without
+    return Loaded(policy, config, tuple(findings), without)
+
+
+def load_all(args: argparse.Namespace) -> tuple[Policy, Config]:
+    """Load the policy at args.path and the host configuration; raises
+    PolicyError with the findings of both if either cannot be loaded."""
+    loaded = load_what_loads(args)
+    if loaded.findings or loaded.policy is None or loaded.config is None:
+        raise PolicyError(loaded.findings)
+    return loaded.policy, loaded.config
 
 
 def write_output(text: str, output: str | None) -> None:

@@ -1,6 +1,7 @@
 """`pepc check PATH`: load and validate a policy directory and report every
-problem found: load errors, lifecycle (expired/disabled) and, once the
-checker is present, rule anomalies."""
+problem found: load errors, lifecycle (expired/disabled) and rule anomalies.
+When some files cannot be loaded, the anomalies of the others are still
+reported, marked as computed without them; the exit code is 2 all the same."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import argparse
 import dataclasses
 import importlib
 
-from pepc.commands._common import add_format_arg, add_output_arg, add_policy_args, load_all, now_of, write_output
-from pepc.diagnostics import ExitCode, Finding, PolicyError, Severity
+from pepc.commands._common import add_format_arg, add_output_arg, add_policy_args, load_what_loads, now_of, write_output
+from pepc.diagnostics import ExitCode, Finding, Severity
 from pepc.loader import lifecycle_findings
 from pepc.report import render_findings
 
@@ -46,19 +47,26 @@ def _analyze(policy, config, now) -> list[Finding]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        policy, config = load_all(args)
-    except PolicyError as err:
-        write_output(render_findings(list(err.findings), args.format, summary={"ok": False}), args.output)
+    loaded = load_what_loads(args)
+    policy, config = loaded.policy, loaded.config
+    findings = list(loaded.findings)
+    summary: dict = {}
+    if policy is not None and config is not None:
+        # Also when some files failed to load: an error in one file must not
+        # hide the anomalies of the others (the summary says what was left out).
+        now = now_of(args)
+        analysis = lifecycle_findings(policy, now) + _analyze(policy, config, now)
+        findings += [
+            f if (sev := config.severity_of(f.code, f.severity)) == f.severity else dataclasses.replace(f, severity=sev)
+            for f in analysis
+        ]
+        summary = {"files": len(policy.files), "rules": len(policy.rules)}
+        if loaded.findings:
+            summary["computed_without"] = list(loaded.without)
+    if loaded.findings:
+        write_output(render_findings(findings, args.format, summary={"ok": False, **summary}), args.output)
         return ExitCode.INVALID
-    now = now_of(args)
-    findings = lifecycle_findings(policy, now) + _analyze(policy, config, now)
-    findings = [
-        f if (sev := config.severity_of(f.code, f.severity)) == f.severity else dataclasses.replace(f, severity=sev)
-        for f in findings
-    ]
     fail_on = Severity.parse(args.fail_on)
     failing = any(f.severity >= fail_on for f in findings)
-    summary = {"ok": not failing, "files": len(policy.files), "rules": len(policy.rules)}
-    write_output(render_findings(findings, args.format, summary=summary), args.output)
+    write_output(render_findings(findings, args.format, summary={"ok": not failing, **summary}), args.output)
     return ExitCode.FINDINGS if failing else ExitCode.OK

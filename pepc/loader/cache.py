@@ -352,7 +352,7 @@ class LoadCache:
             self.stats.unchanged = True
             last = self._last[1]
             if isinstance(last, PolicyError):
-                raise PolicyError(list(last.findings))
+                raise PolicyError(list(last.findings), partial=last.partial, without=last.without)
             return last
 
         def resolve_rules(st_: Any, networks: dict, services: dict) -> list:

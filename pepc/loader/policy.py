@@ -13,7 +13,8 @@ whatever is still sound:
 
 A rule whose shape is wrong is not resolved further (the schema finding says
 what is wrong; resolving it would only add noise), but its id still counts
-for duplicate detection.
+for duplicate detection. A rule whose id is taken is resolved all the same,
+so that its other errors are reported, and then left out.
 """
 
 from __future__ import annotations
@@ -148,19 +149,32 @@ def _finish(root: str, st: _State, displays: list[str], resolve_rules: Any = Non
         networks, services = tables_hook(networks, services)
     rules = (resolve_rules or _resolve_rules)(st, networks, services)
     blocking = [f for f in st.findings if f.blocks_load]
+
+    def policy(rules: list[Rule], files: list[str]) -> Policy:
+        return Policy(
+            root=root,
+            rules=tuple(rules),
+            networks=tuple(
+                Network(n, tuple(p), defs[0].loc) for n, defs in st.networks.items() if (p := networks.get(n)) is not None
+            ),
+            services=tuple(
+                Service(n, tuple(p), defs[0].loc) for n, defs in st.services.items() if (p := services.get(n)) is not None
+            ),
+            files=tuple(files),
+        )
+
     if blocking:
-        raise PolicyError(st.findings)
-    return Policy(
-        root=root,
-        rules=tuple(rules),
-        networks=tuple(
-            Network(n, tuple(p), defs[0].loc) for n, defs in st.networks.items() if (p := networks.get(n)) is not None
-        ),
-        services=tuple(
-            Service(n, tuple(p), defs[0].loc) for n, defs in st.services.items() if (p := services.get(n)) is not None
-        ),
-        files=tuple(displays),
-    )
+        # The files with no load error still make a policy, so that `pepc
+        # check` can report their rule anomalies (marked as computed without
+        # the others); none when the directory itself is the problem.
+        without = sorted({f.loc.file for f in blocking})
+        broken = set(without)
+        sound = [d for d in displays if d not in broken]
+        partial = None
+        if sound and root not in broken:
+            partial = policy([r for r in rules if r.loc.file not in broken], sound)
+        raise PolicyError(st.findings, partial=partial, without=tuple(without))
+    return policy(rules, displays)
 
 
 # --- phase 2: classify and validate -----------------------------------------------
@@ -378,21 +392,22 @@ def _resolve_rules(st: _State, networks: dict, services: dict, resolve: Any = No
     first_id: dict[str, _RawRule] = {}  # locations made only for a duplicate
     for raw in st.rules:
         rid = rule_id(raw)
-        if rid is not None:
-            if rid in first_id:
-                st.add(
-                    "duplicate-id",
-                    f"rule id {rid!r} is used twice",
-                    _id_loc(raw),
-                    rule=rid,
-                    related=[Related(f"first rule {rid!r}", _id_loc(first_id[rid]))],
-                )
-                continue
+        duplicate = rid is not None and rid in first_id
+        if duplicate:
+            st.add(
+                "duplicate-id",
+                f"rule id {rid!r} is used twice",
+                _id_loc(raw),
+                rule=rid,
+                related=[Related(f"first rule {rid!r}", _id_loc(first_id[rid]))],
+            )
+        elif rid is not None:
             first_id[rid] = raw
         if raw.broken:
             continue
+        # a duplicate is still resolved, for its other errors (bad-cidr, ...)
         rule = resolve(raw, st, networks, services)
-        if rule is not None:
+        if rule is not None and not duplicate:
             rules.append(rule)
     return rules
 
