@@ -1,0 +1,310 @@
+"""`pepc diff`: exact regions against a brute-force oracle, revisions, reports.
+
+The oracle is the cell enumeration of test_checker_oracle.py: cut every
+dimension at both policies' interval endpoints, take one packet per
+elementary cell and protocol kind, and decide it on each side with the
+naive winner function written from DESIGN.md. Inside a cell both sides'
+rules match all packets or none, so the cells decide exactly which
+packets change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pepc.checker.geometry import contains_point
+from pepc.cli import main
+from pepc.model import Action, Policy
+from pepc.policydiff import Kind, diff_policies, merge_boxes
+
+from test_checker_oracle import NOW, akey, cells, naive_winner, policies
+
+# (ip protocol, carries ports) -> the geometry's protocol class
+CLASS = {(6, True): 1, (17, True): 2, (6, False): 0, (17, False): 3, (1, False): 4, (47, False): 5}
+
+
+def live(policy: Policy):
+    return [r for r in policy.rules if r.enabled and not (r.expires_at and r.expires_at <= NOW)]
+
+
+def naive_outcome(rules, pkt, default):
+    w = naive_winner(rules, pkt)
+    action = w.action if w is not None else default
+    return ("DROP" if action == Action.BLOCK else "PASS", akey(w) if w is not None else (default,), w.id if w else None)
+
+
+def naive_kind(o, n):
+    for k, (a, b) in zip((Kind.VERDICT, Kind.ACTION, Kind.RULE), zip(o, n)):
+        if a != b:
+            return k
+    return None
+
+
+def point(pkt):
+    proto, ports, src, dst, sport, dport = pkt
+    return (CLASS[(proto, ports)], src, dst, sport, dport)
+
+
+@settings(max_examples=400, deadline=None)
+@given(policies(), policies(), st.sampled_from([Action.ALLOW, Action.BLOCK]), st.sampled_from([Action.ALLOW, Action.BLOCK]))
+def test_regions_are_exactly_the_changed_cells(old, new, old_default, new_default):
+    d = diff_policies(old, old_default, new, new_default, NOW)
+    lo, ln = live(old), live(new)
+    for pkt in cells(lo + ln):
+        o, n = naive_outcome(lo, pkt, old_default), naive_outcome(ln, pkt, new_default)
+        want = naive_kind(o, n)
+        p = point(pkt)
+        inside = [r for r in d.regions if contains_point(r.box, p)]
+        assert len(inside) <= 1, "regions overlap"
+        if want is None:
+            assert not inside, (pkt, inside)
+            continue
+        assert inside, (pkt, o, n)
+        r = inside[0]
+        assert r.kind is want
+        assert (r.old.rule_id, r.new.rule_id) == (o[2], n[2])
+        assert (r.old.verdict, r.new.verdict) == (o[0], n[0])
+    for r in d.regions:  # the witness is in its region and shows its change
+        w = r.witness
+        pkt = (w.proto, w.has_ports, w.src, w.dst, w.sport, w.dport)
+        assert contains_point(r.box, point(pkt))
+        assert naive_outcome(lo, pkt, old_default)[2] == r.old.rule_id
+        assert naive_outcome(ln, pkt, new_default)[2] == r.new.rule_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(policies(), st.sampled_from([Action.ALLOW, Action.BLOCK]))
+def test_a_policy_does_not_differ_from_itself(policy, default):
+    d = diff_policies(policy, default, policy, default, NOW)
+    assert d.regions == () and d.rules == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.integers(0, 6)] * 5), min_size=1, max_size=12))
+def test_merging_keeps_the_union(corners):
+    # unit boxes on a 7^5 grid: merged boxes hold exactly the same points
+    boxes = [(a, a, b, b, c, c, e, e, f, f) for a, b, c, e, f in corners]
+    merged = merge_boxes(boxes)
+    pts = {(a, b, c, e, f) for a, b, c, e, f in corners}
+    got = set()
+    for m in merged:
+        for a in range(m[0], m[1] + 1):
+            for b in range(m[2], m[3] + 1):
+                for c in range(m[4], m[5] + 1):
+                    for e in range(m[6], m[7] + 1):
+                        for f in range(m[8], m[9] + 1):
+                            assert (a, b, c, e, f) not in got
+                            got.add((a, b, c, e, f))
+    assert got == pts
+    assert len(merged) <= len(pts)
+
+
+# --- the command, on a git repository ---------------------------------------------
+
+OBJECTS = """\
+networks:
+  web_host: [203.0.113.10]
+  office: [198.51.100.0/24]
+services:
+  web: [80, 443]
+"""
+
+REV1 = """\
+policies:
+  - id: web_public
+    priority: 100
+    action: ALLOW
+    dst: {ip: web_host, port: web, protocol: TCP}
+  - id: ssh_office
+    priority: 200
+    action: ALLOW
+    src: {ip: office}
+    dst: {ip: web_host, port: 22, protocol: TCP}
+  - id: log_smtp
+    priority: 100
+    action: LOG_ONLY
+    dst: {ip: web_host, port: 25, protocol: TCP}
+"""
+
+REV2 = """\
+policies:
+  - id: web_public
+    priority: 100
+    action: ALLOW
+    dst: {ip: web_host, port: [80, 443, 8080], protocol: TCP}
+  - id: log_smtp
+    priority: 100
+    action: BLOCK
+    dst: {ip: web_host, port: 25, protocol: TCP}
+  - id: icmp_office
+    priority: 50
+    action: ALLOW
+    src: {ip: office}
+    dst: {ip: web_host, protocol: ICMP}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    (r / "policies.d").mkdir(parents=True)
+    (r / "pepc.yaml").write_text("default_action: BLOCK\n")
+    (r / "policies.d" / "00-objects.yaml").write_text(OBJECTS)
+    (r / "policies.d" / "10-web.yaml").write_text(REV1)
+    git(r, "init", "-q", "-b", "main")
+    git(r, "add", ".")
+    git(r, "commit", "-qm", "one")
+    (r / "policies.d" / "10-web.yaml").write_text(REV2)
+    git(r, "commit", "-qam", "two")
+    return r
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def load_dir(path: Path) -> Policy:
+    from pepc.loader import load_policy
+
+    return load_policy(str(path))
+
+
+def test_revisions_report_exactly_the_regions_of_the_trees(capsys, repo, monkeypatch, tmp_path):
+    monkeypatch.chdir(repo)
+    rc, out, _ = run(capsys, "diff", "HEAD~1:policies.d", "HEAD:policies.d", "--format", "json", "--level", "rule", "--now", "2026-06-01T00:00:00Z")
+    assert rc == 0
+    doc = json.loads(out)
+    # the same trees checked out by hand, diffed directly
+    for rev, name in (("HEAD~1", "a"), ("HEAD", "b")):
+        d = tmp_path / name / "policies.d"
+        d.mkdir(parents=True)
+        for f in ("00-objects.yaml", "10-web.yaml"):
+            (d / f).write_text(git(repo, "show", f"{rev}:policies.d/{f}"))
+    want = diff_policies(load_dir(tmp_path / "a" / "policies.d"), Action.BLOCK, load_dir(tmp_path / "b" / "policies.d"), Action.BLOCK, NOW)
+    assert [tuple(r["box"]) for r in doc["regions"]] == [r.box for r in want.regions]
+    assert doc["old"]["default_action"] == "BLOCK"  # from pepc.yaml as of the revision
+    assert doc["old"]["commit"] == git(repo, "rev-parse", "HEAD~1").strip()
+    kinds = {(r["kind"], r["old"]["rule"], r["new"]["rule"]) for r in doc["regions"]}
+    assert kinds == {
+        ("verdict", "log_smtp", "log_smtp"),  # LOG_ONLY -> BLOCK
+        ("verdict", None, "web_public"),  # port 8080: default BLOCK -> ALLOW
+        ("verdict", "ssh_office", None),  # removed: ALLOW -> default BLOCK
+        ("verdict", None, "icmp_office"),
+    }
+    assert {(r["id"], r["change"]) for r in doc["rules"]} == {
+        ("icmp_office", "added"), ("ssh_office", "removed"), ("log_smtp", "changed"), ("web_public", "changed"),
+    }
+    where = {r["old"]["rule"]: r["old"]["where"] for r in doc["regions"] if r["old"]["rule"]}
+    assert where["ssh_office"] == "HEAD~1:policies.d/10-web.yaml:6"
+
+
+def test_exit_code_only_when_verdicts_change(capsys, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    assert run(capsys, "diff", "HEAD~1", "HEAD", "--exit-code")[0] == 1
+    assert run(capsys, "diff", "HEAD~1", "HEAD")[0] == 0
+    assert run(capsys, "diff", "HEAD", "policies.d", "--exit-code")[0] == 0
+    # a change of the deciding rule only: a rule renamed
+    (repo / "policies.d" / "10-web.yaml").write_text(REV2.replace("icmp_office", "icmp_from_office"))
+    rc, out, _ = run(capsys, "diff", "policies.d", "--exit-code", "--format", "json", "--level", "rule")
+    doc = json.loads(out)
+    assert rc == 0 and doc["summary"] == {**doc["summary"], "verdict": 0, "action": 0, "rule": 1}
+    rc, out, _ = run(capsys, "diff", "policies.d")
+    assert "only the deciding rule changes" in out
+
+
+def test_markdown_report(capsys, repo, monkeypatch, snapshot):
+    monkeypatch.chdir(repo)
+    rc, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--format", "markdown", "--now", "2026-06-01T00:00:00Z")
+    assert rc == 0
+    assert out == snapshot
+
+
+def test_text_report(capsys, repo, monkeypatch, snapshot):
+    monkeypatch.chdir(repo / "policies.d")  # ./ forms are relative to the working directory, as in git
+    rc, out, _ = run(capsys, "diff", "HEAD~1:./", ".", "--now", "2026-06-01T00:00:00Z")
+    assert rc == 0
+    assert out == snapshot
+
+
+def test_directories_and_a_changed_default(capsys, tmp_path):
+    for name, default in (("a", "ALLOW"), ("b", "BLOCK")):
+        (tmp_path / name / "policies.d").mkdir(parents=True)
+        (tmp_path / name / "pepc.yaml").write_text(f"default_action: {default}\n")
+        (tmp_path / name / "policies.d" / "p.yaml").write_text(
+            "policies:\n  - id: web\n    action: ALLOW\n    dst: {ip: 10.0.0.0/8, port: 443, protocol: TCP}\n"
+        )
+    rc, out, _ = run(capsys, "diff", str(tmp_path / "a" / "policies.d"), str(tmp_path / "b" / "policies.d"), "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["summary"]["verdict"] >= 1 and doc["rules"] == []
+    assert all(r["old"]["action"] == "DEFAULT" and r["new"]["action"] == "DEFAULT" for r in doc["regions"])
+
+
+def test_revision_outside_git_is_a_located_error(capsys, tmp_path, monkeypatch):
+    (tmp_path / "policies.d").mkdir()
+    (tmp_path / "policies.d" / "p.yaml").write_text("policies: []\n")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "diff", "HEAD~1:policies.d", "policies.d")
+    assert rc == 2
+    assert "<OLD>:1:1: error:" in err and "not inside a git repository" in err and "[bad-revision]" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("diff", "HEAD~7:policies.d", "policies.d"), "unknown revision 'HEAD~7'"),
+        (("diff", "HEAD:nowhere", "policies.d"), "HEAD:nowhere does not exist"),
+        (("diff", "HEAD:pepc.yaml", "policies.d"), "is a file, not a directory"),
+        (("diff", "no-such-dir", "policies.d"), "neither a directory nor a git revision"),
+        (("diff", "HEAD:policies.d", "HEAD:../outside"), "outside the repository"),
+    ],
+)
+def test_bad_revisions(capsys, repo, monkeypatch, argv, message):
+    monkeypatch.chdir(repo)
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2 and message in err
+
+
+def test_errors_in_an_old_revision_point_at_it(capsys, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    (repo / "policies.d" / "10-web.yaml").write_text("policies:\n  - id: x\n    action: ALOW\n")
+    git(repo, "commit", "-qam", "broken")
+    (repo / "policies.d" / "10-web.yaml").write_text(REV2)
+    rc, _, err = run(capsys, "diff", "HEAD:policies.d", "policies.d")
+    assert rc == 2
+    assert "HEAD:policies.d/10-web.yaml:3:" in err
+    assert "pepc-rev-" not in err  # never the temporary directory
+
+
+def test_the_temporary_tree_is_removed(capsys, repo, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert run(capsys, "diff", "HEAD~1", "HEAD")[0] == 0
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_help_lists_diff(capsys):
+    with pytest.raises(SystemExit):
+        main(["diff", "--help"])
+    out = capsys.readouterr().out
+    assert "REV:PATH" in out and "--exit-code" in out and textwrap.dedent(out)
