@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from pepc.checker.geometry import ADDR_MAX, PORT_MAX, TCP_FRAG, TCP_PORTS, UDP_FRAG, UDP_PORTS, ICMP, OTHER, Box
+from pepc.checker.geometry import (
+    ADDR_MAX, ICMP, ICMPV6, ICMPV6_GUARD, OTHER, PORT_MAX, TCP_FRAG, TCP_PORTS, UDP_FRAG, UDP_PORTS, V4_MAX, Box,
+)
+from pepc.model import V6_BASE
 from pepc.model import Location, Rule
 from pepc.policydiff import Kind, Outcome, PolicyDiff, Region, RuleChange
 from pepc.sources import relative_file
@@ -41,10 +44,11 @@ class Side:
 # --- fields of a region --------------------------------------------------------
 
 
-def protocol_text(lo: int, hi: int) -> str:
+def protocol_text(lo: int, hi: int, v6: bool = False) -> str:
     cls = set(range(lo, hi + 1))
-    if cls == set(range(0, OTHER + 1)):
-        return "any"
+    fam = "ipv6 " if v6 else ""
+    if set(range(0, ICMPV6 + 1)) <= cls:
+        return fam + "any" + (" (with the guarded icmpv6 types)" if ICMPV6_GUARD in cls else "")
     parts = []
     if {TCP_FRAG, TCP_PORTS} <= cls:
         parts.append("tcp")
@@ -62,14 +66,23 @@ def protocol_text(lo: int, hi: int) -> str:
         parts.append("icmp")
     if OTHER in cls:
         parts.append("other protocols")
-    return ", ".join(parts)
+    if ICMPV6 in cls:
+        parts.append("icmpv6" if v6 else "proto 58")
+    if ICMPV6_GUARD in cls:
+        parts.append("icmpv6 guarded types (neighbour discovery, MLD, packet too big)")
+    return fam + ", ".join(parts)
 
 
 def addr_items(lo: int, hi: int) -> list[str]:
-    """An address range as prefixes (or `first-last` when it takes many)."""
-    if lo == 0 and hi == ADDR_MAX:
+    """An address range of the unified line (IPv4 below 2^32, IPv6 from
+    V6_BASE) as prefixes, or `first-last` when it takes many."""
+    if (lo, hi) in ((0, V4_MAX), (V6_BASE, ADDR_MAX)):
         return ["any"]
-    first, last = ipaddress.IPv4Address(lo), ipaddress.IPv4Address(hi)
+    first: ipaddress.IPv4Address | ipaddress.IPv6Address
+    if lo >= V6_BASE:
+        first, last = ipaddress.IPv6Address(lo - V6_BASE), ipaddress.IPv6Address(hi - V6_BASE)
+    else:
+        first, last = ipaddress.IPv4Address(lo), ipaddress.IPv4Address(hi)
     nets = list(ipaddress.summarize_address_range(first, last))
     if len(nets) > _MAX_PREFIXES:
         return [f"{first}-{last}"]
@@ -85,7 +98,7 @@ def port_text(lo: int, hi: int) -> str:
 def region_fields(b: Box) -> dict[str, str]:
     ports = b[0] >= TCP_PORTS and b[1] <= UDP_PORTS  # only classes that carry ports
     return {
-        "protocol": protocol_text(b[0], b[1]),
+        "protocol": protocol_text(b[0], b[1], b[2] >= V6_BASE),
         "src": ", ".join(addr_items(b[2], b[3])),
         "dst": ", ".join(addr_items(b[4], b[5])),
         "sport": port_text(b[6], b[7]) if ports else "any",

@@ -31,7 +31,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Iterator, Sequence
 
-from pepc.checker.geometry import FULL, TCP_FRAG, TCP_PORTS, UDP_FRAG, UDP_PORTS, Box, atom_box, covers, packet_of, pick_point
+from pepc.checker.geometry import (
+    DEFAULTED, GUARDED, TCP_FRAG, TCP_PORTS, UDP_FRAG, UDP_PORTS, UNIVERSE, Box, atom_box, covers, intersection, packet_of,
+    pick_point,
+)
 from pepc.checker.regions import _cut, _meet, _split
 from pepc.model import Action, Policy, Rule
 from pepc.semantics import Packet, atoms_of, rank_key, verdict_of
@@ -55,17 +58,26 @@ class Outcome:
 
     rule: Rule | None  # None: no rule matches, the default action decides
     default: Action
+    #: no rule matches a packet the ICMPv6 lockout guard protects: it passes
+    #: whatever the default says (semantics.GUARDED_ICMPV6_TYPES)
+    guard: bool = False
 
     @property
     def action(self) -> Action:
-        return self.default if self.rule is None else self.rule.action
+        if self.rule is None:
+            return Action.ALLOW if self.guard else self.default
+        return self.rule.action
 
     @property
     def verdict(self) -> str:
+        if self.rule is None and self.guard:
+            return "PASS"
         return verdict_of(None if self.rule is None else self.rule.action, self.default)
 
     @property
     def action_key(self) -> tuple:
+        if self.rule is None and self.guard:
+            return ("guard",)
         a = self.action
         if self.rule is not None and a is Action.RATE_LIMIT:
             return (a, self.rule.rate_limit_bps, self.rule.burst_bytes or self.rule.rate_limit_bps)
@@ -78,7 +90,7 @@ class Outcome:
     @property
     def action_text(self) -> str:
         if self.rule is None:
-            return f"DEFAULT {self.default.name}"
+            return "GUARD PASS" if self.guard else f"DEFAULT {self.default.name}"
         if self.rule.action is Action.RATE_LIMIT:
             return f"RATE_LIMIT {self.rule.rate_limit_bps} B/s"
         return self.rule.action.name
@@ -152,15 +164,24 @@ def _first_covering(bs: list, C: Box) -> int:
     return -1
 
 
-#: The search starts from the three parts of the class line that no box
-#: mixes with ports: boxes with ports only span the classes with ports, so
-#: the port-less parts are never cut along a port and their regions are
-#: shown without ports.
-_STARTS: tuple[Box, ...] = (
-    (TCP_PORTS, UDP_PORTS) + FULL[2:],  # type: ignore[assignment]
-    (TCP_FRAG, TCP_FRAG) + FULL[2:],  # type: ignore[assignment]
-    (UDP_FRAG, FULL[1]) + FULL[2:],  # type: ignore[assignment]
-)
+def _starts() -> list[tuple[Box, bool]]:
+    """Where the search starts: each family's space in the parts of the
+    class line that no box mixes with ports (boxes with ports span only
+    the classes with ports, so the port-less parts are never cut along a
+    port and their regions are shown without ports), and apart where no
+    rule means the default and where it means the guard's pass.
+    (box, guarded) pairs."""
+    out = []
+    for u in UNIVERSE:
+        for c0, c1 in ((u[0], TCP_FRAG), (TCP_PORTS, UDP_PORTS), (UDP_FRAG, u[1])):
+            part = (max(c0, u[0]), min(c1, u[1])) + u[2:]
+            if part[0] > part[1]:
+                continue
+            for x, guarded in [(d, False) for d in DEFAULTED] + [(GUARDED, True)]:
+                piece = intersection(part, x)  # type: ignore[arg-type]
+                if piece is not None:
+                    out.append((piece, guarded))
+    return out
 
 
 def changed_pieces(
@@ -175,7 +196,6 @@ def changed_pieces(
     ob, nb = _boxes(old_rules), _boxes(new_rules)
     o_out = [Outcome(r, old_default) for r in old_rules]
     n_out = [Outcome(r, new_default) for r in new_rules]
-    o_none, n_none = Outcome(None, old_default), Outcome(None, new_default)
 
     def same(a: Outcome, b: Outcome) -> bool:
         return kind_of(a, b) is None
@@ -184,7 +204,8 @@ def changed_pieces(
         got = [outs[b[10]] for b in (bs[: i + 1] if i >= 0 else bs)]
         return got if i >= 0 else got + [none]
 
-    for start in _STARTS:
+    for start, guarded in _starts():
+        o_none, n_none = Outcome(None, old_default, guarded), Outcome(None, new_default, guarded)
         stack = [(start, _meet(ob, start), _meet(nb, start))]
         while stack:
             C, ol, nl = stack.pop()

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pepc.checker.geometry import contains_point
+from pepc.checker.geometry import FULL6, ICMPV6, contains_point
+from pepc.model import V6_BASE
 from pepc.cli import main
 from pepc.model import Action, Policy
 from pepc.policydiff import Kind, diff_policies, merge_boxes
@@ -28,7 +29,7 @@ from pepc.policydiff import Kind, diff_policies, merge_boxes
 from test_checker_oracle import NOW, akey, cells, naive_winner, policies
 
 # (ip protocol, carries ports) -> the geometry's protocol class
-CLASS = {(6, True): 1, (17, True): 2, (6, False): 0, (17, False): 3, (1, False): 4, (47, False): 5}
+CLASS = {(6, True): 1, (17, True): 2, (6, False): 0, (17, False): 3, (1, False): 4, (47, False): 5, (58, False): 6}
 
 
 def live(policy: Policy):
@@ -72,12 +73,19 @@ def test_regions_are_exactly_the_changed_cells(old, new, old_default, new_defaul
         assert r.kind is want
         assert (r.old.rule_id, r.new.rule_id) == (o[2], n[2])
         assert (r.old.verdict, r.new.verdict) == (o[0], n[0])
+    v6 = [r for r in d.regions if r.box[2] >= V6_BASE]
     for r in d.regions:  # the witness is in its region and shows its change
         w = r.witness
+        if w.v6:  # the random rules are IPv4: IPv6 packets get the default
+            assert contains_point(r.box, (CLASS[(w.proto, w.has_ports)], w.src + V6_BASE, w.dst + V6_BASE, w.sport, w.dport))
+            assert r.old.rule is None and r.new.rule is None
+            continue
         pkt = (w.proto, w.has_ports, w.src, w.dst, w.sport, w.dport)
         assert contains_point(r.box, point(pkt))
         assert naive_outcome(lo, pkt, old_default)[2] == r.old.rule_id
         assert naive_outcome(ln, pkt, new_default)[2] == r.new.rule_id
+    # and all of IPv6 but the guarded ICMPv6 types changes exactly when the default does
+    assert sorted(r.box for r in v6) == ([(0, ICMPV6) + FULL6[2:]] if old_default != new_default else [])
 
 
 @settings(max_examples=200, deadline=None)

@@ -82,6 +82,8 @@ def confirm(d: PolicyDiff, old_index: Index, new_index: Index, level: Kind) -> N
     gets the outcomes the region claims (else pepc has a bug)."""
     for r in d.shown(level):
         pkt = r.witness
+        if getattr(pkt, "v6", False):
+            continue  # TODO(v6 simulator): the compiled program holds IPv4 only so far
         for want, index in ((r.old, old_index), (r.new, new_index)):
             got = index.evaluate(pkt)
             if got.rule_id != want.rule_id or got.verdict != want.verdict or (got.action or want.default) != want.action:
