@@ -897,15 +897,24 @@ def _detach_if_ours(ifname: str, prog_id: int) -> bool:
 # --- the load path -------------------------------------------------------------------
 
 
-def build_layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path) -> Path:
+def build_layout_object(
+    caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path, *, prebuilt: bool = True
+) -> Path:
     """The object for a layout. The header is rendered for an empty
     program of that layout: the object depends only on the layout (rules,
     the default action and the event cap live in maps; the policy digest
     appears in the header only as text), and a 100k-rule comment table
-    costs clang seconds."""
+    costs clang seconds. A prebuilt object for the layout
+    ($PEPC_OBJECT_DIR, pepc/prebuilt.py) is taken as it is: no clang."""
+    from pepc import prebuilt as pre
     from pepc.codegen import HEADER_NAME, render_header
     from pepc.compiler import pack
     from pepc.objbuild import OBJECT_NAME, build_object
+
+    if prebuilt:
+        found = pre.find(caps)
+        if found is not None:
+            return found
 
     shell = Program(
         caps=caps, default_action=default_action, event_cap=event_cap,
@@ -913,7 +922,13 @@ def build_layout_object(caps: layout.Capacities, default_action: Any, event_cap:
     )
     (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
     out = workdir / OBJECT_NAME
-    build_object(workdir, out)
+    try:
+        build_object(workdir, out)
+    except EnvironmentProblem as err:
+        hint = pre.missing_hint(caps) if prebuilt else ""
+        if hint:
+            raise EnvironmentProblem(err.message, hint) from None
+        raise
     return out
 
 
