@@ -316,3 +316,62 @@ def test_help_lists_diff(capsys):
         main(["diff", "--help"])
     out = capsys.readouterr().out
     assert "REV:PATH" in out and "--exit-code" in out and textwrap.dedent(out)
+
+
+# --- the same oracle through the command, on two commits of a repository ------------
+
+
+def rule_doc_of(r) -> dict:
+    def ip(ps):
+        items = ["any" if p.plen == 0 else str(p) for p in ps]
+        return "any" if "any" in items else items
+
+    def ports(rs):
+        items = ["any" if p.is_any else (p.lo if p.is_single else f"{p.lo}-{p.hi}") for p in rs]
+        return "any" if "any" in items else items
+
+    d = {"id": r.id, "action": r.action.name, "priority": r.priority, "enabled": r.enabled,
+         "src": {"ip": ip(r.src), "port": ports(r.sports)},
+         "dst": {"ip": ip(r.dst), "port": ports(r.dports), "protocol": r.protocol.name}}
+    if r.rate_limit_bps:
+        d["rate_limit_bps"] = r.rate_limit_bps
+    if r.expires_at is not None:
+        d["expires_at"] = r.expires_at.isoformat().replace("+00:00", "Z")
+    return d
+
+
+@settings(max_examples=25, deadline=None)
+@given(policies(), policies(), st.sampled_from([Action.ALLOW, Action.BLOCK]), st.sampled_from([Action.ALLOW, Action.BLOCK]))
+def test_the_command_on_two_commits_reports_exactly_the_changed_cells(tmp_path_factory, old, new, old_default, new_default):
+    import contextlib
+    import io
+
+    r = tmp_path_factory.mktemp("repo")
+    (r / "policies.d").mkdir()
+    git(r, "init", "-q")
+    for pol, default in ((old, old_default), (new, new_default)):
+        (r / "pepc.yaml").write_text(f"default_action: {default.name}\n")
+        (r / "policies.d" / "p.yaml").write_text(json.dumps({"policies": [rule_doc_of(x) for x in pol.rules]}))
+        git(r, "add", "-A")
+        git(r, "commit", "-qm", "x", "--allow-empty")
+    out = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(r)
+    try:
+        with contextlib.redirect_stdout(out):
+            rc = main(["diff", "HEAD~1", "HEAD", "--format", "json", "--level", "rule", "--now", NOW.isoformat()])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    regions = json.loads(out.getvalue())["regions"]
+    lo, ln = live(old), live(new)
+    for pkt in cells(lo + ln):
+        o, n = naive_outcome(lo, pkt, old_default), naive_outcome(ln, pkt, new_default)
+        inside = [x for x in regions if contains_point(tuple(x["box"]), point(pkt))]
+        want = naive_kind(o, n)
+        assert len(inside) == (0 if want is None else 1), (pkt, o, n, inside)
+        if inside:
+            (x,) = inside
+            assert x["kind"] == want.label
+            assert (x["old"]["rule"], x["new"]["rule"]) == (o[2], n[2])
+            assert (x["old"]["verdict"], x["new"]["verdict"]) == (o[0], n[0])
