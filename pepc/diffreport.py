@@ -160,6 +160,21 @@ def change_items(c: RuleChange) -> list[tuple[str, str, str]]:
     return [(_FIELD_NAMES.get(n, n), _value(c.old, n), _value(c.new, n)) for n in c.fields]
 
 
+def rule_lines(d: PolicyDiff, old: Side, new: Side, item: Callable[[str, str, str], str]) -> list[tuple[RuleChange, str, str]]:
+    """(change, what, where) per rule change: an added or removed rule's
+    action and priority, a changed one's fields through `item`."""
+    out = []
+    for c in d.rules:
+        if c.change == "changed":
+            assert c.new is not None
+            out.append((c, "; ".join(item(n, a, b) for n, a, b in change_items(c)), new.where(c.new.loc)))
+        else:
+            r, side = (c.new, new) if c.change == "added" else (c.old, old)
+            assert r is not None
+            out.append((c, f"{r.action.name}, priority {r.priority}", side.where(r.loc)))
+    return out
+
+
 # --- renderers ---------------------------------------------------------------------
 
 
@@ -198,17 +213,9 @@ def render_text(d: PolicyDiff, old: Side, new: Side, level: Kind) -> str:
     if d.rules:
         out.append("")
         out.append("rules:")
-        for c in d.rules:
-            if c.change == "added":
-                assert c.new is not None
-                out.append(f"  + {c.id}  {c.new.action.name}, priority {c.new.priority}  ({new.where(c.new.loc)})")
-            elif c.change == "removed":
-                assert c.old is not None
-                out.append(f"  - {c.id}  {c.old.action.name}, priority {c.old.priority}  ({old.where(c.old.loc)})")
-            else:
-                assert c.new is not None
-                items = "; ".join(f"{n}: {a} -> {b}" for n, a, b in change_items(c))
-                out.append(f"  ~ {c.id}  {items}  ({new.where(c.new.loc)})")
+        sign = {"added": "+", "removed": "-", "changed": "~"}
+        for c, what, where in rule_lines(d, old, new, lambda n, a, b: f"{n}: {a} -> {b}"):
+            out.append(f"  {sign[c.change]} {c.id}  {what}  ({where})")
     if not d.regions and not d.rules:
         out.append("  no differences")
     return "\n".join(out) + "\n"
@@ -292,17 +299,8 @@ def render_markdown(d: PolicyDiff, old: Side, new: Side, level: Kind) -> str:
         out += ["", f"_{hidden} region{'s' * (hidden != 1)} where only the deciding rule changes are not listed (`--level rule`)._"]
     if d.rules:
         out += ["", "<details><summary>Rules changed</summary>", ""]
-        for c in d.rules:
-            if c.change == "added":
-                assert c.new is not None
-                out.append(f"- added `{_md(c.id)}`: {c.new.action.name}, priority {c.new.priority} ({_md(new.where(c.new.loc))})")
-            elif c.change == "removed":
-                assert c.old is not None
-                out.append(f"- removed `{_md(c.id)}`: {c.old.action.name}, priority {c.old.priority} ({_md(old.where(c.old.loc))})")
-            else:
-                assert c.new is not None
-                items = "; ".join(f"{n}: `{_md(a)}` → `{_md(b)}`" for n, a, b in change_items(c))
-                out.append(f"- changed `{_md(c.id)}`: {items} ({_md(new.where(c.new.loc))})")
+        for c, what, where in rule_lines(d, old, new, lambda n, a, b: f"{n}: `{_md(a)}` → `{_md(b)}`"):
+            out.append(f"- {c.change} `{_md(c.id)}`: {what} ({_md(where)})")
         out += ["", "</details>"]
     return "\n".join(out) + "\n"
 
