@@ -197,19 +197,38 @@ def _kind_text(r: Region) -> str:
     return "rule"
 
 
-def render_text(d: PolicyDiff, old: Side, new: Side, level: Kind) -> str:
+#: regions listed by the text and markdown reports unless --max-regions says otherwise
+DEFAULT_MAX_REGIONS = 50
+
+
+def listing(d: PolicyDiff, level: Kind, limit: int | None) -> tuple[tuple[Region, ...], list[str]]:
+    """The regions a report lists (at most `limit`; 0 or None: all) and the
+    notes on what it leaves out."""
+    at = d.shown(level)
+    listed = at[:limit] if limit else at
+    notes = []
+    if len(at) > len(listed):
+        n = len(at) - len(listed)
+        notes.append(f"{n} more region{'s' * (n != 1)} not listed (--max-regions 0 lists all; --format json has every one)")
+    below = len(d.regions) - len(at)
+    if below:
+        what = "only the deciding rule" if level is Kind.ACTION else "only the action or the deciding rule"
+        notes.append(f"{below} region{'s' * (below != 1)} where {what} changes not listed (--level rule lists them)")
+    return listed, notes
+
+
+def render_text(d: PolicyDiff, old: Side, new: Side, level: Kind, limit: int | None = DEFAULT_MAX_REGIONS) -> str:
     out = [f"pepc diff: {old.label} -> {new.label}", f"  {_summary(d)}"]
-    shown = d.shown(level)
+    shown, notes = listing(d, level, limit)
     for r in shown:
         out.append("")
         out.append(f"{_kind_text(r)}: {match_text(r.box)}")
         out.append(f"    old: {outcome_text(r.old, old)}")
         out.append(f"    new: {outcome_text(r.new, new)}")
         out.append(f"    witness: {r.witness}")
-    hidden = len(d.regions) - len(shown)
-    if hidden:
+    for note in notes:
         out.append("")
-        out.append(f"({hidden} region{'s' * (hidden != 1)} where only the deciding rule changes: --level rule lists them)")
+        out.append(f"({note})")
     if d.rules:
         out.append("")
         out.append("rules:")
@@ -261,7 +280,8 @@ def to_json(d: PolicyDiff, old: Side, new: Side, level: Kind) -> dict:
     }
 
 
-def render_json(d: PolicyDiff, old: Side, new: Side, level: Kind) -> str:
+def render_json(d: PolicyDiff, old: Side, new: Side, level: Kind, limit: int | None = None) -> str:
+    """Every region at `level` (a tool reads them all; `limit` is for people)."""
     return json.dumps(to_json(d, old, new, level), indent=2) + "\n"
 
 
@@ -276,13 +296,14 @@ def _md_outcome(o: Outcome, side: Side) -> str:
     return f"**{o.action_text}** `{_md(o.rule.id)}` ({_md(side.where(o.rule.loc))})"
 
 
-def render_markdown(d: PolicyDiff, old: Side, new: Side, level: Kind) -> str:
-    """A PR comment: a summary line, a table of regions, the rule changes."""
+def render_markdown(d: PolicyDiff, old: Side, new: Side, level: Kind, limit: int | None = DEFAULT_MAX_REGIONS) -> str:
+    """A PR comment: a summary line, a table of regions (the first `limit`:
+    a comment has a size limit), the rule changes."""
     out = [f"### pepc diff: `{_md(old.label)}` → `{_md(new.label)}`", ""]
     v = d.count(Kind.VERDICT)
     icon = ":warning:" if v else ":white_check_mark:"
     out.append(f"{icon} {_summary(d)}")
-    shown = d.shown(level)
+    shown, notes = listing(d, level, limit)
     if shown:
         out += ["", "| change | protocol | src | sport | dst | dport | old | new | witness |", "|---|---|---|---|---|---|---|---|---|"]
         for r in shown:
@@ -294,9 +315,8 @@ def render_markdown(d: PolicyDiff, old: Side, new: Side, level: Kind) -> str:
                      _md_outcome(r.old, old), _md_outcome(r.new, new), f"`{r.witness}`"]
                 ) + " |"
             )
-    hidden = len(d.regions) - len(shown)
-    if hidden:
-        out += ["", f"_{hidden} region{'s' * (hidden != 1)} where only the deciding rule changes are not listed (`--level rule`)._"]
+    for note in notes:
+        out += ["", f"_{_md(note)}._"]
     if d.rules:
         out += ["", "<details><summary>Rules changed</summary>", ""]
         for c, what, where in rule_lines(d, old, new, lambda n, a, b: f"{n}: `{_md(a)}` → `{_md(b)}`"):

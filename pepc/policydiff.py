@@ -145,14 +145,16 @@ class PolicyDiff:
 # --- the region search ------------------------------------------------------------
 
 
-def _boxes(rules: Sequence[Rule]) -> list[tuple]:
-    """Boxes of every atom, in rank order, tagged with the rule's index."""
+def _boxes(rules: Sequence[Rule], changed: frozenset[str]) -> list[tuple]:
+    """Boxes of every atom, in rank order, tagged with the rule's index
+    and whether the rule is not the same on the other side."""
     out = []
     for i, r in enumerate(rules):
+        flag = r.id in changed
         for a in atoms_of(r):
             b = atom_box(a)
             if b is not None:
-                out.append((rank_key(a), b + (i,)))
+                out.append((rank_key(a), b + (i, flag)))
     out.sort(key=lambda t: t[0])
     return [b for _, b in out]
 
@@ -184,6 +186,11 @@ def _starts() -> list[tuple[Box, bool]]:
     return out
 
 
+def _content(r: Rule) -> tuple:
+    """Everything about a rule that decides packets (not where it is written)."""
+    return tuple(getattr(r, f.name) for f in fields(Rule) if f.name not in ("loc", "field_locs"))
+
+
 def changed_pieces(
     old_rules: Sequence[Rule], old_default: Action, new_rules: Sequence[Rule], new_default: Action
 ) -> Iterator[tuple[Box, Outcome, Outcome]]:
@@ -192,8 +199,16 @@ def changed_pieces(
     Exact: a piece is reported only when the first box meeting it on each
     side contains it (or none meets it), so every packet of the piece has
     the reported outcomes; a piece is dropped only when every decider it
-    may still have is the same on both sides."""
-    ob, nb = _boxes(old_rules), _boxes(new_rules)
+    may still have is the same on both sides, or when no rule that differs
+    between the sides meets it (then both sides rank the same atoms there,
+    and only a change of the default could tell them apart)."""
+    o_by, n_by = {r.id: r for r in old_rules}, {r.id: r for r in new_rules}
+    changed = frozenset(
+        rid for rid in o_by.keys() | n_by.keys()
+        if rid not in o_by or rid not in n_by or _content(o_by[rid]) != _content(n_by[rid])
+    )
+    ob, nb = _boxes(old_rules, changed), _boxes(new_rules, changed)
+    same_default = old_default == new_default
     o_out = [Outcome(r, old_default) for r in old_rules]
     n_out = [Outcome(r, new_default) for r in new_rules]
 
@@ -209,6 +224,8 @@ def changed_pieces(
         stack = [(start, _meet(ob, start), _meet(nb, start))]
         while stack:
             C, ol, nl = stack.pop()
+            if (same_default or guarded) and not any(b[11] for b in ol) and not any(b[11] for b in nl):
+                continue
             i, j = _first_covering(ol, C), _first_covering(nl, C)
             if i >= 0:
                 ol = ol[: i + 1]

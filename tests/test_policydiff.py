@@ -238,6 +238,21 @@ def test_exit_code_only_when_verdicts_change(capsys, repo, monkeypatch):
     assert "only the deciding rule changes" in out
 
 
+def test_max_regions_cuts_the_listing_not_the_json(capsys, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    rc, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--max-regions", "1")
+    assert rc == 0 and out.count("witness:") == 1 and "(3 more regions not listed" in out
+    rc, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--max-regions", "1", "--format", "markdown")
+    assert out.count("\n| **") == 1 and "3 more regions not listed" in out
+    rc, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--max-regions", "1", "--format", "json")
+    assert len(json.loads(out)["regions"]) == 4
+    rc, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--max-regions", "0")
+    assert out.count("witness:") == 4 and "not listed" not in out
+    with pytest.raises(SystemExit) as e:
+        main(["diff", "HEAD~1", "HEAD", "--max-regions", "-1"])
+    assert e.value.code == 2 and "--max-regions" in capsys.readouterr().err
+
+
 def test_markdown_report(capsys, repo, monkeypatch, snapshot):
     monkeypatch.chdir(repo)
     rc, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--format", "markdown", "--now", "2026-06-01T00:00:00Z")

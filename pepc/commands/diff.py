@@ -20,7 +20,7 @@ from pepc.commands._common import add_output_arg, now_of, parse_now, write_outpu
 from pepc.compiler import compile_program
 from pepc.config import Config
 from pepc.diagnostics import ExitCode, Finding, PolicyError
-from pepc.diffreport import RENDERERS, Side
+from pepc.diffreport import DEFAULT_MAX_REGIONS, RENDERERS, Side
 from pepc.loader import load_config, load_policy
 from pepc.model import Location, Policy
 from pepc.policydiff import Kind, PolicyDiff, diff_policies
@@ -46,7 +46,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="list regions where the verdict changes, also the action, or also only the deciding rule (default: action)",
     )
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when the verdict of any packet changes")
+    parser.add_argument(
+        "--max-regions", metavar="N", type=_count, default=DEFAULT_MAX_REGIONS,
+        help=f"text and markdown list at most N regions, the most serious first (0: all; default {DEFAULT_MAX_REGIONS}; json lists all)",
+    )
     add_output_arg(parser)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return int(text)
 
 
 def _open(text: str, default_path: str, which: str) -> Checkout:
@@ -142,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
             raise sides[0].relocate(sides[1].relocate(err)) from None
         confirm(d, Index(old_prog), Index(new_prog), level)
         old_side, new_side = _side(sides[0], op), _side(sides[1], np_)
-        write_output(RENDERERS[args.format](d, old_side, new_side, level), args.output)
+        limit = None if args.format == "json" else args.max_regions
+        write_output(RENDERERS[args.format](d, old_side, new_side, level, limit), args.output)
     finally:
         for s in sides:
             s.close()
