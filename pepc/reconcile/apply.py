@@ -494,13 +494,16 @@ def _audit_record(
     error: str | None = None,
     findings: Sequence[Finding] = (),
     extra: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> dict:
     rec: dict[str, Any] = {
         "time": audit.now_iso(),
         "instance": instance,
         "result": result,
         "policy_path": os.path.abspath(policy_path) if policy_path else None,
-        "git": audit.git_info(policy_path) if policy_path else None,
+        # a policy read from a revision (apply --revision, rollback) says which;
+        # else the work tree at policy_path does
+        "git": dict(source) if source is not None else audit.git_info(policy_path) if policy_path else None,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "map_writes": writes,
     }
@@ -529,13 +532,16 @@ def _audit_record(
     return rec
 
 
-def record_refusal(config: Config, instance: str, findings: Sequence[Finding], policy_path: str | None, started: float) -> None:
+def record_refusal(
+    config: Config, instance: str, findings: Sequence[Finding], policy_path: str | None, started: float,
+    source: Mapping[str, Any] | None = None,
+) -> None:
     """The audit line of an apply refused for policy errors (nothing was touched)."""
     try:
         audit.append(
             config.state_dir,
             check_instance_name(instance),
-            _audit_record(instance, "refused", policy_path=policy_path, started=started, findings=findings),
+            _audit_record(instance, "refused", policy_path=policy_path, started=started, findings=findings, source=source),
         )
     except OSError:
         pass  # refusing is what matters; the audit trail is best effort here
@@ -553,6 +559,7 @@ def apply_policy(
     write_audit: bool = True,
     abort_after: int | None = None,
     check: bool = True,
+    source: Mapping[str, Any] | None = None,
 ) -> ApplyResult:
     """Converge instance `instance` to `policy`. Raises PolicyError (policy
     refused, nothing touched) or EnvironmentProblem (kernel/host refused).
@@ -578,6 +585,7 @@ def apply_policy(
             policy_path=policy_path,
             write_audit=write_audit,
             abort_after=abort_after,
+            source=source,
         )
     finally:
         if early is not None:
@@ -688,6 +696,7 @@ def _converge(
     write_audit: bool = True,
     abort_after: int | None = None,
     abort_in_process: bool = False,
+    source: Mapping[str, Any] | None = None,
 ) -> ApplyResult:
     """The steps of every apply, in order, under the instance lock: repair
     interrupted pin swaps, replace the writer token, plan
@@ -722,7 +731,7 @@ def _converge(
                 planned.prefetch, prefetch = prefetch, None
             except PolicyError as err:
                 if write_audit:
-                    record_refusal(config, instance, err.findings, path, started)
+                    record_refusal(config, instance, err.findings, path, started, source)
                 raise
             def run_gate() -> None:
                 nonlocal check_s
@@ -731,7 +740,7 @@ def _converge(
                 check_s = time.perf_counter() - t
                 if errors:
                     if write_audit:
-                        record_refusal(config, instance, errors, path, started)
+                        record_refusal(config, instance, errors, path, started, source)
                     raise PolicyError(errors)
 
             before_pin = None
@@ -770,7 +779,7 @@ def _converge(
                     config.state_dir,
                     instance,
                     _audit_record(instance, "failed", policy_path=path, started=started,
-                                  plan=planned.plan if planned else None, writes=log.elements, error=msg),
+                                  plan=planned.plan if planned else None, writes=log.elements, error=msg, source=source),
                 )
             except OSError:
                 pass
@@ -796,6 +805,7 @@ def _converge(
                     writes=result.writes,
                     extra={"generation": result.generation, "prog_id": result.prog_id,
                            "interfaces": [i for i, _ in result.attached]},
+                    source=source,
                 ),
             )
         except OSError as e:
@@ -887,15 +897,24 @@ def _detach_if_ours(ifname: str, prog_id: int) -> bool:
 # --- the load path -------------------------------------------------------------------
 
 
-def build_layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path) -> Path:
+def build_layout_object(
+    caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path, *, prebuilt: bool = True
+) -> Path:
     """The object for a layout. The header is rendered for an empty
     program of that layout: the object depends only on the layout (rules,
     the default action and the event cap live in maps; the policy digest
     appears in the header only as text), and a 100k-rule comment table
-    costs clang seconds."""
+    costs clang seconds. A prebuilt object for the layout
+    ($PEPC_OBJECT_DIR, pepc/prebuilt.py) is taken as it is: no clang."""
+    from pepc import prebuilt as pre
     from pepc.codegen import HEADER_NAME, render_header
     from pepc.compiler import pack
     from pepc.objbuild import OBJECT_NAME, build_object
+
+    if prebuilt:
+        found = pre.find(caps)
+        if found is not None:
+            return found
 
     shell = Program(
         caps=caps, default_action=default_action, event_cap=event_cap,
@@ -903,7 +922,13 @@ def build_layout_object(caps: layout.Capacities, default_action: Any, event_cap:
     )
     (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
     out = workdir / OBJECT_NAME
-    build_object(workdir, out)
+    try:
+        build_object(workdir, out)
+    except EnvironmentProblem as err:
+        hint = pre.missing_hint(caps) if prebuilt else ""
+        if hint:
+            raise EnvironmentProblem(err.message, hint) from None
+        raise
     return out
 
 

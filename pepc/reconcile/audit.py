@@ -20,19 +20,21 @@ def audit_path(state_dir: str, instance: str) -> Path:
 
 
 def git_info(path: str) -> dict[str, Any] | None:
-    """Commit and dirty flag of the work tree holding `path`, or None when
-    it is not in one (or git is missing)."""
+    """Commit, dirty flag and directory inside the repository (`path`,
+    '/'-separated from the top) of the work tree holding `path`, or None
+    when it is not in one (or git is missing). `pepc rollback` reads the
+    commit and path back to re-apply exactly that tree."""
     try:
         top = subprocess.run(
-            ["git", "-C", path, "rev-parse", "--show-toplevel", "HEAD"],
+            ["git", "-C", path, "rev-parse", "--show-toplevel", "--show-prefix", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
         )
         if top.returncode != 0:
             return None
-        lines = top.stdout.split()
-        if len(lines) < 2:
+        lines = top.stdout.splitlines()
+        if len(lines) < 3:
             return None
         st = subprocess.run(
             ["git", "-C", path, "status", "--porcelain", "--", "."],
@@ -40,7 +42,11 @@ def git_info(path: str) -> dict[str, Any] | None:
             text=True,
             timeout=30,
         )
-        return {"commit": lines[1], "dirty": bool(st.stdout.strip()) if st.returncode == 0 else None}
+        return {
+            "commit": lines[2].strip(),
+            "dirty": bool(st.stdout.strip()) if st.returncode == 0 else None,
+            "path": lines[1].strip().rstrip("/"),
+        }
     except (OSError, subprocess.SubprocessError):
         return None
 

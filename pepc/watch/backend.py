@@ -80,7 +80,8 @@ class PepcBackend:
         started = time.perf_counter()
         config = load_config(self.explicit_config, self.path)
         try:
-            policy = load_policy(self.path, cache=self.cache)
+            # through a symlink (git-sync): the tree it points to now, read whole
+            policy = load_policy(fs.resolved(self.path), cache=self.cache)
         except PolicyError as err:
             record_refusal(config, self.instance, err.findings, self.path, started)  # as `pepc apply` does
             raise

@@ -11,6 +11,13 @@ replaced (`mv new policies.d`, a deploy tool swapping a symlink), the watch
 on the old inode would go deaf, so `rearm()` re-schedules it — on events in
 the parent directory right away, and at every reconcile anyway.
 
+Symbolic links on the way to the directory are watched where they live:
+git-sync publishes a checkout by renaming a new symlink over
+`<root>/<link>` (-> `.worktrees/<sha>`), an event in `<root>`, which no
+watch below the link sees. Such a rename re-arms the watches and asks for
+one reconcile; the loader then reads one resolved tree (see `resolved`),
+so a swap is applied whole.
+
 `fingerprint()` is the safety net for missed events (inotify queue overflow,
 network file systems): a stat walk of exactly the files the loader reads.
 """
@@ -93,6 +100,28 @@ def relevant(path: str, is_directory: bool, root: str, config: str | None) -> bo
     return parts[-1].lower().endswith(POLICY_SUFFIXES)
 
 
+def symlinks_on_path(path: str) -> list[str]:
+    """The symbolic links among `path` and its ancestors, as absolute
+    paths written the way `path` is (not resolved): the names whose
+    re-pointing changes what `path` means."""
+    out = []
+    cur = os.path.abspath(path)
+    while True:
+        if os.path.islink(cur):
+            out.append(cur)
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return out
+        cur = parent
+
+
+def resolved(path: str) -> str:
+    """`path` with its symbolic links resolved once, when it has any, so a
+    whole load reads one tree even if a link is swapped meanwhile; else
+    `path` as given (findings keep the names the user wrote)."""
+    return os.path.realpath(path) if symlinks_on_path(path) else path
+
+
 def event_relevant(event: FileSystemEvent, root: str, config: str | None) -> bool:
     if isinstance(event, DirModifiedEvent):
         return False  # accompanies a child event, which decides
@@ -169,15 +198,47 @@ class TreeWatch:
         self._lock = threading.Lock()
         self._root_watch = None
         self._root_id: tuple[int, int] | None = None
-        self._parents: set[str] = set()
+        # non-recursive watches: directory -> (its identity, the watch)
+        self._parents: dict[str, tuple[tuple[int, int], object]] = {}
+        self._links: frozenset[str] = frozenset()
 
     def start(self) -> None:
-        for parent in {os.path.dirname(self.root)} | ({os.path.dirname(self.config)} if self.config else set()):
-            if os.path.isdir(parent):
-                self.observer.schedule(self._handler, parent, recursive=False, event_filter=EVENT_FILTER)
-                self._parents.add(parent)
         self.rearm()
         self.observer.start()
+
+    def _watched_dirs(self) -> set[str]:
+        """The parents of the root and of pepc.yaml, and the directory of
+        every symbolic link on the way to either."""
+        links = set(symlinks_on_path(self.root)) | (set(symlinks_on_path(self.config)) if self.config else set())
+        self._links = frozenset(links)
+        dirs = {os.path.dirname(self.root)} | ({os.path.dirname(self.config)} if self.config else set())
+        return dirs | {os.path.dirname(p) for p in links}
+
+    def _rearm_parents(self) -> None:
+        want = {}
+        for d in self._watched_dirs():
+            try:
+                st = os.stat(d)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                want[d] = (st.st_dev, st.st_ino)
+        for d in list(self._parents):
+            ident, w = self._parents[d]
+            if want.get(d) != ident:  # gone, or now another directory (a link above it moved)
+                try:
+                    self.observer.unschedule(w)
+                except (KeyError, OSError):
+                    pass
+                del self._parents[d]
+        for d, ident in want.items():
+            if d not in self._parents:
+                try:
+                    w = self.observer.schedule(self._handler, d, recursive=False, event_filter=EVENT_FILTER)
+                except OSError as err:
+                    LOG.warning("cannot watch a directory", fields={"path": d, "error": str(err)})
+                    continue
+                self._parents[d] = (ident, w)
 
     def _identity(self) -> tuple[int, int] | None:
         try:
@@ -187,8 +248,11 @@ class TreeWatch:
         return (s.st_dev, s.st_ino) if stat.S_ISDIR(s.st_mode) else None
 
     def rearm(self) -> bool:
-        """(Re)schedule the recursive watch if the root is now a different directory. True if it did."""
+        """(Re)schedule the recursive watch if the root is now a different
+        directory, and the parent and link watches that moved. True if the
+        root's watch changed."""
         with self._lock:
+            self._rearm_parents()
             ident = self._identity()
             if ident == self._root_id and (ident is None or self._root_watch is not None):
                 return False
@@ -209,6 +273,13 @@ class TreeWatch:
             return True
 
     def on_event(self, event: FileSystemEvent) -> None:
+        paths = {os.path.abspath(os.fsdecode(p)) for p in (event.src_path, getattr(event, "dest_path", "")) if p}
+        if paths & self._links:
+            # a link on the way was re-pointed (git-sync's rename over it):
+            # the whole tree may be another one now
+            self.rearm()
+            self.on_change(self.root)
+            return
         if not event_relevant(event, self.root, self.config):
             return
         src = os.path.abspath(os.fsdecode(event.src_path))

@@ -1,0 +1,111 @@
+"""Prebuilt XDP objects, for hosts without clang (a container image, a fleet).
+
+The object depends only on the layout (capacities: the rules, the default
+action and the event cap live in maps) and on pepc's own data-plane
+sources. So an image can carry objects built at image build time, one per
+layout it expects, in a directory named by `PEPC_OBJECT_DIR`; each file is
+`pepc_xdp-<layout digest>-<source digest>.o`, so an object is used only
+for the layout and the program it was built for. When there is none for
+the layout an apply needs, pepc builds one with clang as usual (and says
+what to prebuild when clang is missing).
+
+    python -m pepc.prebuilt OUTDIR [--config pepc.yaml ...]
+
+builds the objects for the capacities of each config (and of the built-in
+defaults), e.g. in a Containerfile's builder stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from pepc import layout
+from pepc.resources import BPF_DIR, TEMPLATES_DIR
+
+ENV = "PEPC_OBJECT_DIR"
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """Of everything the object is built from besides the layout."""
+    h = hashlib.sha256()
+    for d, pattern in ((BPF_DIR, "*.[ch]"), (TEMPLATES_DIR, "*.j2")):
+        for p in sorted(d.glob(pattern)):
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def object_name(caps: layout.Capacities) -> str:
+    return f"pepc_xdp-{layout.layout_digest(caps)}-{source_digest()}.o"
+
+
+def find(caps: layout.Capacities) -> Path | None:
+    """The prebuilt object for `caps` in $PEPC_OBJECT_DIR, if there is one."""
+    d = os.environ.get(ENV)
+    if not d:
+        return None
+    p = Path(d) / object_name(caps)
+    return p if p.is_file() else None
+
+
+def missing_hint(caps: layout.Capacities) -> str:
+    d = os.environ.get(ENV)
+    if not d:
+        return ""
+    return (
+        f"{d} (${ENV}) holds no object for these capacities ({caps.max_rules} rules, {caps.max_entries} entries, "
+        f"{caps.max_masks} masks, {caps.ring_bytes} ring bytes): build the image with this pepc.yaml "
+        f"(python -m pepc.prebuilt {d} --config pepc.yaml) or use the capacities it was built for"
+    )
+
+
+def build(outdir: Path, caps: layout.Capacities) -> Path:
+    from pepc.model import Action
+    from pepc.reconcile.apply import build_layout_object
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    dest = outdir / object_name(caps)
+    with tempfile.TemporaryDirectory(prefix="pepc-prebuild-") as tmp:
+        obj = build_layout_object(caps, Action.ALLOW, 100, "", Path(tmp), prebuilt=False)
+        tmp_dest = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(obj, tmp_dest)
+        os.replace(tmp_dest, dest)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pepc.config import Config
+    from pepc.diagnostics import EnvironmentProblem, PolicyError
+    from pepc.loader import load_config
+
+    ap = argparse.ArgumentParser(prog="python -m pepc.prebuilt", description=__doc__.split("\n\n")[0])
+    ap.add_argument("outdir", metavar="OUTDIR")
+    ap.add_argument("--config", metavar="FILE", action="append", default=[], help="a pepc.yaml whose capacities to build for (repeatable)")
+    args = ap.parse_args(argv)
+    try:
+        configs = [Config()] + [load_config(f, None) for f in args.config]
+        done = set()
+        for c in configs:
+            if c.capacities in done:
+                continue
+            done.add(c.capacities)
+            print(build(Path(args.outdir), c.capacities))
+    except PolicyError as err:
+        for f in err.findings:
+            print(f"{f.loc}: error: {f.message} [{f.code}]", file=sys.stderr)
+        return 2
+    except EnvironmentProblem as err:
+        print(f"pepc.prebuilt: error: {err.message}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
