@@ -1,8 +1,8 @@
 """The Containerfile, read: no container engine runs where the tests do, so
 what can be checked without building it is checked here. Each COPY from
-the build context names something that exists; every directory pepc reads
-beside its package (pepc/resources.py) reaches the runtime stage; the
-runtime stage has no compiler and points PEPC_OBJECT_DIR at the objects
+the build context names something that exists; the runtime stage installs
+pepc's wheel (which carries schema/, templates/ and bpf/ as package data,
+pepc/resources.py) and no source tree; it has no compiler and points PEPC_OBJECT_DIR at the objects
 the builder prebuilt, for configs that exist and load."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 import shlex
 from pathlib import Path
 
-from pepc import prebuilt, resources
+from pepc import prebuilt
 from pepc.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +40,12 @@ def test_copies_from_the_context_exist():
                 assert (ROOT / src).exists(), src
 
 
-def test_the_runtime_stage_gets_every_resource_dir_and_no_compiler():
+def test_the_runtime_stage_installs_the_wheel_and_no_compiler():
     builder, runtime = stages()
-    copied = {shlex.split(line)[-2].rsplit("/", 1)[-1] for line in runtime if line.startswith("COPY --from=builder")}
-    for d in (resources.SCHEMA_DIR, resources.TEMPLATES_DIR, resources.BPF_DIR):
-        assert d.name in copied
+    assert any(line.startswith("COPY ") and "LICENSE" in line for line in builder)  # license-files
+    copied = {shlex.split(line)[-2] for line in runtime if line.startswith("COPY --from=builder")}
+    assert copied == {"/wheels", "/objects"}
+    assert any(re.search(r"pip install .*--no-index .*\bpepc$", line) for line in runtime)
     installs = " ".join(line for line in runtime if "apt-get install" in line)
     assert "libbpf1" in installs and "git" in installs
     assert not re.search(r"\b(clang|llvm|gcc|libbpf-dev)\b", installs)
