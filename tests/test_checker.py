@@ -264,8 +264,19 @@ def test_unreachable_default():
     (f,) = check(catch_all)["unreachable-default"]
     assert f.rule == "catch_all" and f.loc == catch_all.loc and f.severity == Severity.INFO
     halves = [rule("low", Action.BLOCK, 1, src="0.0.0.0/1"), rule("high", Action.BLOCK, 2, src="128.0.0.0/1")]
-    (f,) = check(*halves)["unreachable-default"]
+    # IPv4's halves leave every IPv6 packet to the default
+    assert "unreachable-default" not in check(*halves)
+    halves6 = [rule("low6", Action.BLOCK, 3, src="::/1"), rule("high6", Action.BLOCK, 4, src="8000::/1")]
+    (f,) = check(*halves, *halves6)["unreachable-default"]
     assert f.rule is None and f.loc == Location("p")
+    # a catch-all of one family is no catch-all
+    assert "unreachable-default" not in check(rule("v4", Action.BLOCK, 1, src="0.0.0.0/0", dst="0.0.0.0/0"))
+    (f,) = check(rule("v4", Action.BLOCK, 1, src="0.0.0.0/0"), rule("v6", Action.BLOCK, 2, src="::/0"))["unreachable-default"]
+    assert f.rule is None
+    # the guarded ICMPv6 packets pass unmatched, but never by the default:
+    # a catch-all leaves no packet to the default all the same
+    (f,) = check(catch_all, default=Action.BLOCK)["unreachable-default"]
+    assert f.rule == "catch_all"
     # TCP everywhere still leaves UDP, ICMP and everything else to the default
     assert "unreachable-default" not in check(rule("tcp", Action.BLOCK, 1, protocol=Protocol.TCP))
 
