@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 2ae638e2aec628abb71cd11b2d7ac189
+ * layout digest: c98b845242b34128bafd6f1f8252d924
  * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "2ae638e2aec628abb71cd11b2d7ac189"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x2a, 0xe6, 0x38, 0xe2, 0xae, 0xc6, 0x28, 0xab, 0xb7, 0x1c, 0xd1, 0x1b, 0x2d, 0x7a, 0xc1, 0x89 }
+#define PEPC_LAYOUT_DIGEST "c98b845242b34128bafd6f1f8252d924"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xc9, 0x8b, 0x84, 0x52, 0x42, 0xb3, 0x41, 0x28, 0xba, 0xfd, 0x6f, 0x1f, 0x82, 0x52, 0xd9, 0x24 }
 #define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
