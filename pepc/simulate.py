@@ -38,27 +38,56 @@ class PacketSyntaxError(ValueError):
         self.column = column
 
 
-_PROTO_NAMES = {"tcp": 6, "udp": 17, "icmp": 1}
+_PROTO_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 _TOKEN = re.compile(r"\S+")
+#: ports: must be written / may be (and are ignored) / must not be
+NEED, MAY, NO = "need", "may", "no"
 
 
-def _parse_addr(tok: str, col: int, with_port: bool, what: str) -> tuple[int, int]:
+def _parse_addr(tok: str, col: int, ports: str, what: str) -> tuple[int, int, bool]:
+    """An address token: `a.b.c.d[:port]`, `[v6]:port`, `v6` (or `[v6]`
+    without a port). Returns (address, port, is IPv6)."""
+    if "%" in tok:
+        raise PacketSyntaxError(f"{what}: {tok!r} has a zone id; a packet's address has none (write it without `%...`)", col + tok.index("%"))
+    port_text: str | None = None
+    if tok.startswith("["):
+        close = tok.find("]")
+        if close < 0:
+            raise PacketSyntaxError(f"{what}: `[` without `]`: write [IPV6]:PORT", col)
+        text, tail = tok[1:close], tok[close + 1:]
+        if tail:
+            if not tail.startswith(":"):
+                raise PacketSyntaxError(f"{what}: unexpected {tail!r} after `]`: write [IPV6]:PORT", col + close + 1)
+            port_text = tail[1:]
+        pcol = col + close + 2
+        v6 = True
+    elif tok.count(":") > 1:  # IPv6 without brackets: no port can follow
+        text, v6, pcol = tok, True, col
+        if ports == NEED:
+            raise PacketSyntaxError(
+                f"{what}: an IPv6 address with a port is written [ADDRESS]:PORT, e.g. [2001:db8::1]:443", col
+            )
+    else:
+        text, sep, ptext = tok.partition(":")
+        port_text = ptext if sep else None
+        pcol = col + len(text) + 1
+        v6 = False
     port = 0
-    text = tok
-    if ":" in tok:
-        if not with_port:
+    if port_text is not None:
+        if ports == NO:
             raise PacketSyntaxError(f"{what}: this packet carries no ports (write an address without `:port`)", col)
-        text, _, ptext = tok.rpartition(":")
-        if not ptext.isdigit() or not 0 <= int(ptext) <= 0xFFFF:
-            raise PacketSyntaxError(f"{what}: port {ptext!r} is not 0-65535", col + len(text) + 1)
-        port = int(ptext)
-    elif with_port:
-        raise PacketSyntaxError(f"{what}: a tcp/udp packet needs ADDRESS:PORT (or add `frag` for a non-first fragment)", col)
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 0xFFFF:
+            raise PacketSyntaxError(f"{what}: port {port_text!r} is not 0-65535", pcol)
+        port = int(port_text)
+    elif ports == NEED:
+        example = "[ADDRESS]:PORT" if v6 else "ADDRESS:PORT"
+        raise PacketSyntaxError(f"{what}: a tcp/udp packet needs {example} (or add `frag` for a non-first fragment)", col)
     try:
-        addr = int(ipaddress.IPv4Address(text))
+        addr = int(ipaddress.IPv6Address(text) if v6 else ipaddress.IPv4Address(text))
     except ValueError:
-        raise PacketSyntaxError(f"{what}: {text!r} is not an IPv4 address", col) from None
-    return addr, port
+        family = "an IPv6" if v6 else "an IPv4 or IPv6"
+        raise PacketSyntaxError(f"{what}: {text!r} is not {family} address", col + (1 if tok.startswith("[") else 0)) from None
+    return addr, port, v6
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -88,9 +117,10 @@ def parse_packet(text: str) -> Packet:
 
 def _parse_packet(text: str) -> Packet:
     """`tcp 10.0.0.1:1234 > 192.168.1.100:80 [len=N] [frag]`, `udp A:P > B:P`,
-    `icmp A > B`, `proto N A > B`. `frag` is a non-first fragment (no ports
-    are read, so written ports are optional and ignored). Raises
-    PacketSyntaxError with a 1-based column."""
+    `icmp A > B`, `proto N A > B`; IPv6 as `tcp [2001:db8::1]:40000 >
+    [2001:db8::10]:443`, `icmpv6 A > B [type=N]`, `proto N A > B`. `frag`
+    is a non-first fragment (no ports are read, so written ports are
+    optional and ignored). Raises PacketSyntaxError with a 1-based column."""
     toks = [(m.group(0), m.start() + 1) for m in _TOKEN.finditer(text)]
     if not toks:
         raise PacketSyntaxError("empty packet: write e.g. `tcp 10.0.0.1:1234 > 192.168.1.100:80`", 1)
@@ -110,7 +140,7 @@ def _parse_packet(text: str) -> Packet:
     elif word.lower() in _PROTO_NAMES:
         proto, i = _PROTO_NAMES[word.lower()], 1
     else:
-        raise PacketSyntaxError(f"unknown protocol {word!r}: expected tcp, udp, icmp or `proto N`", col)
+        raise PacketSyntaxError(f"unknown protocol {word!r}: expected tcp, udp, icmp, icmpv6 or `proto N`", col)
     rest = toks[i:]
     if len(rest) < 3 or rest[1][0] != ">":
         for tok, tcol in rest:
@@ -120,7 +150,7 @@ def _parse_packet(text: str) -> Packet:
                 raise PacketSyntaxError("expected `SOURCE > DESTINATION`: put spaces around `>`", tcol + tok.index(">"))
         where = rest[1][1] if len(rest) > 1 else (rest[0][1] + len(rest[0][0]) if rest else len(text) + 1)
         raise PacketSyntaxError("expected `SOURCE > DESTINATION` (with spaces around `>`)", where)
-    length, frag = 64, False
+    length, frag, icmp_type = 64, False, None
     for tok, tcol in rest[3:]:
         low = tok.lower()
         if low == "frag":
@@ -130,19 +160,34 @@ def _parse_packet(text: str) -> Packet:
             if not val.isdigit() or not 1 <= int(val) <= 0xFFFF:
                 raise PacketSyntaxError(f"len={val}: the frame length must be 1-65535", tcol)
             length = int(val)
+        elif low.startswith("type="):
+            val = tok[5:]
+            if proto != 58:
+                raise PacketSyntaxError("type=N is the ICMPv6 type: only an icmpv6 packet takes it", tcol)
+            if not val.isdigit() or int(val) > 255:
+                raise PacketSyntaxError(f"type={val}: the ICMPv6 type must be 0-255", tcol)
+            icmp_type = int(val)
         else:
-            raise PacketSyntaxError(f"unexpected {tok!r}: expected `len=N` or `frag`", tcol)
+            raise PacketSyntaxError(f"unexpected {tok!r}: expected `len=N`, `frag` or (icmpv6) `type=N`", tcol)
     ports_proto = proto in PORT_PROTOCOLS
     src_tok, dst_tok = rest[0], rest[2]
     with_port = ports_proto and not frag
-    if ports_proto and frag:
-        # a non-first fragment carries no L4 header: ports may be written but are not read
-        src, sport = _parse_addr(src_tok[0], src_tok[1], ":" in src_tok[0], "source")
-        dst, dport = _parse_addr(dst_tok[0], dst_tok[1], ":" in dst_tok[0], "destination")
-    else:
-        src, sport = _parse_addr(src_tok[0], src_tok[1], with_port, "source")
-        dst, dport = _parse_addr(dst_tok[0], dst_tok[1], with_port, "destination")
-    return Packet(src=src, dst=dst, proto=proto, sport=sport, dport=dport, has_ports=with_port, fragment=frag, length=length)
+    # a non-first fragment carries no L4 header: ports may be written but are not read
+    ports = NEED if with_port else MAY if ports_proto else NO
+    src, sport, v6 = _parse_addr(src_tok[0], src_tok[1], ports, "source")
+    dst, dport, dst_v6 = _parse_addr(dst_tok[0], dst_tok[1], ports, "destination")
+    if dst_v6 != v6:
+        fam, dfam = ("IPv6", "IPv4") if v6 else ("IPv4", "IPv6")
+        raise PacketSyntaxError(
+            f"destination: the source is {fam} but the destination is {dfam}; a packet has one family", dst_tok[1]
+        )
+    if frag and icmp_type is not None:
+        col = next(c for t, c in rest[3:] if t.lower().startswith("type="))
+        raise PacketSyntaxError("a non-first fragment carries no ICMPv6 header: drop `type=` or `frag`", col)
+    return Packet(
+        src=src, dst=dst, proto=proto, sport=sport, dport=dport, has_ports=with_port, fragment=frag,
+        length=length, v6=v6, icmp_type=icmp_type,
+    )
 
 
 def packet_error(message: str, loc: Location) -> PolicyError:
