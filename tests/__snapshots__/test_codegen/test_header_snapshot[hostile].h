@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: e2b84933ad311776a2511c74c090e213
+ * layout digest: ac1927135fcb02ef7b9b989801bdf240
  * policy digest: 117311427014c7e01b16173554144694172f130ae2f0a0f8e4273b44328e719f
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "e2b84933ad311776a2511c74c090e213"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xe2, 0xb8, 0x49, 0x33, 0xad, 0x31, 0x17, 0x76, 0xa2, 0x51, 0x1c, 0x74, 0xc0, 0x90, 0xe2, 0x13 }
+#define PEPC_LAYOUT_DIGEST "ac1927135fcb02ef7b9b989801bdf240"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xac, 0x19, 0x27, 0x13, 0x5f, 0xcb, 0x02, 0xef, 0x7b, 0x9b, 0x98, 0x98, 0x01, 0xbd, 0xf2, 0x40 }
 #define PEPC_POLICY_DIGEST "117311427014c7e01b16173554144694172f130ae2f0a0f8e4273b44328e719f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

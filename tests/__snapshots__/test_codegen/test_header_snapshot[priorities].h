@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 9d5f0ef72dabb2b38caf86707d7f9270
+ * layout digest: b1bf26f41a7486ff2798982107af1745
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "9d5f0ef72dabb2b38caf86707d7f9270"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x9d, 0x5f, 0x0e, 0xf7, 0x2d, 0xab, 0xb2, 0xb3, 0x8c, 0xaf, 0x86, 0x70, 0x7d, 0x7f, 0x92, 0x70 }
+#define PEPC_LAYOUT_DIGEST "b1bf26f41a7486ff2798982107af1745"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xb1, 0xbf, 0x26, 0xf4, 0x1a, 0x74, 0x86, 0xff, 0x27, 0x98, 0x98, 0x21, 0x07, 0xaf, 0x17, 0x45 }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
