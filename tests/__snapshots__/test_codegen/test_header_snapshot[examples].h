@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: c98b845242b34128bafd6f1f8252d924
+ * layout digest: 7260bb96117125b68e2488546e28b833
  * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "c98b845242b34128bafd6f1f8252d924"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xc9, 0x8b, 0x84, 0x52, 0x42, 0xb3, 0x41, 0x28, 0xba, 0xfd, 0x6f, 0x1f, 0x82, 0x52, 0xd9, 0x24 }
+#define PEPC_LAYOUT_DIGEST "7260bb96117125b68e2488546e28b833"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x72, 0x60, 0xbb, 0x96, 0x11, 0x71, 0x25, 0xb6, 0x8e, 0x24, 0x88, 0x54, 0x6e, 0x28, 0xb8, 0x33 }
 #define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 4ca196894962d311f7cb64622f453581
+ * layout digest: b1bf26f41a7486ff2798982107af1745
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "4ca196894962d311f7cb64622f453581"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x4c, 0xa1, 0x96, 0x89, 0x49, 0x62, 0xd3, 0x11, 0xf7, 0xcb, 0x64, 0x62, 0x2f, 0x45, 0x35, 0x81 }
+#define PEPC_LAYOUT_DIGEST "b1bf26f41a7486ff2798982107af1745"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xb1, 0xbf, 0x26, 0xf4, 0x1a, 0x74, 0x86, 0xff, 0x27, 0x98, 0x98, 0x21, 0x07, 0xaf, 0x17, 0x45 }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: eea91de6319b6145a89223d4fd76b9a0
+ * layout digest: ac1927135fcb02ef7b9b989801bdf240
  * policy digest: 87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d
  */
 #ifndef PEPC_POLICY_H
@@ -76,8 +76,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "eea91de6319b6145a89223d4fd76b9a0"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xee, 0xa9, 0x1d, 0xe6, 0x31, 0x9b, 0x61, 0x45, 0xa8, 0x92, 0x23, 0xd4, 0xfd, 0x76, 0xb9, 0xa0 }
+#define PEPC_LAYOUT_DIGEST "ac1927135fcb02ef7b9b989801bdf240"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xac, 0x19, 0x27, 0x13, 0x5f, 0xcb, 0x02, 0xef, 0x7b, 0x9b, 0x98, 0x98, 0x01, 0xbd, 0xf2, 0x40 }
 #define PEPC_POLICY_DIGEST "87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
