@@ -220,7 +220,7 @@ def test_compile_twice_is_byte_identical(capsys, examples, tmp_path):
     for out in ("a", "b"):
         rc, text, _ = _run(capsys, "compile", str(examples), "-o", str(tmp_path / out), "--now", "2026-11-23T00:00:00Z", "--no-object")
         assert rc == 0
-    assert "11 live rules (2 inactive)" in text and "policy digest" in text
+    assert "13 live rules (2 inactive)" in text and "policy digest" in text
     for name in ("pepc_policy.h", "plan.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert not (tmp_path / "a" / "pepc_xdp.o").exists()

@@ -56,7 +56,7 @@ def test_examples_load(examples):
     ids = [r.id for r in policy.rules]
     assert len(ids) == len(set(ids)) >= 10
     admins = next(n for n in policy.networks if n.name == "admins")
-    assert [str(p) for p in admins.prefixes] == ["198.51.100.0/24", "100.64.0.0/16"]
+    assert [str(p) for p in admins.prefixes] == ["198.51.100.0/24", "2001:db8:100::/48", "100.64.0.0/16"]
     legacy = [r for r in policy.rules if r.legacy]
     assert {r.id for r in legacy} == {"legacy_backup_ssh", "legacy_ntp_replies"}
     assert all(r.rate_limit_bps == 0 for r in legacy)

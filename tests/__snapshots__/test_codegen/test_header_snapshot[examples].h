@@ -9,7 +9,7 @@
  * safe ASCII subset (anything else is written as %XX).
  *
  * layout digest: 7260bb96117125b68e2488546e28b833
- * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
+ * policy digest: 35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -78,7 +78,7 @@ enum pepc_counter {
 
 #define PEPC_LAYOUT_DIGEST "7260bb96117125b68e2488546e28b833"
 #define PEPC_LAYOUT_DIGEST_BYTES { 0x72, 0x60, 0xbb, 0x96, 0x11, 0x71, 0x25, 0xb6, 0x8e, 0x24, 0x88, 0x54, 0x6e, 0x28, 0xb8, 0x33 }
-#define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
+#define PEPC_POLICY_DIGEST "35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):
@@ -358,20 +358,22 @@ _Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 26, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_event, len) == 28, "offset of pepc_event.len differs from pepc/layout.py");
 
 /*
- * Rules of this plan: 11 live rule(s), 26 map entries, 21 masks.
+ * Rules of this plan: 13 live rule(s), 47 map entries, 21 masks.
  *
  *   slot  action      priority  id  (source)
  *      0  RATE_LIMIT       100  api_rate_limit  (10-web.yaml:18)
  *      1  BLOCK           1000  block_abuser  (20-blocklist.yaml:4)
- *      2  ALLOW             10  dns_replies  (10-web.yaml:44)
- *      3  ALLOW             10  icmp  (10-web.yaml:50)
- *      4  ALLOW              0  legacy_backup_ssh  (legacy/pepctl-export.json:2)
- *      5  ALLOW              0  legacy_ntp_replies  (legacy/pepctl-export.json:11)
- *      6  LOG_ONLY         100  log_smtp_probes  (10-web.yaml:32)
- *      7  ALLOW            100  metrics_from_monitoring  (10-web.yaml:26)
- *      8  ALLOW            200  ssh_admins  (10-web.yaml:4)
- *      9  ALLOW             10  tcp_replies  (10-web.yaml:38)
- *     10  ALLOW            100  web_public  (10-web.yaml:12)
+ *      2  BLOCK           1000  block_abuser_v6  (20-blocklist.yaml:13)
+ *      3  ALLOW             10  dns_replies  (10-web.yaml:44)
+ *      4  ALLOW             10  icmp  (10-web.yaml:50)
+ *      5  ALLOW             10  icmpv6  (10-web.yaml:57)
+ *      6  ALLOW              0  legacy_backup_ssh  (legacy/pepctl-export.json:2)
+ *      7  ALLOW              0  legacy_ntp_replies  (legacy/pepctl-export.json:11)
+ *      8  LOG_ONLY         100  log_smtp_probes  (10-web.yaml:32)
+ *      9  ALLOW            100  metrics_from_monitoring  (10-web.yaml:26)
+ *     10  ALLOW            200  ssh_admins  (10-web.yaml:4)
+ *     11  ALLOW             10  tcp_replies  (10-web.yaml:38)
+ *     12  ALLOW            100  web_public  (10-web.yaml:12)
  */
 
 #endif /* PEPC_POLICY_H */
