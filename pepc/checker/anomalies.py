@@ -284,12 +284,12 @@ class Analysis:
         redundant rule a point where it wins."""
         s = self.s
         akeys, boxes, own = s.akeys, s.boxes, s.rule_atoms[ri]
-        mykey = akeys[ri]
-        # the default decides unmatched packets, the lockout guard (ALLOW)
-        # the guarded ICMPv6 ones: each part of a box is searched with its own
-        parts = [(a, part, (self.guard_key if guarded else self.default_key) == mykey) for a in own for part, guarded in by_fallback(boxes[a])]
-        # without a later atom of another action, and the fallback acting
+        mykey, dkey = akeys[ri], self.default_key
+        # without a later atom of another action, and the default acting
         # alike, no packet the rule wins can change: skip the search
+        # (unmatched guarded ICMPv6 packets fall to the lockout guard, not
+        # to the default: each part of a box is searched with its fallback)
+        parts = [(a, part, (self.guard_key if guarded else dkey) == mykey) for a in own for part, guarded in by_fallback(boxes[a])]
         if worse_diff or not all(same for _, _, same in parts):
 
             def is_same(w: tuple) -> bool:
