@@ -301,7 +301,9 @@ def test_rules_of_different_families_never_overlap():
     got = check(v4, v6, both)
     # equal priorities and different actions, but no packet is of both families: no conflict
     assert set(got) == {"shadowed", "unreachable-default"}
-    assert got["unreachable-default"][0].rule is None  # the two /0s together, neither alone
+    assert got["unreachable-default"][0].rule == "both"
+    # the two /0s together, neither alone, leave nothing to the default
+    assert [f.rule for f in check(v4, v6)["unreachable-default"]] == [None]
     (f,) = got["shadowed"]
     assert f.rule == "both" and related_locs(f) == {v4.loc, v6.loc}
     # an IPv4 catch-all takes only the IPv4 half of an any/any rule
