@@ -61,6 +61,13 @@
 #define PEPC_BLOOM_K2 0xC2B2AE3D27D4EB4FULL
 #define PEPC_BLOOM_K3 0x165667B19E3779F9ULL
 #define PEPC_BLOOM_K4 0xD6E8FEB86659FD93ULL
+/* The IPv6 prefilter (pepc_bloom6_<gen>, over pepc_rules6_<gen>): the same
+ * sizing and bit choice, a hash over the six u64 words of the 48-byte key
+ * and a marker of its own (pepc/bloom.py: SCHEME6, K5..K7, hash64_6). */
+#define PEPC_BLOOM6_SCHEME 0x70657063626C3601ULL
+#define PEPC_BLOOM_K5 0x94D049BB133111EBULL
+#define PEPC_BLOOM_K6 0xBF58476D1CE4E5B9ULL
+#define PEPC_BLOOM_K7 0xFF51AFD7ED558CCDULL
 
 /*
  * The direct table (pepc/direct.py has the whole story): per generation,
@@ -651,6 +658,124 @@ static __noinline int walk_gen1(struct pepc_lookup *lk)
 	return 0;
 }
 
+/*
+ * IPv6: the same search over pepc_masks6/pepc_rules6, with a 48-byte key
+ * built from six words (addresses and their masks are 16 bytes at
+ * 8-aligned offsets, so each is two u64 loads and ANDs). No direct table:
+ * the prefilter alone keeps a miss cheap.
+ */
+union pepc_key6 {
+	struct pepc_rule6_key key;
+	struct {
+		__u64 shape; /* src/dst/sport/dport/proto plen, proto, padding */
+		__u64 src[2];
+		__u64 dst[2];
+		__u64 ports; /* sport, dport, then 4 bytes of padding (zero) */
+	} w;
+};
+_Static_assert(sizeof(struct pepc_rule6_key) == 48 &&
+		       __builtin_offsetof(struct pepc_rule6_key, proto_plen) == 4 &&
+		       __builtin_offsetof(struct pepc_rule6_key, proto) == 5 &&
+		       __builtin_offsetof(struct pepc_rule6_key, src) == 8 &&
+		       __builtin_offsetof(struct pepc_rule6_key, dst) == 24 &&
+		       __builtin_offsetof(struct pepc_rule6_key, sport) == 40 &&
+		       __builtin_offsetof(struct pepc_rule6_key, dport) == 42,
+	       "IPv6 rule key layout");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, src_mask) % 8 == 0 &&
+		       __builtin_offsetof(struct pepc_mask6, dst_mask) == __builtin_offsetof(struct pepc_mask6, src_mask) + 16 &&
+		       __builtin_offsetof(struct pepc_mask6, dport_mask) == __builtin_offsetof(struct pepc_mask6, sport_mask) + 2 &&
+		       __builtin_offsetof(struct pepc_mask6, sport_mask) % 4 == 0 &&
+		       __builtin_offsetof(struct pepc_mask6, src_plen) % 4 == 0 &&
+		       __builtin_offsetof(struct pepc_mask6, dst_plen) == __builtin_offsetof(struct pepc_mask6, src_plen) + 1 &&
+		       __builtin_offsetof(struct pepc_mask6, sport_plen) == __builtin_offsetof(struct pepc_mask6, src_plen) + 2 &&
+		       __builtin_offsetof(struct pepc_mask6, dport_plen) == __builtin_offsetof(struct pepc_mask6, src_plen) + 3,
+	       "IPv6 mask layout");
+_Static_assert(__builtin_offsetof(struct pepc_pkt, src6) % 8 == 0 && __builtin_offsetof(struct pepc_pkt, dst6) % 8 == 0,
+	       "IPv6 addresses are read as u64 words");
+
+static __always_inline long lookup_mask6(__u32 i, struct pepc_lookup *lk, void *masks, void *rules, void *bloom)
+{
+	struct pepc_rule_val *val;
+	struct pepc_mask6 *m;
+	union pepc_key6 k;
+	__u64 h, *word;
+	__u32 w;
+
+	m = bpf_map_lookup_elem(masks, &i);
+	if (!m || m->best_rank >= lk->best_rank)
+		return 1;
+	if ((m->sport_plen || m->dport_plen) && !lk->pkt.has_ports)
+		return 0;
+	/* the lockout guard: a guarded packet is matched only on its protocol
+	 * (then 58, i.e. by ICMPV6 rules), never by a protocol wildcard */
+	if (lk->pkt.guarded && !m->proto_plen)
+		return 0;
+
+	k.w.shape = *(__u32 *)&m->src_plen | (__u64)m->proto_plen << 32;
+	if (m->proto_plen)
+		k.w.shape |= (__u64)lk->pkt.proto << 40;
+	k.w.src[0] = *(__u64 *)&lk->pkt.src6[0] & *(__u64 *)&m->src_mask[0];
+	k.w.src[1] = *(__u64 *)&lk->pkt.src6[2] & *(__u64 *)&m->src_mask[8];
+	k.w.dst[0] = *(__u64 *)&lk->pkt.dst6[0] & *(__u64 *)&m->dst_mask[0];
+	k.w.dst[1] = *(__u64 *)&lk->pkt.dst6[2] & *(__u64 *)&m->dst_mask[8];
+	k.w.ports = *(__u32 *)&lk->pkt.sport & *(__u32 *)&m->sport_mask;
+
+	if (lk->bloom) {
+		h = k.w.shape * PEPC_BLOOM_K1 ^ k.w.src[0] * PEPC_BLOOM_K2 ^ k.w.src[1] * PEPC_BLOOM_K5 ^
+		    k.w.dst[0] * PEPC_BLOOM_K6 ^ k.w.dst[1] * PEPC_BLOOM_K7 ^ k.w.ports * PEPC_BLOOM_K3;
+		h ^= h >> 32;
+		h *= PEPC_BLOOM_K4;
+		h ^= h >> 32;
+		w = ((h >> 32) * PEPC_BLOOM_WORDS) >> 32;
+		word = bpf_map_lookup_elem(bloom, &w);
+		if (!word || !(*word & (1ULL << (h & 63))))
+			return 0;
+	}
+
+	val = bpf_map_lookup_elem(rules, &k.key);
+	if (val)
+		take(lk, val->rank, val->slot, val->action);
+	return 0;
+}
+
+static long lookup6_gen0(__u32 i, void *ctx)
+{
+	return lookup_mask6(i + PEPC_UNROLL, ctx, &pepc_masks6_0, &pepc_rules6_0, &pepc_bloom6_0);
+}
+
+static long lookup6_gen1(__u32 i, void *ctx)
+{
+	return lookup_mask6(i + PEPC_UNROLL, ctx, &pepc_masks6_1, &pepc_rules6_1, &pepc_bloom6_1);
+}
+
+static __always_inline void walk6(struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *more)
+{
+	__u32 at = PEPC_BLOOM_WORDS;
+	__u64 *mark = bpf_map_lookup_elem(bloom, &at);
+
+	lk->bloom = mark && *mark == (lk->digest ^ PEPC_BLOOM6_SCHEME);
+	lk->direct = 0;
+#pragma unroll
+	for (__u32 i = 0; i < PEPC_UNROLL; i++) {
+		if (i >= lk->n_masks || lookup_mask6(i, lk, masks, rules, bloom))
+			return;
+	}
+	if (lk->n_masks > PEPC_UNROLL)
+		bpf_loop(lk->n_masks - PEPC_UNROLL, more, lk, 0);
+}
+
+static __noinline int walk6_gen0(struct pepc_lookup *lk)
+{
+	walk6(lk, &pepc_masks6_0, &pepc_rules6_0, &pepc_bloom6_0, lookup6_gen0);
+	return 0;
+}
+
+static __noinline int walk6_gen1(struct pepc_lookup *lk)
+{
+	walk6(lk, &pepc_masks6_1, &pepc_rules6_1, &pepc_bloom6_1, lookup6_gen1);
+	return 0;
+}
+
 /* ------------------------------------------------------------ rate limit */
 
 /*
@@ -807,12 +932,17 @@ int pepc_xdp(struct xdp_md *ctx)
 	if (!g)
 		return verdict(XDP_PASS);
 
-	n = g->n_masks < PEPC_MAX_MASKS ? g->n_masks : PEPC_MAX_MASKS;
-	lk.n_masks = n;
 	lk.digest = *(__u64 *)g->policy_digest;
-	/* TODO(v6b): the IPv6 walk over pepc_masks6/pepc_rules6; until it
-	 * lands an IPv6 packet matches no rule */
-	if (!lk.pkt.v6) {
+	if (lk.pkt.v6) {
+		n = g->n_masks6 < PEPC_MAX_MASKS ? g->n_masks6 : PEPC_MAX_MASKS;
+		lk.n_masks = n;
+		if (gen)
+			walk6_gen1(&lk);
+		else
+			walk6_gen0(&lk);
+	} else {
+		n = g->n_masks < PEPC_MAX_MASKS ? g->n_masks : PEPC_MAX_MASKS;
+		lk.n_masks = n;
 		if (gen)
 			walk_gen1(&lk);
 		else

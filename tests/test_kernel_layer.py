@@ -222,7 +222,12 @@ def test_bloom_constants_match_the_c_source():
 
     src = (BPF_DIR / "pepc_xdp.c").read_text()
     consts = {m.group(1): int(m.group(2), 16) for m in re.finditer(r"#define PEPC_BLOOM_(\w+) (0x[0-9A-Fa-f]+)ULL", src)}
-    assert consts == {"SCHEME": bloom.SCHEME, "K1": bloom.K1, "K2": bloom.K2, "K3": bloom.K3, "K4": bloom.K4}
+    assert consts == {
+        "SCHEME": bloom.SCHEME, "K1": bloom.K1, "K2": bloom.K2, "K3": bloom.K3, "K4": bloom.K4,
+        "K5": bloom.K5, "K6": bloom.K6, "K7": bloom.K7,
+    }
+    (scheme6,) = re.findall(r"#define PEPC_BLOOM6_SCHEME (0x[0-9A-Fa-f]+)ULL", src)
+    assert int(scheme6, 16) == bloom.SCHEME6 != bloom.SCHEME
     assert "#define PEPC_BLOOM_WORDS PEPC_MAX_ENTRIES" in src
 
 

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 88252571d218ca7a515c62d8d31142e5
+ * layout digest: e7cb101247cd63ddd935910a1de784cc
  * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "88252571d218ca7a515c62d8d31142e5"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x88, 0x25, 0x25, 0x71, 0xd2, 0x18, 0xca, 0x7a, 0x51, 0x5c, 0x62, 0xd8, 0xd3, 0x11, 0x42, 0xe5 }
+#define PEPC_LAYOUT_DIGEST "e7cb101247cd63ddd935910a1de784cc"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xe7, 0xcb, 0x10, 0x12, 0x47, 0xcd, 0x63, 0xdd, 0xd9, 0x35, 0x91, 0x0a, 0x1d, 0xe7, 0x84, 0xcc }
 #define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: e581aae4320d472fa2412e4d5f293e73
+ * layout digest: 4d66d8fe7d5153cd594118fb3ca128b9
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "e581aae4320d472fa2412e4d5f293e73"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xe5, 0x81, 0xaa, 0xe4, 0x32, 0x0d, 0x47, 0x2f, 0xa2, 0x41, 0x2e, 0x4d, 0x5f, 0x29, 0x3e, 0x73 }
+#define PEPC_LAYOUT_DIGEST "4d66d8fe7d5153cd594118fb3ca128b9"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x4d, 0x66, 0xd8, 0xfe, 0x7d, 0x51, 0x53, 0xcd, 0x59, 0x41, 0x18, 0xfb, 0x3c, 0xa1, 0x28, 0xb9 }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 5469b31cd6d5ad7c0fed6141d68927bd
+ * layout digest: 5abb680c250347108371deda59712325
  * policy digest: 87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "5469b31cd6d5ad7c0fed6141d68927bd"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x54, 0x69, 0xb3, 0x1c, 0xd6, 0xd5, 0xad, 0x7c, 0x0f, 0xed, 0x61, 0x41, 0xd6, 0x89, 0x27, 0xbd }
+#define PEPC_LAYOUT_DIGEST "5abb680c250347108371deda59712325"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x5a, 0xbb, 0x68, 0x0c, 0x25, 0x03, 0x47, 0x10, 0x83, 0x71, 0xde, 0xda, 0x59, 0x71, 0x23, 0x25 }
 #define PEPC_POLICY_DIGEST "87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
