@@ -24,7 +24,7 @@ from pepc.compiler import pack
 from pepc.diagnostics import Finding, PolicyError
 from pepc.model import Action, Location, Policy, Protocol
 from pepc.program import Program, SlotInfo
-from pepc.semantics import PORT_PROTOCOLS, Atom, Packet, atom_matches, atoms_of, rank_key, specificity, verdict_of
+from pepc.semantics import PORT_PROTOCOLS, Atom, Packet, atom_matches, atoms_of, no_match_action, rank_key, specificity, verdict_of
 from pepc.sources import display_location, relative_file
 
 
@@ -222,6 +222,8 @@ class Index:
         self.rules: dict[bytes, tuple[int, int, int]] = {}
         for e in program.entries:
             k, sh = e.key, e.key.shape
+            if sh.v6:
+                continue  # self.rules6 below
             kb = key_pack(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)
             self.rules[kb] = (e.rank, e.slot, int(e.action))
         self.slots: dict[int, SlotInfo] = {s.slot: s for s in program.slots}
@@ -232,25 +234,64 @@ class Index:
             raise AssertionError("layout.RULE_KEY no longer starts with the five plen bytes")
         self._tail = struct.Struct(">" + fmt[6:])
 
+        # IPv6: pepc_masks6 in walk order and pepc_rules6 as the kernel gets
+        # them. (best_rank, has_ports, src_mask, dst_mask, sport_mask,
+        # dport_mask, proto_mask, the key's five plen bytes); the addresses
+        # are 128-bit ints.
+        rows6 = []
+        for m6 in program.masks6:
+            f = pack.mask6_fields(pack.mask_value(m6))
+            plens = bytes((f["src_plen"], f["dst_plen"], f["sport_plen"], f["dport_plen"], f["proto_plen"]))
+            rows6.append(
+                (f["best_rank"], bool(f["sport_plen"] or f["dport_plen"]), f["src_mask"], f["dst_mask"],
+                 f["sport_mask"], f["dport_mask"], 0xFF if f["proto_plen"] else 0, plens)
+            )
+        self._walk6 = tuple(rows6)
+        unval = layout.RULE_VAL.unpack_values
+        self.rules6: dict[bytes, tuple[int, int, int]] = {kb: unval(vb) for kb, vb in program.rule6_contents().items()}
+        off = layout.RULE6_KEY.offsets
+        if (off["proto"], off["src"], off["dst"], off["sport"], off["dport"], layout.RULE6_KEY.size) != (5, 8, 24, 40, 42, 48):
+            raise AssertionError("layout.RULE6_KEY changed: update Index._key6")
+
+    @staticmethod
+    def _key6(plens: bytes, proto: int, src: int, dst: int, sport: int, dport: int) -> bytes:
+        """A pepc_rule6_key: plens, proto, 2 pad, src[16], dst[16], sport, dport, 4 pad."""
+        return b"".join((plens, bytes((proto, 0, 0)), src.to_bytes(16, "big"), dst.to_bytes(16, "big"), _PORTS6(sport, dport)))
+
     def evaluate(self, pkt: Packet) -> Decision:
         proto, src, dst = pkt.proto, pkt.src, pkt.dst
         has_ports = pkt.has_ports and proto in PORT_PROTOCOLS
         sport, dport = (pkt.sport, pkt.dport) if has_ports else (0, 0)
         best = None
         best_rank = 1 << 64
-        lookup = self.rules.get
-        tail = self._tail.pack
-        for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk:
-            if rank0 >= best_rank:
-                break  # masks are in ascending best rank: no later one can win
-            if mports and not has_ports:
-                continue  # a port constraint never matches a packet without ports
-            hit = lookup(plens + tail(proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
-            if hit is not None and hit[0] < best_rank:
-                best, best_rank = hit, hit[0]
+        if pkt.v6:
+            lookup = self.rules6.get
+            key6 = self._key6
+            guarded = pkt.guarded
+            for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk6:
+                if rank0 >= best_rank:
+                    break
+                if mports and not has_ports:
+                    continue
+                if guarded and not pmask:
+                    continue  # the lockout guard: only masks that hold the protocol
+                hit = lookup(key6(plens, proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
+                if hit is not None and hit[0] < best_rank:
+                    best, best_rank = hit, hit[0]
+        else:
+            lookup = self.rules.get
+            tail = self._tail.pack
+            for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk:
+                if rank0 >= best_rank:
+                    break  # masks are in ascending best rank: no later one can win
+                if mports and not has_ports:
+                    continue  # a port constraint never matches a packet without ports
+                hit = lookup(plens + tail(proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
+                if hit is not None and hit[0] < best_rank:
+                    best, best_rank = hit, hit[0]
         default = self.program.default_action
         if best is None:
-            return Decision(None, verdict_of(None, default))
+            return Decision(None, verdict_of(None, no_match_action(pkt, default)))
         rank, slot, action_code = best
         info = self.slots.get(slot)
         action = Action(action_code)
@@ -258,6 +299,8 @@ class Index:
             action, verdict_of(action, default), slot, info.rule_id if info else None, rank, info.loc if info else None
         )
 
+
+_PORTS6 = struct.Struct(">HH4x").pack  # sport, dport and the tail padding of pepc_rule6_key
 
 _CACHE: list = [None, None]
 
