@@ -9,9 +9,11 @@
  * the program.
  *
  * Per packet:
- *   1. parse Ethernet, up to two VLAN tags, IPv4 (options, fragments) and
- *      the TCP/UDP ports; anything the matcher cannot see passes untouched
- *      and is counted (non_ipv4, err_*);
+ *   1. parse Ethernet, up to two VLAN tags, IPv4 (options, fragments) or
+ *      IPv6 (extension headers, fragments), the TCP/UDP ports and the
+ *      ICMPv6 type; anything the matcher cannot see passes untouched and
+ *      is counted (non_ip, err_*), an IPv6 header chain it cannot walk is
+ *      dropped (err_ip6_ext);
  *   2. read pepc_ctrl[0].active_gen ONCE and use that generation's maps for
  *      the rest of the packet;
  *   3. tuple space search: walk the masks in ascending best rank, look up
@@ -242,74 +244,68 @@ struct pepc_pkt {
 	__be32 dst6[4];
 } __attribute__((aligned(8)));
 
+/* What parse() decides for a frame. */
+#define PEPC_PARSE_PASS 0 /* pass without evaluation (the reason is counted) */
+#define PEPC_PARSE_EVAL 1 /* evaluate *pkt against the policy */
+#define PEPC_PARSE_DROP 2 /* drop without evaluation (the reason is counted) */
+
 /*
- * Parse the frame into *pkt. Returns 1 when the packet is to be evaluated,
- * 0 when it passes without evaluation (the reason already counted).
- * pepc/frames.py:parse_frame is the same function in Python; keep them in
- * step.
+ * IPv6 extension headers walked to reach the upper-layer header. Six is
+ * the longest chain RFC 8200's recommended order allows (hop-by-hop,
+ * destination options, routing, fragment, AH, destination options, each
+ * once); a longer or truncated chain is dropped (err_ip6_ext), because
+ * passing or evaluating it without its upper layer would let an attacker
+ * hide a blocked TCP port behind padding headers (README: Decisions).
  */
-static __always_inline int parse(void *data, void *data_end, struct pepc_pkt *pkt)
+#define PEPC_IP6_MAX_EXT 6
+#define PEPC_IP6_HLEN 40
+/* No header the walk reads starts this far into the IPv6 packet (XDP
+ * frames are at most a page), so the bound never decides anything; it
+ * only lets the verifier see that the cursor stays inside 64 KiB. */
+#define PEPC_IP6_MAX_OFF 0xff00
+
+#define PEPC_NH_HOPOPTS 0
+#define PEPC_NH_ROUTING 43
+#define PEPC_NH_FRAGMENT 44
+#define PEPC_NH_AH 51
+#define PEPC_NH_DSTOPTS 60
+#define PEPC_NH_ICMPV6 58
+
+/* pepc.semantics.GUARDED_ICMPV6_TYPES: packet too big, MLD, ND/RA */
+static __always_inline int guarded_icmp6(__u8 type)
 {
-	struct ethhdr *eth = data;
-	struct pepc_vlan_hdr *vlan;
-	struct iphdr *iph;
-	void *cursor;
-	__be16 proto;
+	return type == 2 || (type >= 130 && type <= 137) || type == 143;
+}
+
+static __always_inline int parse_ip4(void *cursor, void *data_end, struct pepc_pkt *pkt)
+{
+	struct iphdr *iph = cursor;
 	__u32 hlen, tot_len;
 	__u16 frag;
 
-	if ((void *)(eth + 1) > data_end) {
-		count(PEPC_CNT_ERR_ETH_TRUNCATED);
-		return 0;
-	}
-	proto = eth->h_proto;
-	cursor = eth + 1;
-
-	/* Up to two tags (QinQ); a third tag is "not IPv4" below. */
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		vlan = cursor;
-		if ((void *)(vlan + 1) > data_end) {
-			count(PEPC_CNT_ERR_VLAN_TRUNCATED);
-			return 0;
-		}
-		proto = vlan->encap_proto;
-		cursor = vlan + 1;
-	}
-
-	if (proto != bpf_htons(ETH_P_IP)) {
-		count(PEPC_CNT_NON_IPV4);
-		return 0;
-	}
-
-	iph = cursor;
+	count(PEPC_CNT_IPV4);
 	if ((void *)(iph + 1) > data_end) {
 		count(PEPC_CNT_ERR_IP_TRUNCATED);
-		return 0;
+		return PEPC_PARSE_PASS;
 	}
 	if (iph->version != 4 || iph->ihl < 5) {
 		count(PEPC_CNT_ERR_IP_BAD_HEADER);
-		return 0;
+		return PEPC_PARSE_PASS;
 	}
 	hlen = iph->ihl * 4;
 	if (cursor + hlen > data_end) {
 		count(PEPC_CNT_ERR_IP_TRUNCATED);
-		return 0;
+		return PEPC_PARSE_PASS;
 	}
 	tot_len = bpf_ntohs(iph->tot_len);
 	if (tot_len < hlen) {
 		count(PEPC_CNT_ERR_IP_BAD_HEADER);
-		return 0;
+		return PEPC_PARSE_PASS;
 	}
 
 	pkt->src = iph->saddr;
 	pkt->dst = iph->daddr;
 	pkt->proto = iph->protocol;
-	pkt->sport = 0;
-	pkt->dport = 0;
-	pkt->has_ports = 0;
 
 	frag = bpf_ntohs(iph->frag_off);
 	if (frag & 0x3fff) /* MF or a fragment offset */
@@ -331,7 +327,143 @@ static __always_inline int parse(void *data, void *data_end, struct pepc_pkt *pk
 			pkt->has_ports = 1;
 		}
 	}
-	return 1;
+	return PEPC_PARSE_EVAL;
+}
+
+/*
+ * IPv6: the fixed header, then up to PEPC_IP6_MAX_EXT extension headers
+ * to the upper-layer header. Every byte read lies inside both the frame
+ * and the IPv6 payload length (bytes past it are padding). `off` counts
+ * from the start of the IPv6 header.
+ */
+static __always_inline int parse_ip6(void *l3, void *data_end, struct pepc_pkt *pkt)
+{
+	struct ipv6hdr_words {
+		__be32 vtc_flow;
+		__be16 payload_len;
+		__u8 nexthdr;
+		__u8 hop_limit;
+		__be32 saddr[4];
+		__be32 daddr[4];
+	} *ip6 = l3;
+	__u32 off = PEPC_IP6_HLEN, end, hlen;
+	__u8 nh, *p;
+	int fragment = 0, later = 0;
+
+	count(PEPC_CNT_IPV6);
+	if ((void *)(ip6 + 1) > data_end) {
+		count(PEPC_CNT_ERR_IP6_TRUNCATED);
+		return PEPC_PARSE_PASS;
+	}
+	if ((bpf_ntohl(ip6->vtc_flow) >> 28) != 6) {
+		count(PEPC_CNT_ERR_IP6_BAD_HEADER);
+		return PEPC_PARSE_PASS;
+	}
+	end = PEPC_IP6_HLEN + (__u32)bpf_ntohs(ip6->payload_len);
+	nh = ip6->nexthdr;
+
+#pragma unroll
+	for (int i = 0; i < PEPC_IP6_MAX_EXT + 1; i++) {
+		if (nh != PEPC_NH_HOPOPTS && nh != PEPC_NH_ROUTING && nh != PEPC_NH_FRAGMENT &&
+		    nh != PEPC_NH_DSTOPTS && nh != PEPC_NH_AH)
+			break; /* the upper-layer header */
+		if (i == PEPC_IP6_MAX_EXT || off > PEPC_IP6_MAX_OFF)
+			goto bad_chain;
+		p = l3 + off;
+		if (off + 8 > end || (void *)(p + 8) > data_end)
+			goto bad_chain; /* every extension header is at least 8 bytes */
+		if (nh == PEPC_NH_FRAGMENT) {
+			__u16 fo = ((__u16)p[2] << 8) | p[3];
+
+			if (fo & 0xfff9) /* an offset or M: a fragment */
+				fragment = 1;
+			nh = p[0];
+			off += 8;
+			if (fo & 0xfff8) {
+				/* a non-first fragment: what follows is data */
+				later = 1;
+				break;
+			}
+			continue;
+		}
+		hlen = nh == PEPC_NH_AH ? ((__u32)p[1] + 2) * 4 : ((__u32)p[1] + 1) * 8;
+		if (off + hlen > end || (void *)(p + hlen) > data_end)
+			goto bad_chain;
+		nh = p[0];
+		off += hlen;
+	}
+
+	__builtin_memcpy(pkt->src6, ip6->saddr, 16);
+	__builtin_memcpy(pkt->dst6, ip6->daddr, 16);
+	pkt->v6 = 1;
+	pkt->proto = nh;
+	if (fragment)
+		count(PEPC_CNT_FRAGMENTS);
+	if (later || off > PEPC_IP6_MAX_OFF)
+		return PEPC_PARSE_EVAL;
+
+	p = l3 + off;
+	if (nh == IPPROTO_TCP || nh == IPPROTO_UDP) {
+		if (off + 4 > end || (void *)(p + 4) > data_end) {
+			count(PEPC_CNT_ERR_L4_TRUNCATED);
+		} else {
+			pkt->sport = *(__be16 *)p;
+			pkt->dport = *(__be16 *)(p + 2);
+			pkt->has_ports = 1;
+		}
+	} else if (nh == PEPC_NH_ICMPV6) {
+		if (off + 1 > end || (void *)(p + 1) > data_end)
+			count(PEPC_CNT_ERR_L4_TRUNCATED);
+		else
+			pkt->guarded = guarded_icmp6(p[0]);
+	}
+	return PEPC_PARSE_EVAL;
+
+bad_chain:
+	count(PEPC_CNT_ERR_IP6_EXT);
+	return PEPC_PARSE_DROP;
+}
+
+/*
+ * Parse the frame into *pkt (zeroed by the caller). Returns a
+ * PEPC_PARSE_* decision; the reason for PASS or DROP is already counted.
+ * pepc/frames.py:parse_frame is the same function in Python; keep them in
+ * step.
+ */
+static __always_inline int parse(void *data, void *data_end, struct pepc_pkt *pkt)
+{
+	struct ethhdr *eth = data;
+	struct pepc_vlan_hdr *vlan;
+	void *cursor;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > data_end) {
+		count(PEPC_CNT_ERR_ETH_TRUNCATED);
+		return PEPC_PARSE_PASS;
+	}
+	proto = eth->h_proto;
+	cursor = eth + 1;
+
+	/* Up to two tags (QinQ); a third tag is "not IP" below. */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		vlan = cursor;
+		if ((void *)(vlan + 1) > data_end) {
+			count(PEPC_CNT_ERR_VLAN_TRUNCATED);
+			return PEPC_PARSE_PASS;
+		}
+		proto = vlan->encap_proto;
+		cursor = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ip4(cursor, data_end, pkt);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ip6(cursor, data_end, pkt);
+	count(PEPC_CNT_NON_IP);
+	return PEPC_PARSE_PASS;
 }
 
 /* ---------------------------------------------------------------- lookup */
@@ -756,6 +888,11 @@ static __always_inline void log_event(struct pepc_lookup *lk, __u32 cap, __u64 l
 	ev->slot = lk->slot;
 	ev->src = lk->pkt.src;
 	ev->dst = lk->pkt.dst;
+	ev->family = lk->pkt.v6 ? 6 : 4;
+	if (lk->pkt.v6) {
+		__builtin_memcpy(ev->src6, lk->pkt.src6, 16);
+		__builtin_memcpy(ev->dst6, lk->pkt.dst6, 16);
+	}
 	ev->sport = lk->pkt.sport;
 	ev->dport = lk->pkt.dport;
 	ev->proto = lk->pkt.proto;
@@ -781,8 +918,9 @@ int pepc_xdp(struct xdp_md *ctx)
 	int v;
 
 	count(PEPC_CNT_PACKETS);
-	if (!parse(data, data_end, &lk.pkt))
-		return verdict(XDP_PASS);
+	v = parse(data, data_end, &lk.pkt);
+	if (v != PEPC_PARSE_EVAL)
+		return verdict(v == PEPC_PARSE_DROP ? XDP_DROP : XDP_PASS);
 
 	ctrl = bpf_map_lookup_elem(&pepc_ctrl, &zero);
 	if (!ctrl)
@@ -812,6 +950,12 @@ int pepc_xdp(struct xdp_md *ctx)
 	}
 
 	if (lk.best_rank == ~0ULL) {
+		/* the lockout guard: ND, MLD and packet-too-big that no rule
+		 * names pass whatever the default action */
+		if (lk.pkt.guarded) {
+			count(PEPC_CNT_GUARD_PASS);
+			return verdict(XDP_PASS);
+		}
 		if (g->default_action == PEPC_ACTION_BLOCK) {
 			count(PEPC_CNT_DEFAULT_DROP);
 			return verdict(XDP_DROP);

@@ -408,14 +408,17 @@ EVENT = Struct(
     (
         Field("ts_ns", "u64"),
         Field("slot", "u32"),
-        Field("src", "be32"),
-        Field("dst", "be32"),
+        Field("src", "be32", doc="IPv4 source (0 for IPv6)"),
+        Field("dst", "be32", doc="IPv4 destination (0 for IPv6)"),
         Field("sport", "be16"),
         Field("dport", "be16"),
         Field("proto", "u8"),
         Field("action", "u8"),
-        Field("_pad0", "u8", 2),
+        Field("family", "u8", doc="4 or 6: which of src/dst or src6/dst6 hold the addresses"),
+        Field("_pad0", "u8"),
         Field("len", "u32"),
+        Field("src6", "u8", 16, doc="IPv6 source, network order (zero for IPv4)"),
+        Field("dst6", "u8", 16, doc="IPv6 destination, network order (zero for IPv4)"),
     ),
     "a ring-buffer record for a LOG_ONLY hit",
 )
@@ -434,11 +437,17 @@ COUNTERS: tuple[str, ...] = (
     "rate_limit_drop",
     "default_pass",
     "default_drop",
-    "non_ipv4",
+    "guard_pass",  # a guarded ICMPv6 packet no rule matched (semantics.GUARDED_ICMPV6_TYPES)
+    "non_ip",  # neither IPv4 nor IPv6 (ARP, LLDP, a third VLAN tag, ...): passed untouched
+    "ipv4",  # frames with the IPv4 ethertype, malformed ones included
+    "ipv6",  # frames with the IPv6 ethertype, malformed ones included
     "err_eth_truncated",
     "err_vlan_truncated",
     "err_ip_truncated",
     "err_ip_bad_header",
+    "err_ip6_truncated",  # shorter than the fixed IPv6 header: passed
+    "err_ip6_bad_header",  # version != 6: passed
+    "err_ip6_ext",  # an extension-header chain the parser cannot walk to its end: dropped
     "err_l4_truncated",
     "fragments",
     "events_sent",

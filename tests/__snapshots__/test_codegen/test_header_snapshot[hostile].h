@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: ac1927135fcb02ef7b9b989801bdf240
+ * layout digest: 5abb680c250347108371deda59712325
  * policy digest: 117311427014c7e01b16173554144694172f130ae2f0a0f8e4273b44328e719f
  */
 #ifndef PEPC_POLICY_H
@@ -43,17 +43,23 @@ enum pepc_counter {
 	PEPC_CNT_RATE_LIMIT_DROP = 7,
 	PEPC_CNT_DEFAULT_PASS = 8,
 	PEPC_CNT_DEFAULT_DROP = 9,
-	PEPC_CNT_NON_IPV4 = 10,
-	PEPC_CNT_ERR_ETH_TRUNCATED = 11,
-	PEPC_CNT_ERR_VLAN_TRUNCATED = 12,
-	PEPC_CNT_ERR_IP_TRUNCATED = 13,
-	PEPC_CNT_ERR_IP_BAD_HEADER = 14,
-	PEPC_CNT_ERR_L4_TRUNCATED = 15,
-	PEPC_CNT_FRAGMENTS = 16,
-	PEPC_CNT_EVENTS_SENT = 17,
-	PEPC_CNT_EVENTS_SUPPRESSED = 18,
-	PEPC_CNT_EVENTS_LOST = 19,
-	PEPC_CNT__MAX = 20,
+	PEPC_CNT_GUARD_PASS = 10,
+	PEPC_CNT_NON_IP = 11,
+	PEPC_CNT_IPV4 = 12,
+	PEPC_CNT_IPV6 = 13,
+	PEPC_CNT_ERR_ETH_TRUNCATED = 14,
+	PEPC_CNT_ERR_VLAN_TRUNCATED = 15,
+	PEPC_CNT_ERR_IP_TRUNCATED = 16,
+	PEPC_CNT_ERR_IP_BAD_HEADER = 17,
+	PEPC_CNT_ERR_IP6_TRUNCATED = 18,
+	PEPC_CNT_ERR_IP6_BAD_HEADER = 19,
+	PEPC_CNT_ERR_IP6_EXT = 20,
+	PEPC_CNT_ERR_L4_TRUNCATED = 21,
+	PEPC_CNT_FRAGMENTS = 22,
+	PEPC_CNT_EVENTS_SENT = 23,
+	PEPC_CNT_EVENTS_SUPPRESSED = 24,
+	PEPC_CNT_EVENTS_LOST = 25,
+	PEPC_CNT__MAX = 26,
 };
 
 /* Capacities (pepc.yaml `capacities`): max_entries of the maps. */
@@ -76,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "ac1927135fcb02ef7b9b989801bdf240"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xac, 0x19, 0x27, 0x13, 0x5f, 0xcb, 0x02, 0xef, 0x7b, 0x9b, 0x98, 0x98, 0x01, 0xbd, 0xf2, 0x40 }
+#define PEPC_LAYOUT_DIGEST "5abb680c250347108371deda59712325"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x5a, 0xbb, 0x68, 0x0c, 0x25, 0x03, 0x47, 0x10, 0x83, 0x71, 0xde, 0xda, 0x59, 0x71, 0x23, 0x25 }
 #define PEPC_POLICY_DIGEST "117311427014c7e01b16173554144694172f130ae2f0a0f8e4273b44328e719f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -95,7 +101,7 @@ enum pepc_counter {
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 16384
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 16384
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 16384
- *   pepc_counters: PERCPU_ARRAY, __u32, __u64, 20
+ *   pepc_counters: PERCPU_ARRAY, __u32, __u64, 26
  *   pepc_events: RINGBUF, -, -, 262144
  */
 
@@ -336,16 +342,19 @@ _Static_assert(__builtin_offsetof(struct pepc_evbudget, suppressed) == 12, "offs
 struct pepc_event {
 	__u64 ts_ns;
 	__u32 slot;
-	__be32 src;
-	__be32 dst;
+	__be32 src; /* IPv4 source (0 for IPv6) */
+	__be32 dst; /* IPv4 destination (0 for IPv6) */
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 action;
-	__u8 _pad0[2];
+	__u8 family; /* 4 or 6: which of src/dst or src6/dst6 hold the addresses */
+	__u8 _pad0;
 	__u32 len;
+	__u8 src6[16]; /* IPv6 source, network order (zero for IPv4) */
+	__u8 dst6[16]; /* IPv6 destination, network order (zero for IPv4) */
 };
-_Static_assert(sizeof(struct pepc_event) == 32, "sizeof(struct pepc_event) differs from pepc/layout.py");
+_Static_assert(sizeof(struct pepc_event) == 64, "sizeof(struct pepc_event) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, ts_ns) == 0, "offset of pepc_event.ts_ns differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, slot) == 8, "offset of pepc_event.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, src) == 12, "offset of pepc_event.src differs from pepc/layout.py");
@@ -354,8 +363,11 @@ _Static_assert(__builtin_offsetof(struct pepc_event, sport) == 20, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_event, dport) == 22, "offset of pepc_event.dport differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, proto) == 24, "offset of pepc_event.proto differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, action) == 25, "offset of pepc_event.action differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 26, "offset of pepc_event._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, family) == 26, "offset of pepc_event.family differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 27, "offset of pepc_event._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, len) == 28, "offset of pepc_event.len differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, src6) == 32, "offset of pepc_event.src6 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, dst6) == 48, "offset of pepc_event.dst6 differs from pepc/layout.py");
 
 /*
  * Rules of this plan: 7 live rule(s), 7 map entries, 1 masks.

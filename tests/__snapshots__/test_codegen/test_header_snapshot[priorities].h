@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: b1bf26f41a7486ff2798982107af1745
+ * layout digest: 4d66d8fe7d5153cd594118fb3ca128b9
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -43,17 +43,23 @@ enum pepc_counter {
 	PEPC_CNT_RATE_LIMIT_DROP = 7,
 	PEPC_CNT_DEFAULT_PASS = 8,
 	PEPC_CNT_DEFAULT_DROP = 9,
-	PEPC_CNT_NON_IPV4 = 10,
-	PEPC_CNT_ERR_ETH_TRUNCATED = 11,
-	PEPC_CNT_ERR_VLAN_TRUNCATED = 12,
-	PEPC_CNT_ERR_IP_TRUNCATED = 13,
-	PEPC_CNT_ERR_IP_BAD_HEADER = 14,
-	PEPC_CNT_ERR_L4_TRUNCATED = 15,
-	PEPC_CNT_FRAGMENTS = 16,
-	PEPC_CNT_EVENTS_SENT = 17,
-	PEPC_CNT_EVENTS_SUPPRESSED = 18,
-	PEPC_CNT_EVENTS_LOST = 19,
-	PEPC_CNT__MAX = 20,
+	PEPC_CNT_GUARD_PASS = 10,
+	PEPC_CNT_NON_IP = 11,
+	PEPC_CNT_IPV4 = 12,
+	PEPC_CNT_IPV6 = 13,
+	PEPC_CNT_ERR_ETH_TRUNCATED = 14,
+	PEPC_CNT_ERR_VLAN_TRUNCATED = 15,
+	PEPC_CNT_ERR_IP_TRUNCATED = 16,
+	PEPC_CNT_ERR_IP_BAD_HEADER = 17,
+	PEPC_CNT_ERR_IP6_TRUNCATED = 18,
+	PEPC_CNT_ERR_IP6_BAD_HEADER = 19,
+	PEPC_CNT_ERR_IP6_EXT = 20,
+	PEPC_CNT_ERR_L4_TRUNCATED = 21,
+	PEPC_CNT_FRAGMENTS = 22,
+	PEPC_CNT_EVENTS_SENT = 23,
+	PEPC_CNT_EVENTS_SUPPRESSED = 24,
+	PEPC_CNT_EVENTS_LOST = 25,
+	PEPC_CNT__MAX = 26,
 };
 
 /* Capacities (pepc.yaml `capacities`): max_entries of the maps. */
@@ -76,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "b1bf26f41a7486ff2798982107af1745"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xb1, 0xbf, 0x26, 0xf4, 0x1a, 0x74, 0x86, 0xff, 0x27, 0x98, 0x98, 0x21, 0x07, 0xaf, 0x17, 0x45 }
+#define PEPC_LAYOUT_DIGEST "4d66d8fe7d5153cd594118fb3ca128b9"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x4d, 0x66, 0xd8, 0xfe, 0x7d, 0x51, 0x53, 0xcd, 0x59, 0x41, 0x18, 0xfb, 0x3c, 0xa1, 0x28, 0xb9 }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -95,7 +101,7 @@ enum pepc_counter {
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 64
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 64
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 64
- *   pepc_counters: PERCPU_ARRAY, __u32, __u64, 20
+ *   pepc_counters: PERCPU_ARRAY, __u32, __u64, 26
  *   pepc_events: RINGBUF, -, -, 262144
  */
 
@@ -336,16 +342,19 @@ _Static_assert(__builtin_offsetof(struct pepc_evbudget, suppressed) == 12, "offs
 struct pepc_event {
 	__u64 ts_ns;
 	__u32 slot;
-	__be32 src;
-	__be32 dst;
+	__be32 src; /* IPv4 source (0 for IPv6) */
+	__be32 dst; /* IPv4 destination (0 for IPv6) */
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 action;
-	__u8 _pad0[2];
+	__u8 family; /* 4 or 6: which of src/dst or src6/dst6 hold the addresses */
+	__u8 _pad0;
 	__u32 len;
+	__u8 src6[16]; /* IPv6 source, network order (zero for IPv4) */
+	__u8 dst6[16]; /* IPv6 destination, network order (zero for IPv4) */
 };
-_Static_assert(sizeof(struct pepc_event) == 32, "sizeof(struct pepc_event) differs from pepc/layout.py");
+_Static_assert(sizeof(struct pepc_event) == 64, "sizeof(struct pepc_event) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, ts_ns) == 0, "offset of pepc_event.ts_ns differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, slot) == 8, "offset of pepc_event.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, src) == 12, "offset of pepc_event.src differs from pepc/layout.py");
@@ -354,8 +363,11 @@ _Static_assert(__builtin_offsetof(struct pepc_event, sport) == 20, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_event, dport) == 22, "offset of pepc_event.dport differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, proto) == 24, "offset of pepc_event.proto differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, action) == 25, "offset of pepc_event.action differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 26, "offset of pepc_event._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, family) == 26, "offset of pepc_event.family differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 27, "offset of pepc_event._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, len) == 28, "offset of pepc_event.len differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, src6) == 32, "offset of pepc_event.src6 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, dst6) == 48, "offset of pepc_event.dst6 differs from pepc/layout.py");
 
 /*
  * Rules of this plan: 4 live rule(s), 17 map entries, 13 masks.
