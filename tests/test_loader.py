@@ -6,11 +6,16 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pepc.config import Config, XdpMode
 from pepc.diagnostics import PolicyError, Severity
 from pepc.loader import lifecycle_findings, load_config, load_policy, parse_text
+from pepc.loader.values import ValueProblem, parse_address
 from pepc.model import ANY4, ANY6, ANY_BOTH, ANY_PORT, ANY_PREFIX, Action, Location, PortRange, Prefix, Protocol
 
 UTC = timezone.utc
@@ -283,6 +288,20 @@ def test_ipv6_addresses(tmp_path, ip, addr, plen):
     r = one_rule(tmp_path, f"- {{id: a, action: ALLOW, src: {{ip: '{ip}'}}}}")
     assert r.src == (Prefix(addr, plen, True),)
     assert r.dst == (ANY6,) and r.families == (6,)  # dst any: the family src names
+
+
+@given(st.integers(0, 2**128 - 1), st.integers(0, 128), st.booleans())
+def test_every_ipv6_spelling_of_a_prefix_is_that_prefix(addr, plen, exploded):
+    net = ipaddress.IPv6Network((addr, plen), strict=False)
+    text = (net.exploded if exploded else net.compressed).upper() if addr % 2 else (net.exploded if exploded else net.compressed)
+    if plen == 128:
+        text = text.rsplit("/", 1)[0]  # an address alone is its /128
+    assert parse_address(text) == Prefix(int(net.network_address), plen, True)
+    if plen < 128:  # host bits set: the error offers the network
+        host = ipaddress.IPv6Address(int(net.network_address) | 1)
+        with pytest.raises(ValueProblem) as err:
+            parse_address(f"{host}/{plen}")
+        assert err.value.code == "bad-cidr" and str(net) in (err.value.help or "")
 
 
 def test_any_resolves_to_the_families_of_the_rule(tmp_path):
