@@ -383,7 +383,10 @@ class Explanation:
     def lines(self, root: str) -> list[str]:
         out = []
         if not self.matches:
-            out.append("  no rule matches: the default action applies")
+            if self.packet.guarded:
+                out.append("  no rule matches: the lockout guard passes this ICMPv6 type whatever the default action")
+            else:
+                out.append("  no rule matches: the default action applies")
             return out
         win = self.matches[0]
         for i, m in enumerate(self.matches):
@@ -449,6 +452,8 @@ def decision_json(packet: Packet, decision: Decision, root: str) -> dict:
 
 def decision_text(packet: Packet, decision: Decision, program: Program, root: str) -> str:
     if decision.action is None:
+        if packet.guarded:  # not the default: the lockout guard decides
+            return f"{packet}  ->  DEFAULT, lockout guard ({decision.verdict})"
         return f"{packet}  ->  DEFAULT {program.default_action.name} ({decision.verdict})"
     where = f" [{display_location(decision.loc, root)}]" if decision.loc else ""
     return f"{packet}  ->  {decision.action_name} ({decision.verdict}) by {decision.rule_id}{where}"

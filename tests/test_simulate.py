@@ -220,6 +220,22 @@ def test_cli_text_and_explain(capsys, examples):
     assert "icmp 8.8.8.8 > 203.0.113.99  ->  DEFAULT BLOCK (DROP)" in out
 
 
+def test_cli_ipv6_and_the_lockout_guard(capsys, examples):
+    rc, out, _ = run(
+        capsys, "simulate", str(examples), T, "--explain",
+        "tcp [2001:db8:bad::5]:40000 > [2001:db8::10]:443",
+        "icmpv6 fe80::1 > ff02::1:ff00:10 type=135",
+        "icmpv6 fe80::1 > ff02::1:ff00:10 type=128",
+    )
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "tcp [2001:db8:bad::5]:40000 > [2001:db8::10]:443  ->  BLOCK (DROP) by block_abuser_v6 [20-blocklist.yaml:13]"
+    # the default is BLOCK, yet a neighbour solicitation no rule matches passes
+    assert "icmpv6 fe80::1 > ff02::1:ff00:10 type=135  ->  DEFAULT, lockout guard (PASS)" in lines
+    assert "  no rule matches: the lockout guard passes this ICMPv6 type whatever the default action" in lines
+    assert "icmpv6 fe80::1 > ff02::1:ff00:10 type=128  ->  DEFAULT BLOCK (DROP)" in lines  # echo is not guarded
+
+
 def test_cli_json_one_object_per_packet(capsys, examples):
     rc, out, _ = run(
         capsys, "simulate", "--format", "json", str(examples), T,
