@@ -363,6 +363,23 @@ DIRECT = Struct(
     "one entry of the direct table (pepc/direct.py): a rule-map key and its value",
 )
 
+DIRECT6 = Struct(
+    "pepc_direct6",
+    (
+        Field("key_shape", "u64", doc="the IPv6 rule-map key's bytes 0-7, as the program reads them"),
+        Field("key_src", "u64", 2, doc="key bytes 8-23"),
+        Field("key_dst", "u64", 2, doc="key bytes 24-39"),
+        Field("key_ports", "u64", doc="key bytes 40-47 (ports, padding)"),
+        Field("flags", "u8", doc="bit 0: in use; bit 1: a key with this home is in the rule map only"),
+        Field("_pad0", "u8", 7),
+        Field("rank", "u64"),
+        Field("slot", "u32"),
+        Field("action", "u8"),
+        Field("_pad1", "u8", 3),
+    ),
+    "one entry of the IPv6 direct table (pepc/direct.py): an IPv6 rule-map key and its value",
+)
+
 RULE_ID_LEN = 64
 
 SLOT = Struct(
@@ -408,19 +425,22 @@ EVENT = Struct(
     (
         Field("ts_ns", "u64"),
         Field("slot", "u32"),
-        Field("src", "be32"),
-        Field("dst", "be32"),
+        Field("src", "be32", doc="IPv4 source (0 for IPv6)"),
+        Field("dst", "be32", doc="IPv4 destination (0 for IPv6)"),
         Field("sport", "be16"),
         Field("dport", "be16"),
         Field("proto", "u8"),
         Field("action", "u8"),
-        Field("_pad0", "u8", 2),
+        Field("family", "u8", doc="4 or 6: which of src/dst or src6/dst6 hold the addresses"),
+        Field("_pad0", "u8"),
         Field("len", "u32"),
+        Field("src6", "u8", 16, doc="IPv6 source, network order (zero for IPv4)"),
+        Field("dst6", "u8", 16, doc="IPv6 destination, network order (zero for IPv4)"),
     ),
     "a ring-buffer record for a LOG_ONLY hit",
 )
 
-STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, MASK6, RULE6_KEY, RULE_VAL, DIRECT, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
+STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, MASK6, RULE6_KEY, RULE_VAL, DIRECT, DIRECT6, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
 
 #: Global counters (per-CPU array indexed by these). Order is ABI.
 COUNTERS: tuple[str, ...] = (
@@ -434,11 +454,17 @@ COUNTERS: tuple[str, ...] = (
     "rate_limit_drop",
     "default_pass",
     "default_drop",
-    "non_ipv4",
+    "guard_pass",  # a guarded ICMPv6 packet no rule matched (semantics.GUARDED_ICMPV6_TYPES)
+    "non_ip",  # neither IPv4 nor IPv6 (ARP, LLDP, a third VLAN tag, ...): passed untouched
+    "ipv4",  # frames with the IPv4 ethertype, malformed ones included
+    "ipv6",  # frames with the IPv6 ethertype, malformed ones included
     "err_eth_truncated",
     "err_vlan_truncated",
     "err_ip_truncated",
     "err_ip_bad_header",
+    "err_ip6_truncated",  # shorter than the fixed IPv6 header: passed
+    "err_ip6_bad_header",  # version != 6: passed
+    "err_ip6_ext",  # an extension-header chain the parser cannot walk to its end: dropped
     "err_l4_truncated",
     "fragments",
     "events_sent",
@@ -537,6 +563,15 @@ MAPS: tuple[MapDef, ...] = (
         "direct",
         True,
         "the rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
+    ),
+    MapDef(
+        "pepc_direct6",
+        "ARRAY",
+        U32_KEY,
+        DIRECT6,
+        "direct",
+        True,
+        "the IPv6 rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
     ),
     MapDef("pepc_stats", "PERCPU_ARRAY", U32_KEY, RULE_STATS, "max_rules", doc="per-rule counters by slot"),
     MapDef("pepc_rl", "ARRAY", U32_KEY, RL_STATE, "max_rules", doc="token buckets by slot"),

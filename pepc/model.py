@@ -226,9 +226,8 @@ class Rule:
     loc: Location
     priority: int = 0
     protocol: Protocol = Protocol.ANY
-    # TODO(v6 loader): ANY_BOTH once the loader resolves "any" per family
-    src: tuple[Prefix, ...] = (ANY_PREFIX,)
-    dst: tuple[Prefix, ...] = (ANY_PREFIX,)
+    src: tuple[Prefix, ...] = ANY_BOTH
+    dst: tuple[Prefix, ...] = ANY_BOTH
     sports: tuple[PortRange, ...] = (ANY_PORT,)
     dports: tuple[PortRange, ...] = (ANY_PORT,)
     rate_limit_bps: int = 0

@@ -12,7 +12,8 @@ read recursively in sorted order) is a mapping:
 
 `expect` is one of
   - ALLOW, BLOCK, LOG_ONLY, RATE_LIMIT: a rule with that action decides;
-  - DEFAULT: no rule matches, the host's default action applies;
+  - DEFAULT: no rule matches, the host's default action applies (for
+    the ICMPv6 types the lockout guard protects, the guard passes it);
   - PASS or DROP: only the verdict matters (whichever rule, or the default,
     decides; RATE_LIMIT counts as PASS, within its rate).
 
@@ -233,8 +234,10 @@ def load_cases(test_dir: str, policy: Policy) -> list[Case]:
     return cases
 
 
-def _describe(d: Decision, default_name: str) -> str:
+def _describe(d: Decision, default_name: str, pkt: Packet | None = None) -> str:
     if d.action is None:
+        if pkt is not None and pkt.guarded:
+            return f"DEFAULT (no rule matches; the lockout guard passes ICMPv6 type {pkt.icmp_type}, {d.verdict})"
         return f"DEFAULT ({default_name}, {d.verdict})"
     return f"{d.action_name} ({d.verdict}) by rule {d.rule_id}"
 
@@ -249,7 +252,7 @@ def check(case: Case, decision: Decision, default_name: str) -> Result:
     if case.rule is not None:
         ok = ok and decision.rule_id == case.rule
         want += f" by rule {case.rule}"
-    msg = "" if ok else f"expected {want}, got {_describe(decision, default_name)}"
+    msg = "" if ok else f"expected {want}, got {_describe(decision, default_name, case.packet)}"
     return Result(case, decision, ok, msg)
 
 

@@ -28,6 +28,11 @@ class MaskShape:
     sport_plen: int
     dport_plen: int
     proto_plen: int  # 8 or 0
+    v6: bool = False  # an IPv6 mask (pepc_masks6 / pepc_rules6): 128-bit addresses
+
+    @property
+    def bits(self) -> int:
+        return 128 if self.v6 else 32
 
     @property
     def has_ports(self) -> bool:
@@ -45,8 +50,8 @@ class MaskShape:
     def masks(self) -> tuple[int, int, int, int, int]:
         """(src, dst, sport, dport, proto) bit masks in host integers."""
         return (
-            prefix_mask(self.src_plen, 32),
-            prefix_mask(self.dst_plen, 32),
+            prefix_mask(self.src_plen, self.bits),
+            prefix_mask(self.dst_plen, self.bits),
             prefix_mask(self.sport_plen, 16),
             prefix_mask(self.dport_plen, 16),
             0xFF if self.proto_plen else 0,
@@ -60,6 +65,17 @@ class Mask:
 
     def value_bytes(self) -> bytes:
         src, dst, sp, dp, _ = self.shape.masks()
+        if self.shape.v6:
+            return layout.MASK6.pack(
+                {
+                    "best_rank": self.best_rank,
+                    "src_mask": src.to_bytes(16, "big"),
+                    "dst_mask": dst.to_bytes(16, "big"),
+                    "sport_mask": sp,
+                    "dport_mask": dp,
+                    **self.shape.fields(),
+                }
+            )
         return layout.MASK.pack(
             {
                 "best_rank": self.best_rank,
@@ -82,9 +98,34 @@ class EntryKey:
     dport: int
 
     def key_bytes(self) -> bytes:
+        if self.shape.v6:
+            return rule6_key_bytes(self.shape, self.proto, self.src, self.dst, self.sport, self.dport)
         return layout.RULE_KEY.pack(
             {**self.shape.fields(), "proto": self.proto, "src": self.src, "dst": self.dst, "sport": self.sport, "dport": self.dport}
         )
+
+
+_KEY6_PACK = layout.RULE6_KEY.pack_values
+_KEY6_UNPACK = layout.RULE6_KEY.unpack_values
+#: the size of an IPv6 rule key: the compiler keeps both families' keys in
+#: one table and tells them apart by length (the IPv4 key is shorter)
+KEY6_SIZE = layout.RULE6_KEY.size
+assert layout.RULE_KEY.size != KEY6_SIZE
+
+
+def rule6_key_bytes(shape: MaskShape, proto: int, src: int, dst: int, sport: int, dport: int) -> bytes:
+    """The packed pepc_rule6_key (addresses as 128-bit host ints)."""
+    return _KEY6_PACK(
+        shape.src_plen, shape.dst_plen, shape.sport_plen, shape.dport_plen, shape.proto_plen, proto,
+        *src.to_bytes(16, "big"), *dst.to_bytes(16, "big"), sport, dport,
+    )
+
+
+def unpack_rule6_key(kb: bytes) -> tuple[int, int, int, int, int, int, int, int, int, int]:
+    """(src_plen, dst_plen, sport_plen, dport_plen, proto_plen, proto, src,
+    dst, sport, dport) of a packed pepc_rule6_key, addresses as ints."""
+    v = _KEY6_UNPACK(kb)
+    return (*v[:6], int.from_bytes(bytes(v[6:22]), "big"), int.from_bytes(bytes(v[22:38]), "big"), v[38], v[39])  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -141,7 +182,7 @@ class _LazyEntries:
             return None  # the field's default: derive from packed_rules
         entries = obj.__dict__.get("_entries")
         if entries is None:
-            entries = _decode_entries(obj.__dict__["packed_rules"], obj.slots)
+            entries = _decode_entries(obj.__dict__["packed_rules"], obj.slots, obj.__dict__.get("packed_rules6") or {})
             obj.__dict__["_entries"] = entries
         return entries
 
@@ -162,6 +203,7 @@ class ProgramDelta:
     serial: int  # this Program's number from that compiler; the base is serial - 1
     rules: Mapping[bytes, bytes | None] | None
     slots: Mapping[bytes, bytes | None] | None
+    rules6: Mapping[bytes, bytes | None] | None = None  # the same for pepc_rules6
 
 
 @dataclass(frozen=True)
@@ -174,12 +216,15 @@ class Program:
     caps: layout.Capacities
     default_action: Action
     event_cap: int
-    masks: tuple[Mask, ...]  # ascending best_rank: the order the data plane walks
-    entries: tuple[Entry, ...] = _LazyEntries()  # type: ignore[assignment]  # sorted by key
+    masks: tuple[Mask, ...]  # ascending best_rank: the order the data plane walks (IPv4)
+    entries: tuple[Entry, ...] = _LazyEntries()  # type: ignore[assignment]  # IPv4 sorted by key, then IPv6 sorted by key
     slots: tuple[SlotInfo, ...] = ()  # sorted by slot
     policy_digest: str = ""  # 64 hex digits
     layout_digest: str = ""  # 32 hex digits
     packed_rules: dict[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+    masks6: tuple[Mask, ...] = ()  # the IPv6 masks, ascending best_rank
+    #: the pepc_rules6 contents, packed (with packed_rules; None: none or from entries)
+    packed_rules6: dict[bytes, bytes] | None = field(default=None, compare=False, repr=False)
     # Set by the compiler after construction (not init fields: a
     # dataclasses.replace of a Program must not carry them over):
     #: how it differs from the compiler's previous Program
@@ -192,21 +237,37 @@ class Program:
         given = self.__dict__.get("_entries")
         if given is not None:
             _set(self, "packed_rules", None)  # entries are authoritative (dataclasses.replace keeps both)
+            _set(self, "packed_rules6", None)
         elif self.packed_rules is None:
             raise TypeError("a Program takes entries or packed_rules")
 
     @property
     def n_entries(self) -> int:
-        return len(self.rule_contents())
+        """IPv4 and IPv6 rule-map entries together."""
+        return len(self.rule_contents()) + len(self.rule6_contents())
+
+    def rule6_contents(self) -> dict[bytes, bytes]:
+        """The pepc_rules6 contents, packed. Shared: do not modify."""
+        rules = self.packed_rules6
+        if rules is None:
+            if "_entries" not in self.__dict__ and self.packed_rules is not None:
+                rules = {}  # compiled without IPv6 entries
+            else:
+                pack_val = layout.RULE_VAL.pack_values
+                rules = {e.key.key_bytes(): pack_val(e.rank, e.slot, int(e.action)) for e in self.entries if e.key.shape.v6}
+            _set(self, "packed_rules6", rules)
+        return rules
 
     def rule_contents(self) -> dict[bytes, bytes]:
-        """The pepc_rules contents, packed. Shared: do not modify."""
+        """The pepc_rules contents (IPv4), packed. Shared: do not modify."""
         rules = self.packed_rules
         if rules is None:
             pack_key, pack_val = layout.RULE_KEY.pack_values, layout.RULE_VAL.pack_values
             rules = {}
             for e in self.entries:
                 k, sh = e.key, e.key.shape
+                if sh.v6:
+                    continue
                 rules[pack_key(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)] = pack_val(
                     e.rank, e.slot, int(e.action)
                 )
@@ -221,6 +282,7 @@ class Program:
                 "event_cap": self.event_cap,
                 "n_rules": len(self.slots),
                 "policy_digest": bytes.fromhex(self.policy_digest),
+                "n_masks6": len(self.masks6),
             }
         )
 
@@ -236,6 +298,8 @@ class Program:
             "pepc_gen": {u32({"v": 0}): self.gen_value()},
             "pepc_masks": {u32({"v": i}): m.value_bytes() for i, m in enumerate(self.masks)},
             "pepc_rules": dict(self.rule_contents()),
+            "pepc_masks6": {u32({"v": i}): m.value_bytes() for i, m in enumerate(self.masks6)},
+            "pepc_rules6": dict(self.rule6_contents()),
             "pepc_slots": {u32({"v": s.slot}): s.value_bytes() for s in self.slots},
         }
 
@@ -246,7 +310,7 @@ class Program:
         return None
 
 
-def _decode_entries(rules: dict[bytes, bytes], slots: tuple[SlotInfo, ...]) -> tuple[Entry, ...]:
+def _decode_entries(rules: dict[bytes, bytes], slots: tuple[SlotInfo, ...], rules6: Mapping[bytes, bytes] = {}) -> tuple[Entry, ...]:
     """Entries for packed rule contents, sorted by key. The packed key is
     big-endian in field order, so sorting by its bytes is sorting by
     EntryKey. Built without the frozen-dataclass __init__ (one
@@ -269,4 +333,8 @@ def _decode_entries(rules: dict[bytes, bytes], slots: tuple[SlotInfo, ...]) -> t
         entry = _new(Entry)
         _set(entry, "__dict__", {"key": key, "rank": rank, "slot": slot, "action": actions[action], "rule_id": ids.get(slot, "")})
         out.append(entry)
+    for kb in sorted(rules6):
+        sp, dp, spl, dpl, ppl, proto, src, dst, sport, dport = unpack_rule6_key(kb)
+        rank, slot, action = unval(rules6[kb])
+        out.append(Entry(EntryKey(MaskShape(sp, dp, spl, dpl, ppl, True), proto, src, dst, sport, dport), rank, slot, actions[action], ids.get(slot, "")))
     return tuple(out)

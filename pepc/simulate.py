@@ -24,7 +24,7 @@ from pepc.compiler import pack
 from pepc.diagnostics import Finding, PolicyError
 from pepc.model import Action, Location, Policy, Protocol
 from pepc.program import Program, SlotInfo
-from pepc.semantics import PORT_PROTOCOLS, Atom, Packet, atom_matches, atoms_of, rank_key, specificity, verdict_of
+from pepc.semantics import PORT_PROTOCOLS, Atom, Packet, atom_matches, atoms_of, no_match_action, rank_key, specificity, verdict_of
 from pepc.sources import display_location, relative_file
 
 
@@ -38,27 +38,56 @@ class PacketSyntaxError(ValueError):
         self.column = column
 
 
-_PROTO_NAMES = {"tcp": 6, "udp": 17, "icmp": 1}
+_PROTO_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 _TOKEN = re.compile(r"\S+")
+#: ports: must be written / may be (and are ignored) / must not be
+NEED, MAY, NO = "need", "may", "no"
 
 
-def _parse_addr(tok: str, col: int, with_port: bool, what: str) -> tuple[int, int]:
+def _parse_addr(tok: str, col: int, ports: str, what: str) -> tuple[int, int, bool]:
+    """An address token: `a.b.c.d[:port]`, `[v6]:port`, `v6` (or `[v6]`
+    without a port). Returns (address, port, is IPv6)."""
+    if "%" in tok:
+        raise PacketSyntaxError(f"{what}: {tok!r} has a zone id; a packet's address has none (write it without `%...`)", col + tok.index("%"))
+    port_text: str | None = None
+    if tok.startswith("["):
+        close = tok.find("]")
+        if close < 0:
+            raise PacketSyntaxError(f"{what}: `[` without `]`: write [IPV6]:PORT", col)
+        text, tail = tok[1:close], tok[close + 1:]
+        if tail:
+            if not tail.startswith(":"):
+                raise PacketSyntaxError(f"{what}: unexpected {tail!r} after `]`: write [IPV6]:PORT", col + close + 1)
+            port_text = tail[1:]
+        pcol = col + close + 2
+        v6 = True
+    elif tok.count(":") > 1:  # IPv6 without brackets: no port can follow
+        text, v6, pcol = tok, True, col
+        if ports == NEED:
+            raise PacketSyntaxError(
+                f"{what}: an IPv6 address with a port is written [ADDRESS]:PORT, e.g. [2001:db8::1]:443", col
+            )
+    else:
+        text, sep, ptext = tok.partition(":")
+        port_text = ptext if sep else None
+        pcol = col + len(text) + 1
+        v6 = False
     port = 0
-    text = tok
-    if ":" in tok:
-        if not with_port:
+    if port_text is not None:
+        if ports == NO:
             raise PacketSyntaxError(f"{what}: this packet carries no ports (write an address without `:port`)", col)
-        text, _, ptext = tok.rpartition(":")
-        if not ptext.isdigit() or not 0 <= int(ptext) <= 0xFFFF:
-            raise PacketSyntaxError(f"{what}: port {ptext!r} is not 0-65535", col + len(text) + 1)
-        port = int(ptext)
-    elif with_port:
-        raise PacketSyntaxError(f"{what}: a tcp/udp packet needs ADDRESS:PORT (or add `frag` for a non-first fragment)", col)
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 0xFFFF:
+            raise PacketSyntaxError(f"{what}: port {port_text!r} is not 0-65535", pcol)
+        port = int(port_text)
+    elif ports == NEED:
+        example = "[ADDRESS]:PORT" if v6 else "ADDRESS:PORT"
+        raise PacketSyntaxError(f"{what}: a tcp/udp packet needs {example} (or add `frag` for a non-first fragment)", col)
     try:
-        addr = int(ipaddress.IPv4Address(text))
+        addr = int(ipaddress.IPv6Address(text) if v6 else ipaddress.IPv4Address(text))
     except ValueError:
-        raise PacketSyntaxError(f"{what}: {text!r} is not an IPv4 address", col) from None
-    return addr, port
+        family = "an IPv6" if v6 else "an IPv4 or IPv6"
+        raise PacketSyntaxError(f"{what}: {text!r} is not {family} address", col + (1 if tok.startswith("[") else 0)) from None
+    return addr, port, v6
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -88,9 +117,10 @@ def parse_packet(text: str) -> Packet:
 
 def _parse_packet(text: str) -> Packet:
     """`tcp 10.0.0.1:1234 > 192.168.1.100:80 [len=N] [frag]`, `udp A:P > B:P`,
-    `icmp A > B`, `proto N A > B`. `frag` is a non-first fragment (no ports
-    are read, so written ports are optional and ignored). Raises
-    PacketSyntaxError with a 1-based column."""
+    `icmp A > B`, `proto N A > B`; IPv6 as `tcp [2001:db8::1]:40000 >
+    [2001:db8::10]:443`, `icmpv6 A > B [type=N]`, `proto N A > B`. `frag`
+    is a non-first fragment (no ports are read, so written ports are
+    optional and ignored). Raises PacketSyntaxError with a 1-based column."""
     toks = [(m.group(0), m.start() + 1) for m in _TOKEN.finditer(text)]
     if not toks:
         raise PacketSyntaxError("empty packet: write e.g. `tcp 10.0.0.1:1234 > 192.168.1.100:80`", 1)
@@ -110,7 +140,7 @@ def _parse_packet(text: str) -> Packet:
     elif word.lower() in _PROTO_NAMES:
         proto, i = _PROTO_NAMES[word.lower()], 1
     else:
-        raise PacketSyntaxError(f"unknown protocol {word!r}: expected tcp, udp, icmp or `proto N`", col)
+        raise PacketSyntaxError(f"unknown protocol {word!r}: expected tcp, udp, icmp, icmpv6 or `proto N`", col)
     rest = toks[i:]
     if len(rest) < 3 or rest[1][0] != ">":
         for tok, tcol in rest:
@@ -120,7 +150,7 @@ def _parse_packet(text: str) -> Packet:
                 raise PacketSyntaxError("expected `SOURCE > DESTINATION`: put spaces around `>`", tcol + tok.index(">"))
         where = rest[1][1] if len(rest) > 1 else (rest[0][1] + len(rest[0][0]) if rest else len(text) + 1)
         raise PacketSyntaxError("expected `SOURCE > DESTINATION` (with spaces around `>`)", where)
-    length, frag = 64, False
+    length, frag, icmp_type = 64, False, None
     for tok, tcol in rest[3:]:
         low = tok.lower()
         if low == "frag":
@@ -130,19 +160,34 @@ def _parse_packet(text: str) -> Packet:
             if not val.isdigit() or not 1 <= int(val) <= 0xFFFF:
                 raise PacketSyntaxError(f"len={val}: the frame length must be 1-65535", tcol)
             length = int(val)
+        elif low.startswith("type="):
+            val = tok[5:]
+            if proto != 58:
+                raise PacketSyntaxError("type=N is the ICMPv6 type: only an icmpv6 packet takes it", tcol)
+            if not val.isdigit() or int(val) > 255:
+                raise PacketSyntaxError(f"type={val}: the ICMPv6 type must be 0-255", tcol)
+            icmp_type = int(val)
         else:
-            raise PacketSyntaxError(f"unexpected {tok!r}: expected `len=N` or `frag`", tcol)
+            raise PacketSyntaxError(f"unexpected {tok!r}: expected `len=N`, `frag` or (icmpv6) `type=N`", tcol)
     ports_proto = proto in PORT_PROTOCOLS
     src_tok, dst_tok = rest[0], rest[2]
     with_port = ports_proto and not frag
-    if ports_proto and frag:
-        # a non-first fragment carries no L4 header: ports may be written but are not read
-        src, sport = _parse_addr(src_tok[0], src_tok[1], ":" in src_tok[0], "source")
-        dst, dport = _parse_addr(dst_tok[0], dst_tok[1], ":" in dst_tok[0], "destination")
-    else:
-        src, sport = _parse_addr(src_tok[0], src_tok[1], with_port, "source")
-        dst, dport = _parse_addr(dst_tok[0], dst_tok[1], with_port, "destination")
-    return Packet(src=src, dst=dst, proto=proto, sport=sport, dport=dport, has_ports=with_port, fragment=frag, length=length)
+    # a non-first fragment carries no L4 header: ports may be written but are not read
+    ports = NEED if with_port else MAY if ports_proto else NO
+    src, sport, v6 = _parse_addr(src_tok[0], src_tok[1], ports, "source")
+    dst, dport, dst_v6 = _parse_addr(dst_tok[0], dst_tok[1], ports, "destination")
+    if dst_v6 != v6:
+        fam, dfam = ("IPv6", "IPv4") if v6 else ("IPv4", "IPv6")
+        raise PacketSyntaxError(
+            f"destination: the source is {fam} but the destination is {dfam}; a packet has one family", dst_tok[1]
+        )
+    if frag and icmp_type is not None:
+        col = next(c for t, c in rest[3:] if t.lower().startswith("type="))
+        raise PacketSyntaxError("a non-first fragment carries no ICMPv6 header: drop `type=` or `frag`", col)
+    return Packet(
+        src=src, dst=dst, proto=proto, sport=sport, dport=dport, has_ports=with_port, fragment=frag,
+        length=length, v6=v6, icmp_type=icmp_type,
+    )
 
 
 def packet_error(message: str, loc: Location) -> PolicyError:
@@ -222,6 +267,8 @@ class Index:
         self.rules: dict[bytes, tuple[int, int, int]] = {}
         for e in program.entries:
             k, sh = e.key, e.key.shape
+            if sh.v6:
+                continue  # self.rules6 below
             kb = key_pack(sh.src_plen, sh.dst_plen, sh.sport_plen, sh.dport_plen, sh.proto_plen, k.proto, k.src, k.dst, k.sport, k.dport)
             self.rules[kb] = (e.rank, e.slot, int(e.action))
         self.slots: dict[int, SlotInfo] = {s.slot: s for s in program.slots}
@@ -232,25 +279,64 @@ class Index:
             raise AssertionError("layout.RULE_KEY no longer starts with the five plen bytes")
         self._tail = struct.Struct(">" + fmt[6:])
 
+        # IPv6: pepc_masks6 in walk order and pepc_rules6 as the kernel gets
+        # them. (best_rank, has_ports, src_mask, dst_mask, sport_mask,
+        # dport_mask, proto_mask, the key's five plen bytes); the addresses
+        # are 128-bit ints.
+        rows6 = []
+        for m6 in program.masks6:
+            f = pack.mask6_fields(pack.mask_value(m6))
+            plens = bytes((f["src_plen"], f["dst_plen"], f["sport_plen"], f["dport_plen"], f["proto_plen"]))
+            rows6.append(
+                (f["best_rank"], bool(f["sport_plen"] or f["dport_plen"]), f["src_mask"], f["dst_mask"],
+                 f["sport_mask"], f["dport_mask"], 0xFF if f["proto_plen"] else 0, plens)
+            )
+        self._walk6 = tuple(rows6)
+        unval = layout.RULE_VAL.unpack_values
+        self.rules6: dict[bytes, tuple[int, int, int]] = {kb: unval(vb) for kb, vb in program.rule6_contents().items()}
+        off = layout.RULE6_KEY.offsets
+        if (off["proto"], off["src"], off["dst"], off["sport"], off["dport"], layout.RULE6_KEY.size) != (5, 8, 24, 40, 42, 48):
+            raise AssertionError("layout.RULE6_KEY changed: update Index._key6")
+
+    @staticmethod
+    def _key6(plens: bytes, proto: int, src: int, dst: int, sport: int, dport: int) -> bytes:
+        """A pepc_rule6_key: plens, proto, 2 pad, src[16], dst[16], sport, dport, 4 pad."""
+        return b"".join((plens, bytes((proto, 0, 0)), src.to_bytes(16, "big"), dst.to_bytes(16, "big"), _PORTS6(sport, dport)))
+
     def evaluate(self, pkt: Packet) -> Decision:
         proto, src, dst = pkt.proto, pkt.src, pkt.dst
         has_ports = pkt.has_ports and proto in PORT_PROTOCOLS
         sport, dport = (pkt.sport, pkt.dport) if has_ports else (0, 0)
         best = None
         best_rank = 1 << 64
-        lookup = self.rules.get
-        tail = self._tail.pack
-        for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk:
-            if rank0 >= best_rank:
-                break  # masks are in ascending best rank: no later one can win
-            if mports and not has_ports:
-                continue  # a port constraint never matches a packet without ports
-            hit = lookup(plens + tail(proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
-            if hit is not None and hit[0] < best_rank:
-                best, best_rank = hit, hit[0]
+        if pkt.v6:
+            lookup = self.rules6.get
+            key6 = self._key6
+            guarded = pkt.guarded
+            for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk6:
+                if rank0 >= best_rank:
+                    break
+                if mports and not has_ports:
+                    continue
+                if guarded and not pmask:
+                    continue  # the lockout guard: only masks that hold the protocol
+                hit = lookup(key6(plens, proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
+                if hit is not None and hit[0] < best_rank:
+                    best, best_rank = hit, hit[0]
+        else:
+            lookup = self.rules.get
+            tail = self._tail.pack
+            for rank0, mports, smask, dmask, spmask, dpmask, pmask, plens in self._walk:
+                if rank0 >= best_rank:
+                    break  # masks are in ascending best rank: no later one can win
+                if mports and not has_ports:
+                    continue  # a port constraint never matches a packet without ports
+                hit = lookup(plens + tail(proto & pmask, src & smask, dst & dmask, sport & spmask, dport & dpmask))
+                if hit is not None and hit[0] < best_rank:
+                    best, best_rank = hit, hit[0]
         default = self.program.default_action
         if best is None:
-            return Decision(None, verdict_of(None, default))
+            return Decision(None, verdict_of(None, no_match_action(pkt, default)))
         rank, slot, action_code = best
         info = self.slots.get(slot)
         action = Action(action_code)
@@ -258,6 +344,8 @@ class Index:
             action, verdict_of(action, default), slot, info.rule_id if info else None, rank, info.loc if info else None
         )
 
+
+_PORTS6 = struct.Struct(">HH4x").pack  # sport, dport and the tail padding of pepc_rule6_key
 
 _CACHE: list = [None, None]
 
@@ -295,7 +383,10 @@ class Explanation:
     def lines(self, root: str) -> list[str]:
         out = []
         if not self.matches:
-            out.append("  no rule matches: the default action applies")
+            if self.packet.guarded:
+                out.append("  no rule matches: the lockout guard passes this ICMPv6 type whatever the default action")
+            else:
+                out.append("  no rule matches: the default action applies")
             return out
         win = self.matches[0]
         for i, m in enumerate(self.matches):
@@ -361,6 +452,8 @@ def decision_json(packet: Packet, decision: Decision, root: str) -> dict:
 
 def decision_text(packet: Packet, decision: Decision, program: Program, root: str) -> str:
     if decision.action is None:
+        if packet.guarded:  # not the default: the lockout guard decides
+            return f"{packet}  ->  DEFAULT, lockout guard ({decision.verdict})"
         return f"{packet}  ->  DEFAULT {program.default_action.name} ({decision.verdict})"
     where = f" [{display_location(decision.loc, root)}]" if decision.loc else ""
     return f"{packet}  ->  {decision.action_name} ({decision.verdict}) by {decision.rule_id}{where}"

@@ -62,6 +62,11 @@ for a in 198.51.100.7 203.0.113.77 192.0.2.53; do
 done
 ip -n "$NS" link set "$PEER_IF" up
 ip -n "$NS" route add 203.0.113.10/32 dev "$PEER_IF"
+# IPv6 on the same link (documentation prefix, no DAD wait). The example
+# policies name no IPv6 address, so default BLOCK decides every v6 packet
+# except the neighbour discovery the lockout guard passes.
+ip addr add 2001:db8:201::1/64 dev "$HOST_IF" nodad
+ip -n "$NS" addr add 2001:db8:201::2/64 dev "$PEER_IF" nodad
 # a real web server on web01's address, port 80 (the web_public rule)
 $PY -m http.server --bind 203.0.113.10 80 --directory "$OUT" >/dev/null 2>&1 &
 SERVER_PID=$!
@@ -126,6 +131,25 @@ probe tcp  198.51.100.7  0     22    pass   # ssh_admins (nothing listens: the h
 probe tcp  10.201.0.2    0     25    pass   # log_smtp_probes: LOG_ONLY passes and emits an event
 probe udp  192.0.2.53    53    40000 pass   # dns_replies: resolver port 53 -> an ephemeral port
 probe udp  10.201.0.2    40001 9999  drop   # any other UDP: default BLOCK
+
+step "IPv6 from the namespace: default BLOCK, neighbour discovery still works"
+ip -n "$NS" -6 neigh flush dev "$PEER_IF"   # resolve the host again, through the filter
+got=$(ip netns exec "$NS" $PY - <<'EOF'
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s.settimeout(1.5)
+try:
+    s.connect(("2001:db8:201::1", 22)); print("pass")
+except ConnectionRefusedError:
+    print("pass")
+except OSError:
+    print("drop")
+EOF
+)
+printf '  %-5s %-14s -> [2001:db8:201::1]:22 %-5s (policy: drop, no IPv6 rule: default BLOCK)\n' tcp6 2001:db8:201::2 "$got"
+[ "$got" = drop ] || { echo "demo: unexpected verdict" >&2; exit 1; }
+if ip -n "$NS" -6 neigh show 2001:db8:201::1 dev "$PEER_IF" | grep -q lladdr; then nd=pass; else nd=drop; fi
+printf '  %-5s %-14s -> 2001:db8:201::1 (neighbour solicitation) %-5s (policy: pass, lockout guard)\n' nd6 2001:db8:201::2 "$nd"
+[ "$nd" = pass ] || { echo "demo: neighbour discovery was blocked" >&2; exit 1; }
 
 step "pepc stats --instance $INSTANCE"
 $PEPC stats --instance "$INSTANCE"

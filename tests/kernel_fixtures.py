@@ -76,6 +76,8 @@ class VethNs:
     peer: str
     host_ip: str
     peer_ips: tuple[str, ...]
+    host_ip6: str | None = None
+    peer_ips6: tuple[str, ...] = ()
 
     def run(self, argv: Sequence[str], timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
         """Run a command inside the namespace."""
@@ -87,9 +89,16 @@ class VethNs:
         return self.run([sys.executable, "-c", script, *args], timeout=timeout)
 
 
+IFA_F_NODAD = 0x02
+
+
 @contextlib.contextmanager
-def veth_netns(prefix: str = "10.199.0", peer_hosts: Sequence[int] = (2, 3)) -> Iterator[VethNs]:
-    """veth pair h<rand> (root, PREFIX.1/24) <-> n<rand> (new netns, PREFIX.N/24)."""
+def veth_netns(prefix: str = "10.199.0", peer_hosts: Sequence[int] = (2, 3), prefix6: str | None = None) -> Iterator[VethNs]:
+    """veth pair h<rand> (root, PREFIX.1/24) <-> n<rand> (new netns, PREFIX.N/24).
+
+    With `prefix6` (e.g. "fd00:199:7::", a ULA /64 the test owns) also
+    PREFIX6 1/64 on the host end and PREFIX6 N/64 in the namespace, without
+    duplicate address detection (no wait before the addresses work)."""
     from pyroute2 import IPRoute, netns
 
     tag = secrets.token_hex(3)
@@ -101,15 +110,22 @@ def veth_netns(prefix: str = "10.199.0", peer_hosts: Sequence[int] = (2, 3)) -> 
             try:
                 idx = ipr.link_lookup(ifname=host)[0]
                 ipr.addr("add", index=idx, address=f"{prefix}.1", prefixlen=24)
+                if prefix6:
+                    ipr.addr("add", index=idx, address=f"{prefix6}1", prefixlen=64, flags=IFA_F_NODAD)
                 ipr.link("set", index=idx, state="up")
                 with IPRoute(netns=ns) as nipr:
                     pidx = nipr.link_lookup(ifname=peer)[0]
                     for h in peer_hosts:
                         nipr.addr("add", index=pidx, address=f"{prefix}.{h}", prefixlen=24)
+                        if prefix6:
+                            nipr.addr("add", index=pidx, address=f"{prefix6}{h:x}", prefixlen=64, flags=IFA_F_NODAD)
                     nipr.link("set", index=pidx, state="up")
                     lo = nipr.link_lookup(ifname="lo")[0]
                     nipr.link("set", index=lo, state="up")
-                yield VethNs(ns, host, peer, f"{prefix}.1", tuple(f"{prefix}.{h}" for h in peer_hosts))
+                yield VethNs(
+                    ns, host, peer, f"{prefix}.1", tuple(f"{prefix}.{h}" for h in peer_hosts),
+                    f"{prefix6}1" if prefix6 else None, tuple(f"{prefix6}{h:x}" for h in peer_hosts) if prefix6 else (),
+                )
             finally:
                 with contextlib.suppress(Exception):
                     ipr.link("del", ifname=host)

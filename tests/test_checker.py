@@ -264,10 +264,92 @@ def test_unreachable_default():
     (f,) = check(catch_all)["unreachable-default"]
     assert f.rule == "catch_all" and f.loc == catch_all.loc and f.severity == Severity.INFO
     halves = [rule("low", Action.BLOCK, 1, src="0.0.0.0/1"), rule("high", Action.BLOCK, 2, src="128.0.0.0/1")]
-    (f,) = check(*halves)["unreachable-default"]
+    # IPv4's halves leave every IPv6 packet to the default
+    assert "unreachable-default" not in check(*halves)
+    halves6 = [rule("low6", Action.BLOCK, 3, src="::/1"), rule("high6", Action.BLOCK, 4, src="8000::/1")]
+    (f,) = check(*halves, *halves6)["unreachable-default"]
     assert f.rule is None and f.loc == Location("p")
+    # a catch-all of one family is no catch-all
+    assert "unreachable-default" not in check(rule("v4", Action.BLOCK, 1, src="0.0.0.0/0", dst="0.0.0.0/0"))
+    (f,) = check(rule("v4", Action.BLOCK, 1, src="0.0.0.0/0"), rule("v6", Action.BLOCK, 2, src="::/0"))["unreachable-default"]
+    assert f.rule is None
+    # the guarded ICMPv6 packets pass unmatched, but never by the default:
+    # a catch-all leaves no packet to the default all the same
+    (f,) = check(catch_all, default=Action.BLOCK)["unreachable-default"]
+    assert f.rule == "catch_all"
     # TCP everywhere still leaves UDP, ICMP and everything else to the default
     assert "unreachable-default" not in check(rule("tcp", Action.BLOCK, 1, protocol=Protocol.TCP))
+
+
+# --- both families ----------------------------------------------------------------
+
+
+def test_ipv6_shadowing_has_an_ipv6_witness():
+    net = rule("net6", Action.BLOCK, 1, priority=10, src="2001:db8::/32")
+    host = rule("host6", Action.ALLOW, 2, src="2001:db8:1::1/128", protocol=Protocol.TCP, dports=22)
+    (f,) = check(net, host)["shadowed"]
+    assert f.rule == "host6" and related_locs(f) == {net.loc}
+    assert f.witness.startswith("tcp [2001:db8:1::1]:") and f.witness.endswith(":22")
+    assert matches(host, f.witness) and parse_packet(f.witness).v6
+    assert simulate([net, host], f.witness).rule_id == "net6"
+
+
+def test_rules_of_different_families_never_overlap():
+    v4 = rule("v4", Action.BLOCK, 1, priority=10, src="0.0.0.0/0")
+    v6 = rule("v6", Action.ALLOW, 2, priority=10, src="::/0")
+    both = rule("both", Action.LOG_ONLY, 3, priority=5)  # any/any: both families
+    got = check(v4, v6, both)
+    # equal priorities and different actions, but no packet is of both families: no conflict
+    assert set(got) == {"shadowed", "unreachable-default"}
+    assert got["unreachable-default"][0].rule == "both"
+    # the two /0s together, neither alone, leave nothing to the default
+    assert [f.rule for f in check(v4, v6)["unreachable-default"]] == [None]
+    (f,) = got["shadowed"]
+    assert f.rule == "both" and related_locs(f) == {v4.loc, v6.loc}
+    # an IPv4 catch-all takes only the IPv4 half of an any/any rule
+    (g,) = check(v4, both)["generalization"]
+    assert g.rule == "both" and related_locs(g) == {v4.loc} and not parse_packet(g.witness).v6
+
+
+def test_an_icmpv6_block_under_default_block_matters_for_the_guarded_types():
+    """Without the rule, a neighbour solicitation would pass (the lockout
+    guard): the rule decides those packets, so it is not redundant."""
+    nd = rule("no_icmpv6", Action.BLOCK, 1, protocol=Protocol.ICMPV6)
+    assert "redundant" not in check(nd, default=Action.BLOCK)
+    # an ICMPV6 ALLOW under default ALLOW: the default takes the unguarded
+    # types, the guard the guarded ones
+    ok = rule("ok_icmpv6", Action.ALLOW, 1, protocol=Protocol.ICMPV6)
+    (f,) = check(ok, default=Action.ALLOW)["redundant"]
+    assert "the default action ALLOW" in f.message and "the lockout guard" in f.message
+
+
+def test_an_icmpv6_allow_under_default_block():
+    ping = rule("ping6", Action.ALLOW, 1, protocol=Protocol.ICMPV6)
+    assert "redundant" not in check(ping, default=Action.BLOCK)  # echo requests would be dropped without it
+    catch = rule("catch", Action.BLOCK, 2)
+    assert {f.rule for f in check(ping, catch, default=Action.BLOCK)["redundant"]} == {"catch"}
+    wider = rule("wider", Action.ALLOW, 3, protocol=Protocol.ICMPV6, src="2001:db8::/32")
+    (f,) = check(wider, ping, default=Action.BLOCK)["redundant"]
+    assert f.rule == "wider" and related_locs(f) == {ping.loc} and "lockout guard" not in f.message
+
+
+def test_the_lockout_guard_takes_over_a_redundant_rules_guarded_packets():
+    # `nd` matches ICMPv6 to ff02::/16; without it the unguarded types go to
+    # `multicast` (ALLOW; a rule of protocol ANY, which the guarded types
+    # escape) and the guarded ones to the lockout guard, which passes them
+    nd = rule("nd", Action.ALLOW, 1, protocol=Protocol.ICMPV6, dst="ff02::/16")
+    multicast = rule("multicast", Action.ALLOW, 2, dst="ff02::/16")
+    got = check(nd, multicast, default=Action.BLOCK)
+    (f,) = got["redundant"]
+    assert f.rule == "nd" and related_locs(f) == {multicast.loc}
+    assert "the lockout guard" in f.message and "the default action" not in f.message
+    assert matches(nd, f.witness) and parse_packet(f.witness).v6
+
+
+def test_never_matches_icmpv6_with_ports():
+    r = rule("v6ports", Action.ALLOW, 1, protocol=Protocol.ICMPV6, dports=80)
+    (f,) = check(r)["never-matches"]
+    assert "protocol ICMPV6" in f.message and f.loc == r.loc_of("dst.port")
 
 
 # --- lifecycle, suppressions, severities --------------------------------------------

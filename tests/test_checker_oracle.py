@@ -6,11 +6,17 @@ takes one packet per elementary cell of every protocol kind, and picks
 the winner of each packet with a deliberately naive function written
 here from DESIGN.md. Inside one cell every rule item matches all packets
 or none, so the cells decide every question exactly.
+
+Policies mix IPv4 and IPv6: each family's addresses are cut on their own
+axis, packets pair a source and a destination of one family, and the v6
+kinds include ICMPv6 of a type the lockout guard protects (matched only
+by ICMPV6 rules; unmatched, it passes whatever the default).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from itertools import product
 
@@ -23,31 +29,46 @@ from pepc.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Pr
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BASE = 0x0A000000  # 10.0.0.0
+BASE6 = 0x20010DB8 << 96  # 2001:db8::
 
-# Packet kinds: (ip protocol, carries ports). TCP/UDP without ports are
-# non-first fragments; 47 stands for every protocol pepc has no name for.
-KINDS = [(6, True), (17, True), (6, False), (17, False), (1, False), (47, False)]
+# Packet kinds: (ip protocol, carries ports, guarded). TCP/UDP without
+# ports are non-first fragments; 47 stands for every protocol pepc has no
+# name for. Both families get every kind (ICMP in IPv6 and ICMPv6 in IPv4
+# are odd, but no rule of that protocol may match them); only IPv6 has
+# guarded ICMPv6 (e.g. a neighbour solicitation).
+KINDS = {
+    False: [(6, True, False), (17, True, False), (6, False, False), (17, False, False), (1, False, False), (47, False, False), (58, False, False)],
+    True: [(6, True, False), (17, True, False), (6, False, False), (17, False, False), (1, False, False), (47, False, False), (58, False, False), (58, False, True)],
+}
+# Which families a protocol names, as the language section says: ICMP is
+# IPv4's, ICMPV6 IPv6's, the others both.
+PROTO_FAMILIES = {Protocol.ICMP: {False}, Protocol.ICMPV6: {True}}
 
 
 # --- the naive oracle -------------------------------------------------------
 
 
-def in_prefix(ip: int, p: Prefix) -> bool:
-    return p.addr <= ip <= p.addr + (1 << (32 - p.plen)) - 1
+def in_prefix(ip: int, v6: bool, p: Prefix) -> bool:
+    bits = 128 if p.v6 else 32
+    return p.v6 == v6 and p.addr <= ip <= p.addr + (1 << (bits - p.plen)) - 1
 
 
 def naive_match_key(rule: Rule, pkt: tuple):
     """Among the rule's item combinations matching pkt, the best sort key
     (smaller wins), or None."""
-    proto, has_ports, src, dst, sport, dport = pkt
+    v6, proto, has_ports, guarded, src, dst, sport, dport = pkt
     if rule.protocol != Protocol.ANY and int(rule.protocol) != proto:
+        return None
+    if v6 not in PROTO_FAMILIES.get(rule.protocol, {False, True}):
+        return None
+    if guarded and rule.protocol != Protocol.ICMPV6:
         return None
     best = None
     for s in rule.src:
         for d in rule.dst:
             for sp in rule.sports:
                 for dp in rule.dports:
-                    if not (in_prefix(src, s) and in_prefix(dst, d)):
+                    if not (in_prefix(src, v6, s) and in_prefix(dst, v6, d)):
                         continue
                     constrained = sp != ANY_PORT or dp != ANY_PORT
                     if constrained:
@@ -86,21 +107,23 @@ def cuts(intervals, top):
 
 
 def cells(rules):
-    src = cuts([(p.addr, in_last(p)) for r in rules for p in r.src], 0xFFFFFFFF)
-    dst = cuts([(p.addr, in_last(p)) for r in rules for p in r.dst], 0xFFFFFFFF)
     sp = cuts([(p.lo, p.hi) for r in rules for p in r.sports], 0xFFFF)
     dp = cuts([(p.lo, p.hi) for r in rules for p in r.dports], 0xFFFF)
-    for proto, ports in KINDS:
-        for s, d in product(src, dst):
-            if ports:
-                for a, b in product(sp, dp):
-                    yield (proto, True, s, d, a, b)
-            else:
-                yield (proto, False, s, d, 0, 0)
+    for v6 in (False, True):
+        top = (1 << (128 if v6 else 32)) - 1
+        src = cuts([(p.addr, in_last(p)) for r in rules for p in r.src if p.v6 == v6], top)
+        dst = cuts([(p.addr, in_last(p)) for r in rules for p in r.dst if p.v6 == v6], top)
+        for proto, ports, guarded in KINDS[v6]:
+            for s, d in product(src, dst):
+                if ports:
+                    for a, b in product(sp, dp):
+                        yield (v6, proto, True, False, s, d, a, b)
+                else:
+                    yield (v6, proto, False, guarded, s, d, 0, 0)
 
 
 def in_last(p: Prefix) -> int:
-    return p.addr + (1 << (32 - p.plen)) - 1
+    return p.addr + (1 << ((128 if p.v6 else 32) - p.plen)) - 1
 
 
 def akey(rule: Rule):
@@ -134,8 +157,9 @@ def oracle(policy: Policy, default: Action) -> dict:
         for pkt in won[r.id]:
             nxt = naive_winner(rules, pkt, without=r)
             if nxt is None:
-                takers.add(None)
-                same = same and default == r.action and r.action != Action.RATE_LIMIT
+                guarded = pkt[3]
+                takers.add("guard" if guarded else None)
+                same = same and fallback(pkt, default) == r.action and r.action != Action.RATE_LIMIT
             else:
                 takers.add(nxt.id)
                 same = same and akey(nxt) == akey(r)
@@ -162,29 +186,46 @@ def oracle(policy: Policy, default: Action) -> dict:
         "redundant": redundant,
         "dead": {r.id for r in rules if not matched[r.id]},
         "pairs": pairs,
-        "default_unreachable": all(w is not None for _, w, _ in winners),
+        # the guarded packets never reach the default: the guard passes them
+        "default_unreachable": all(w is not None for pkt, w, _ in winners if not pkt[3]),
         "rules": by_id,
         "live": rules,
     }
 
 
+def fallback(pkt: tuple, default: Action) -> Action:
+    """What decides a packet no rule matches: the lockout guard passes a
+    guarded one, the default decides the others."""
+    return Action.ALLOW if pkt[3] else default
+
+
 # --- witnesses ------------------------------------------------------------------
+
+GUARDED_TYPES = {2, 130, 131, 132, 133, 134, 135, 136, 137, 143}
 
 
 def parse_witness(text: str) -> tuple:
+    """A witness in `pepc simulate` syntax, parsed here without pepc's parser."""
     words = text.split()
-    proto = {"tcp": 6, "udp": 17, "icmp": 1}.get(words[0]) or int(words[0].removeprefix("proto"))
-    frag = words[-1] == "frag"
+    proto = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}.get(words[0]) or int(words[0].removeprefix("proto"))
+    frag = "frag" in words
+    icmp_type = next((int(w[5:]) for w in words if w.startswith("type=")), None)
 
     def addr(w):
-        if ":" in w:
+        if w.startswith("["):
+            a, p = w[1:].split("]:")
+            return int(ipaddress.IPv6Address(a)), int(p), True
+        if w.count(":") == 1:
             a, p = w.split(":")
-            return int(ipaddress.IPv4Address(a)), int(p)
-        return int(ipaddress.IPv4Address(w)), 0
+            return int(ipaddress.IPv4Address(a)), int(p), False
+        a = ipaddress.ip_address(w)
+        return int(a), 0, a.version == 6
 
-    (src, sport), (dst, dport) = addr(words[1]), addr(words[3])
+    (src, sport, v6), (dst, dport, v6d) = addr(words[1]), addr(words[3])
+    assert v6 == v6d, text
     has_ports = proto in (6, 17) and not frag
-    return (proto, has_ports, src, dst, sport, dport)
+    guarded = v6 and proto == 58 and icmp_type in GUARDED_TYPES
+    return (v6, proto, has_ports, guarded, src, dst, sport, dport)
 
 
 # --- random policies ------------------------------------------------------------
@@ -197,11 +238,32 @@ IDS = ["a", "b", "c", "d", "e", "f", "g"]
 GENES = 16
 
 
-def _prefix(v: int) -> Prefix:
-    plen = (0, 29, 30, 31, 32)[v % 5]
-    if plen == 0:
-        return Prefix(0, 0)
-    return Prefix((BASE + (v // 5) % 8) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF), plen)
+def _prefix(v: int) -> tuple[Prefix, ...]:
+    """One prefix of either family, or "any" (both families' /0)."""
+    family = (v // 40) % 3
+    if family == 2:
+        return (Prefix(0, 0), Prefix(0, 0, True))
+    bits, base = (128, BASE6) if family else (32, BASE)
+    plen = (0, bits - 3, bits - 2, bits - 1, bits)[v % 5]
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
+    return (Prefix((base + (v // 5) % 8) & mask if plen else 0, plen, bool(family)),)
+
+
+def _side(first: int, second: int, two: bool) -> tuple[Prefix, ...]:
+    return tuple(dict.fromkeys(_prefix(first) + (_prefix(second) if two else ())))
+
+
+def _families(rule: Rule) -> Rule:
+    """The rule as the loader would give it: only prefixes of the families
+    both sides and the protocol name; a rule the loader rejects
+    (family-mismatch) becomes one that applies to src's families."""
+    fams = {p.v6 for p in rule.src} & {p.v6 for p in rule.dst} & PROTO_FAMILIES.get(rule.protocol, {False, True})
+    if not fams:
+        fams = {p.v6 for p in rule.src} & PROTO_FAMILIES.get(rule.protocol, {False, True}) or {p.v6 for p in rule.src}
+        if not fams & PROTO_FAMILIES.get(rule.protocol, {False, True}):
+            rule = replace(rule, protocol=Protocol.ANY)
+        rule = replace(rule, dst=tuple(Prefix(0, 0, f) for f in sorted(fams)))
+    return replace(rule, src=tuple(p for p in rule.src if p.v6 in fams), dst=tuple(p for p in rule.dst if p.v6 in fams))
 
 
 def _range(v: int) -> PortRange:
@@ -215,20 +277,20 @@ def _port_item(v: int) -> PortRange:
 
 def decode_rule(rid: str, line: int, g: list[int]) -> Rule:
     action = list(Action)[g[0] % 4]
-    return Rule(
+    return _families(Rule(
         id=rid,
         action=action,
         loc=Location("p.yaml", line, 3),
         priority=g[2] % 3,
-        protocol=list(Protocol)[g[3] % 4],
-        src=(_prefix(g[5]),) + ((_prefix(g[6]),) if g[4] % 3 == 2 else ()),
-        dst=(_prefix(g[8]),) + ((_prefix(g[9]),) if g[7] % 3 == 2 else ()),
+        protocol=list(Protocol)[g[3] % 5],
+        src=_side(g[5], g[6], g[4] % 3 == 2),
+        dst=_side(g[8], g[9], g[7] % 3 == 2),
         sports=(_range(g[11]),) if g[10] % 3 == 2 else (ANY_PORT,),
         dports=((ANY_PORT,), (_port_item(g[13]),), (_port_item(g[13]), _port_item(g[14])))[g[12] % 3],
         rate_limit_bps=(1000, 2000)[g[1] % 2] if action == Action.RATE_LIMIT else 0,
         enabled=g[15] % 4 != 3,
         expires_at=(None, None, None, NOW - timedelta(days=1), NOW + timedelta(days=1))[(g[15] // 4) % 5],
-    )
+    ))
 
 
 def policies(max_rules=5):
@@ -268,18 +330,19 @@ def test_checker_matches_the_cell_oracle(policy, default):
     assert set(redundant) == set(truth["redundant"])
     for rid, f in redundant.items():
         takers = truth["redundant"][rid]
-        assert related_ids(f) == {t for t in takers if t is not None}
+        assert related_ids(f) == {t for t in takers if t not in (None, "guard")}
         assert ("the default action" in f.message) == (None in takers)
+        assert ("the lockout guard" in f.message) == ("guard" in takers)
         pkt = parse_witness(f.witness)
         assert naive_winner(live, pkt) is rules[rid]
         nxt = naive_winner(live, pkt, without=rules[rid])
-        assert (akey(nxt) if nxt else (default,)) == akey(rules[rid])
+        assert (akey(nxt) if nxt else (fallback(pkt, default),)) == akey(rules[rid])
 
     never = {f.rule for f in by_code.get("never-matches", [])}
     assert truth["dead"] <= never
     for rid in never:
         r = rules[rid]
-        assert r.protocol == Protocol.ICMP and (r.sports != (ANY_PORT,) or r.dports != (ANY_PORT,))
+        assert r.protocol in (Protocol.ICMP, Protocol.ICMPV6) and (r.sports != (ANY_PORT,) or r.dports != (ANY_PORT,))
         assert ("part of" not in next(f for f in by_code["never-matches"] if f.rule == rid).message) == (rid in truth["dead"])
 
     got_pairs = set()

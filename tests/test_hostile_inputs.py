@@ -263,6 +263,31 @@ def test_bad_cidr(capsys, pdir):
     assert rc == 2 and "192.168.1.0/24" in f["help"]
 
 
+@pytest.mark.parametrize(
+    "ip, fragment",
+    [
+        ("2001:db8::1/64", "2001:db8::/64"),
+        ("'fe80::1%eth0'", "fe80::1"),
+        ("'[2001:db8::1]:443'", "port: 443"),
+        ("'1::2::3'", ""),
+    ],
+)
+def test_bad_ipv6(capsys, pdir, ip, fragment):
+    (pdir / "a.yaml").write_text(f"policies:\n  - {{id: a, action: ALLOW, src: {{ip: {ip}}}}}\n")
+    rc, findings, _ = check(capsys, pdir)
+    f = only(findings, "bad-cidr")
+    assert rc == 2 and f["line"] == 2 and fragment in (f["help"] or "")
+
+
+def test_family_mismatch(capsys, pdir):
+    (pdir / "a.yaml").write_text("policies:\n  - {id: a, action: ALLOW, src: {ip: 10.0.0.1}, dst: {ip: '2001:db8::1'}}\n")
+    rc, findings, _ = check(capsys, pdir)
+    f = only(findings, "family-mismatch")
+    assert rc == 2 and (f["line"], f["column"]) == (2, 59) and "IPv4" in f["message"] and "IPv6" in f["message"]
+    text = check_text(capsys, pdir)
+    assert "a.yaml:2:59: error:" in text and "[family-mismatch]" in text and "help:" in text
+
+
 def test_port_out_of_range(capsys, pdir):
     (pdir / "a.yaml").write_text("policies:\n  - {id: a, action: ALLOW, dst: {port: 65536}}\n")
     rc, findings, _ = check(capsys, pdir)

@@ -3,8 +3,8 @@ sent from a network namespace the test creates. Drops and passes are seen
 on the wire (what arrives at root-namespace sockets, what ping and TCP
 connects report) and in the counters. Also attach / replace / detach.
 
-All addresses are on the veth pair only (10.199.x.0/24): nothing leaves the
-test's namespaces.
+All addresses are on the veth pair only (10.199.x.0/24, the ULA
+fd00:199:x::/64): nothing leaves the test's namespaces.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kernel_fixtures import LOC, compile_policy, object_for, pinned_instance, ve
 from pepc import layout
 from pepc.config import XdpMode
 from pepc.diagnostics import EnvironmentProblem
-from pepc.model import Action, PortRange, Prefix, Protocol, Rule
+from pepc.model import ANY6, Action, PortRange, Prefix, Protocol, Rule
 
 pytestmark = pytest.mark.kernel
 
@@ -141,7 +141,7 @@ def test_real_traffic_through_a_veth_pair():
         assert stats["allow-tcp-8001"]["packets"] >= 3 and stats["allow-tcp-8001"]["drops"] == 0  # SYN, ACK, data...
         assert stats["block-tcp-8002"]["drops"] >= 1  # the SYN and its retransmissions
         c = dataplane.read_counters(inst)
-        assert c["non_ipv4"] >= 1  # ARP went through untouched
+        assert c["non_ip"] >= 1  # ARP went through untouched
         assert c["drop"] == sum(s["drops"] for s in stats.values())
         assert c["default_pass"] >= 2  # the good pings
 
@@ -153,6 +153,111 @@ def test_real_traffic_through_a_veth_pair():
         assert netlink.detach(v.host) is True
         assert netlink.query(v.host) is None
         assert _ping(v, BAD)  # detached: the filter is gone
+
+
+PREFIX6 = "fd00:199:8::"
+HOST6, GOOD6, BAD6 = f"{PREFIX6}1", f"{PREFIX6}2", f"{PREFIX6}3"
+
+
+def _host6(plen: int = 128) -> tuple[Prefix]:
+    return (Prefix.parse(f"{HOST6}/128" if plen == 128 else f"{PREFIX6}/{plen}"),)
+
+
+# A default-BLOCK host on IPv6. No rule names neighbour discovery: the
+# lockout guard alone must keep it working (the peer's solicitations go to
+# a multicast address, which no rule below has as destination).
+RULES6 = [
+    Rule("allow-ping6-good", Action.ALLOW, LOC, protocol=Protocol.ICMPV6, src=(Prefix.parse(f"{GOOD6}/128"),), dst=_host6()),
+    Rule("block-bad6", Action.BLOCK, LOC, priority=10, src=(Prefix.parse(f"{BAD6}/128"),), dst=(ANY6,)),
+    Rule("allow-tcp6-8001", Action.ALLOW, LOC, protocol=Protocol.TCP, src=(ANY6,), dst=_host6(64), dports=one(8001)),
+    Rule("block-tcp6-8002", Action.BLOCK, LOC, protocol=Protocol.TCP, src=(ANY6,), dst=_host6(64), dports=one(8002)),
+]
+
+CLIENT6 = textwrap.dedent(
+    """
+    import json, socket, sys
+    host, src = sys.argv[1], sys.argv[2]
+    out = {}
+    for port in (8001, 8002, 8003):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.settimeout(1.5)
+        s.bind((src, 0))
+        try:
+            s.connect((host, port))
+            s.sendall(b"hello")
+            out[str(port)] = "connected"
+        except OSError as e:
+            out[str(port)] = type(e).__name__
+        finally:
+            s.close()
+    print(json.dumps(out))
+    """
+)
+
+
+def _ping6(v, src: str) -> bool:
+    r = v.run(["ping", "-6", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "-I", src, HOST6], timeout=20)
+    return r.returncode == 0
+
+
+def test_real_ipv6_traffic_default_block_keeps_neighbour_discovery():
+    import subprocess
+
+    from pepc.kernel import dataplane, netlink
+
+    _, prog = compile_policy(RULES6, CAPS, default=Action.BLOCK)
+    slot = {r.id: prog.slot_of(r.id) for r in RULES6}
+    with pinned_instance(CAPS) as inst, veth_netns("10.199.8", prefix6=PREFIX6) as v:
+        dataplane.load_program(inst, prog)
+        assert _ping6(v, BAD6)  # the test's own control: no filter yet
+        assert netlink.attach(v.host, inst.prog_fd, XdpMode.AUTO) is XdpMode.NATIVE
+        # forget what the control ping resolved: from here on every
+        # neighbour solicitation and advertisement crosses the filter
+        v.run(["ip", "-6", "neigh", "flush", "dev", v.peer], check=True)
+        subprocess.run(["ip", "-6", "neigh", "flush", "dev", v.host], check=True)
+
+        servers = []
+        for p in (8001, 8002, 8003):
+            t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            t.bind((HOST6, p))
+            t.listen(8)
+            servers.append(t)
+        try:
+            bad_ping = _ping6(v, BAD6)
+            # BAD6 is blocked by a protocol-ANY rule, yet it resolved the host
+            neigh = v.run(["ip", "-6", "neigh", "show", HOST6, "dev", v.peer]).stdout
+            good_ping = _ping6(v, GOOD6)
+            r = v.python(CLIENT6, HOST6, GOOD6, timeout=60)
+            assert r.returncode == 0, r.stderr
+            good = json.loads(r.stdout)
+            r = v.python(CLIENT6, HOST6, BAD6, timeout=60)
+            assert r.returncode == 0, r.stderr
+            bad = json.loads(r.stdout)
+        finally:
+            for t in servers:
+                t.close()
+
+        assert good_ping and not bad_ping
+        assert "lladdr" in neigh and "FAILED" not in neigh, neigh
+        assert good["8001"] == "connected"
+        assert good["8002"] in ("timeout", "TimeoutError")  # block-tcp6-8002
+        assert good["8003"] in ("timeout", "TimeoutError")  # unlisted: default BLOCK
+        assert all(bad[p] in ("timeout", "TimeoutError") for p in ("8001", "8002", "8003"))  # block-bad6
+
+        stats = {rid: dataplane.read_rule_stats(inst, s) for rid, s in slot.items()}
+        c = dataplane.read_counters(inst)
+        assert stats["allow-ping6-good"]["packets"] >= 2 and stats["allow-ping6-good"]["drops"] == 0
+        assert stats["block-bad6"]["drops"] >= 2 + 3  # two echo requests, three SYNs (and retransmissions)
+        assert stats["allow-tcp6-8001"]["packets"] >= 3 and stats["allow-tcp6-8001"]["drops"] == 0
+        assert stats["block-tcp6-8002"]["drops"] >= 1
+        assert c["guard_pass"] >= 1  # the solicitations for the host's address
+        assert c["default_drop"] >= 1  # the SYN to 8003
+        assert c["ipv6"] >= c["guard_pass"] + c["default_drop"] + sum(s["packets"] for s in stats.values())
+        assert c["drop"] == c["default_drop"] + sum(s["drops"] for s in stats.values())
+
+        assert netlink.detach(v.host) is True
+        assert _ping6(v, BAD6)  # detached: the filter is gone
 
 
 def test_attach_replace_detach_semantics():

@@ -6,12 +6,17 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pepc.config import Config, XdpMode
 from pepc.diagnostics import PolicyError, Severity
 from pepc.loader import lifecycle_findings, load_config, load_policy, parse_text
-from pepc.model import ANY_PORT, ANY_PREFIX, Action, Location, PortRange, Prefix, Protocol
+from pepc.loader.values import ValueProblem, parse_address
+from pepc.model import ANY4, ANY6, ANY_BOTH, ANY_PORT, ANY_PREFIX, Action, Location, PortRange, Prefix, Protocol
 
 UTC = timezone.utc
 
@@ -56,7 +61,7 @@ def test_examples_load(examples):
     ids = [r.id for r in policy.rules]
     assert len(ids) == len(set(ids)) >= 10
     admins = next(n for n in policy.networks if n.name == "admins")
-    assert [str(p) for p in admins.prefixes] == ["198.51.100.0/24", "100.64.0.0/16"]
+    assert [str(p) for p in admins.prefixes] == ["198.51.100.0/24", "2001:db8:100::/48", "100.64.0.0/16"]
     legacy = [r for r in policy.rules if r.legacy]
     assert {r.id for r in legacy} == {"legacy_backup_ssh", "legacy_ntp_replies"}
     assert all(r.rate_limit_bps == 0 for r in legacy)
@@ -160,8 +165,8 @@ def test_defaults(tmp_path):
     assert (r.priority, r.protocol, r.src, r.dst, r.sports, r.dports) == (
         0,
         Protocol.ANY,
-        (ANY_PREFIX,),
-        (ANY_PREFIX,),
+        ANY_BOTH,  # no address: any of both families
+        ANY_BOTH,
         (ANY_PORT,),
         (ANY_PORT,),
     )
@@ -174,10 +179,23 @@ def test_port_any_spellings(tmp_path, port):
     assert r.dports == (ANY_PORT,)
 
 
-@pytest.mark.parametrize("ip", ["any", "0.0.0.0", "0.0.0.0/0", "[1.2.3.4, any]"])
-def test_ip_any_spellings(tmp_path, ip):
+@pytest.mark.parametrize(
+    "ip, want",
+    [
+        ("any", ANY_BOTH),
+        ("0.0.0.0", ANY_BOTH),  # the legacy "any" means any of both families
+        ("[1.2.3.4, any]", ANY_BOTH),
+        ("[1.2.3.4, 2001:db8::1, any]", ANY_BOTH),
+        ("0.0.0.0/0", (ANY4,)),  # a family's whole space, not "any"
+        ("[1.2.3.4, 0.0.0.0/0]", (ANY4,)),
+        ('"::/0"', (ANY6,)),
+        ('["::/0", 2001:db8::1]', (ANY6,)),
+    ],
+)
+def test_ip_any_spellings(tmp_path, ip, want):
     r = one_rule(tmp_path, f"- {{id: p, action: ALLOW, src: {{ip: {ip}}}}}")
-    assert r.src == (ANY_PREFIX,)
+    assert r.src == want
+    assert r.dst == want  # dst any: the families src names
 
 
 def test_json_strings_stay_strings(tmp_path):
@@ -242,10 +260,153 @@ def test_host_bits_set_suggests_the_network(tmp_path):
     assert f[0].loc == Location(str(tmp_path / "policies.d" / "p.yaml"), 2, 38)
 
 
-@pytest.mark.parametrize("ip", ["10.0.0.256", "10.0.0.1/33", "010.0.0.1", "::1", "a b"])
+@pytest.mark.parametrize(
+    "ip", ["10.0.0.256", "10.0.0.1/33", "010.0.0.1", "1::2::3", "2001:db8::/129", "2001:db8::g", "12345::", "a b"]
+)
 def test_bad_addresses(tmp_path, ip):
     f = errors(tmp_path, f"policies:\n  - {{id: a, action: ALLOW, src: {{ip: '{ip}'}}}}\n")
     assert codes(f) == ["bad-cidr"]
+
+
+# --- IPv6 -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ip, addr, plen",
+    [
+        ("2001:db8::1", 0x20010DB8 << 96 | 1, 128),
+        ("2001:DB8:0:0:0:0:0:1", 0x20010DB8 << 96 | 1, 128),  # uncompressed, upper case
+        ("2001:db8::/32", 0x20010DB8 << 96, 32),
+        ("fe80::/10", 0xFE80 << 112, 10),
+        ("::1", 1, 128),
+        ("::", 0, 128),  # the unspecified address, not "any"
+        ("::ffff:192.0.2.1", 0xFFFF_C0000201, 128),  # v4-mapped: an IPv6 address as written
+        ("::/0", 0, 0),
+    ],
+)
+def test_ipv6_addresses(tmp_path, ip, addr, plen):
+    r = one_rule(tmp_path, f"- {{id: a, action: ALLOW, src: {{ip: '{ip}'}}}}")
+    assert r.src == (Prefix(addr, plen, True),)
+    assert r.dst == (ANY6,) and r.families == (6,)  # dst any: the family src names
+
+
+@given(st.integers(0, 2**128 - 1), st.integers(0, 128), st.booleans())
+def test_every_ipv6_spelling_of_a_prefix_is_that_prefix(addr, plen, exploded):
+    net = ipaddress.IPv6Network((addr, plen), strict=False)
+    text = (net.exploded if exploded else net.compressed).upper() if addr % 2 else (net.exploded if exploded else net.compressed)
+    if plen == 128:
+        text = text.rsplit("/", 1)[0]  # an address alone is its /128
+    assert parse_address(text) == Prefix(int(net.network_address), plen, True)
+    if plen < 128:  # host bits set: the error offers the network
+        host = ipaddress.IPv6Address(int(net.network_address) | 1)
+        with pytest.raises(ValueProblem) as err:
+            parse_address(f"{host}/{plen}")
+        assert err.value.code == "bad-cidr" and str(net) in (err.value.help or "")
+
+
+def test_any_resolves_to_the_families_of_the_rule(tmp_path):
+    policy = load(
+        tmp_path,
+        """\
+        networks:
+          web: [192.0.2.10, 2001:db8::10]
+          office: [198.51.100.0/24, 2001:db8:100::/48]
+        policies:
+          - {id: both, action: ALLOW, dst: {ip: web, port: 443, protocol: TCP}}
+          - {id: v4, action: ALLOW, dst: {ip: 192.0.2.10}}
+          - {id: v6, action: ALLOW, src: {ip: "2001:db8::/32"}}
+          - {id: icmp, action: ALLOW, protocol: ICMP}
+          - {id: icmp6, action: ALLOW, protocol: icmpv6}
+          - {id: anyany, action: BLOCK}
+          - {id: narrowed, action: ALLOW, src: {ip: office}, dst: {ip: 192.0.2.10}}
+        """,
+    )
+    r = {x.id: x for x in policy.rules}
+    assert r["both"].src == ANY_BOTH and r["both"].families == (4, 6)
+    assert r["both"].dst == (Prefix.parse("192.0.2.10/32"), Prefix.parse("2001:db8::10/128"))
+    assert r["v4"].src == (ANY4,) and r["v4"].families == (4,)
+    assert r["v6"].dst == (ANY6,) and r["v6"].families == (6,)
+    assert r["icmp"].protocol is Protocol.ICMP and (r["icmp"].src, r["icmp"].dst) == ((ANY4,), (ANY4,))
+    assert r["icmp6"].protocol is Protocol.ICMPV6 and (r["icmp6"].src, r["icmp6"].dst) == ((ANY6,), (ANY6,))
+    assert (r["anyany"].src, r["anyany"].dst) == (ANY_BOTH, ANY_BOTH)
+    # a network of both families against a v4 destination: its v6 half can pair with nothing
+    assert r["narrowed"].src == (Prefix.parse("198.51.100.0/24"),)
+    office = next(n for n in policy.networks if n.name == "office")
+    assert [str(p) for p in office.prefixes] == ["198.51.100.0/24", "2001:db8:100::/48"]
+
+
+def test_legacy_any_is_both_families(tmp_path):
+    d = write(
+        tmp_path / "p",
+        {"x.json": '[{"id": "l", "action": "BLOCK", "src": {"ip": "0.0.0.0", "port": 0, "protocol": "TCP"},'
+         ' "dst": {"ip": "0.0.0.0", "port": 22}}]'},
+    )
+    r = load_policy(d).rules[0]
+    assert (r.src, r.dst, r.families) == (ANY_BOTH, ANY_BOTH, (4, 6))
+
+
+@pytest.mark.parametrize(
+    "ip, fragment, help_fragment",
+    [
+        ("2001:db8::1/64", "host bits set", "2001:db8::/64"),
+        ("fe80::1%eth0", "zone id (%eth0)", "write fe80::1"),
+        ("fe80::/64%eth0", "zone id", "write fe80::/64"),
+        ("[2001:db8::1]", "without brackets", "write 2001:db8::1"),
+        ("[2001:db8::1]:443", "port in the address", "port: 443"),
+    ],
+)
+def test_bad_ipv6_addresses(tmp_path, ip, fragment, help_fragment):
+    f = errors(tmp_path, f"policies:\n  - {{id: a, action: ALLOW, src: {{ip: '{ip}'}}}}\n")
+    assert codes(f) == ["bad-cidr"]
+    assert fragment in f[0].message and help_fragment in f[0].help
+    assert (f[0].loc.line, f[0].loc.column) == (2, 38)
+
+
+def test_bad_ipv6_in_a_network_is_located(tmp_path):
+    f = errors(tmp_path, "networks:\n  n: [2001:db8::1, 'fe80::1%eth0']\npolicies: []\n")
+    assert codes(f) == ["bad-cidr"] and (f[0].loc.line, f[0].loc.column) == (2, 20)
+    assert f[0].message.startswith("network 'n': ")
+
+
+@pytest.mark.parametrize(
+    "body, line, column, fragment, help_fragment",
+    [
+        # src v4, dst v6: located at dst.ip, the other side related
+        ("src: {ip: 10.0.0.1}\n    dst: {ip: 2001:db8::1}", 6, 15, "src.ip is IPv4 only (10.0.0.1/32) but dst.ip is IPv6 only", "split the rule"),
+        ("src: {ip: '2001:db8::/32'}\n    dst: {ip: v4net}", 6, 15, "src.ip is IPv6 only", "split the rule"),
+        # the protocol names the other family
+        ("protocol: ICMP\n    dst: {ip: 2001:db8::1}", 5, 15, "protocol ICMP is IPv4's", "ICMPV6"),
+        ("protocol: ICMPV6\n    src: {ip: v4net}", 5, 15, "protocol ICMPV6 is IPv6's", "protocol: ICMP"),
+    ],
+)
+def test_family_mismatch(tmp_path, body, line, column, fragment, help_fragment):
+    f = errors(tmp_path, f"networks: {{v4net: [10.0.0.0/8]}}\npolicies:\n  - id: a\n    action: ALLOW\n    {body}\n")
+    assert codes(f) == ["family-mismatch"]
+    assert (f[0].loc.line, f[0].loc.column) == (line, column), f[0]
+    assert fragment in f[0].message and help_fragment in f[0].help
+    assert f[0].rule == "a" and f[0].related
+
+
+def test_family_mismatch_in_legacy_json(tmp_path):
+    d = write(
+        tmp_path / "p",
+        {"x.json": '{"id": "l", "action": "BLOCK", "src": {"ip": "10.0.0.1"}, "dst": {"ip": "2001:db8::1"}}'},
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(d)
+    assert [f.code for f in info.value.findings] == ["family-mismatch"]
+    assert info.value.findings[0].loc.line == 1
+
+
+@pytest.mark.parametrize("spelling", ["ICMPV6", "icmpv6", "IcmpV6"])
+def test_icmpv6_protocol(tmp_path, spelling):
+    r = one_rule(tmp_path, f"- {{id: a, action: ALLOW, protocol: {spelling}}}")
+    assert r.protocol is Protocol.ICMPV6 and r.families == (6,)
+
+
+def test_icmp6_spelling_gets_a_hint(tmp_path):
+    f = errors(tmp_path, "policies: [{id: a, action: ALLOW, protocol: icmp6}]")
+    assert codes(f) == ["bad-protocol"] and "ICMPV6" in f[0].help
 
 
 def test_protocols_are_case_insensitive_and_must_agree(tmp_path):

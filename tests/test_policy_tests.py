@@ -147,6 +147,43 @@ def test_expectation_kinds(capsys, examples, tmp_path):
     assert (rc, out.splitlines()[-1]) == (0, "7 passed, 0 failed")
 
 
+def test_ipv6_cases(capsys, examples, tmp_path):
+    d = _tests(
+        tmp_path,
+        'now: "2026-11-23T00:00:00Z"\n'
+        "tests:\n"
+        "  - {packet: 'tcp [2001:db8:100::1]:1 > [2001:db8::10]:22', expect: ALLOW, rule: ssh_admins}\n"
+        "  - {packet: 'tcp [2001:db8:bad::1]:1 > [2001:db8::10]:443', expect: BLOCK, rule: block_abuser_v6}\n"
+        "  - {packet: 'udp [2001:db8::1]:1 > [2001:db8::10]:443', expect: DEFAULT}\n"
+        "  - {packet: 'icmpv6 2001:db8::1 > 2001:db8::10 type=128', expect: ALLOW, rule: icmpv6}\n"
+        # guarded: no rule matches (the icmpv6 rule names 2001:db8::10 only), the guard passes it
+        "  - {packet: 'icmpv6 fe80::1 > ff02::1:ff00:10 type=135', expect: DEFAULT}\n"
+        "  - name: the guard is no BLOCK\n"
+        "    packet: icmpv6 fe80::1 > ff02::1:ff00:10 type=135\n"
+        "    expect: DROP\n",
+    )
+    rc, out, _ = run(capsys, "test", str(examples), str(d))
+    assert (rc, out.splitlines()[-1]) == (1, "5 passed, 1 failed")
+    assert f"{d / 't.yaml'}:8:5: FAIL the guard is no BLOCK" in out
+    assert "expected DROP, got DEFAULT (no rule matches; the lockout guard passes ICMPv6 type 135, PASS)" in out
+
+
+@pytest.mark.parametrize(
+    "packet, column, words",
+    [
+        ("tcp 2001:db8::1:1 > [2001:db8::10]:22", 17, "[ADDRESS]:PORT"),
+        ("tcp 10.0.0.1:1 > [2001:db8::10]:22", 30, "one family"),
+        ("icmpv6 fe80::1%eth0 > fe80::2", 27, "zone id"),
+    ],
+)
+def test_bad_ipv6_packets_in_test_files_are_located(capsys, examples, tmp_path, packet, column, words):
+    d = _tests(tmp_path, f"tests:\n  - packet: {packet}\n    expect: ALLOW\n")
+    rc, out, err = run(capsys, "test", str(examples), str(d))
+    assert rc == 2, out + err
+    assert f"{d / 't.yaml'}:2:{column}: error:" in err, err
+    assert words in err and "[bad-packet]" in err
+
+
 def test_now_option_and_file_clock(capsys, examples, tmp_path):
     text = "tests:\n  - {packet: tcp 203.0.113.77:1 > 203.0.113.10:443, expect: BLOCK}\n"
     d = _tests(tmp_path, text)

@@ -61,6 +61,74 @@ def test_str_of_a_packet_parses_back(proto, src, dst, sport, dport, frag, length
     assert parse_packet(str(pkt)) == pkt
 
 
+def test_ipv6_packet_forms():
+    p = parse_packet("tcp [2001:db8::1]:40000 > [2001:db8::10]:443")
+    assert (p.v6, p.proto, p.src, p.sport, p.dst, p.dport, p.has_ports) == (
+        True, 6, 0x20010DB8 << 96 | 1, 40000, 0x20010DB8 << 96 | 0x10, 443, True,
+    )
+    assert parse_packet("UDP [::1]:53 > [2001:DB8::A]:5353 len=1500").length == 1500
+    ns = parse_packet("icmpv6 fe80::1 > ff02::1:ff00:10 type=135")
+    assert (ns.v6, ns.proto, ns.icmp_type, ns.guarded, ns.has_ports) == (True, 58, 135, True, False)
+    echo = parse_packet("icmpv6 2001:db8::1 > 2001:db8::2 type=128")
+    assert echo.icmp_type == 128 and not echo.guarded
+    assert parse_packet("icmpv6 [2001:db8::1] > [2001:db8::2]") == parse_packet("icmpv6 2001:db8::1 > 2001:db8::2")
+    assert parse_packet("icmpv6 2001:db8::1 > 2001:db8::2").icmp_type is None
+    gre = parse_packet("proto 47 2001:db8::1 > 2001:db8::2")
+    assert gre.v6 and gre.proto == 47 and parse_packet("proto47 2001:db8::1 > 2001:db8::2") == gre
+    frag = parse_packet("tcp 2001:db8::1 > 2001:db8::2 frag")
+    assert frag.v6 and frag.fragment and not frag.has_ports
+    assert not parse_packet("udp [2001:db8::1]:1 > [2001:db8::2]:2 frag").has_ports  # written ports are not read
+    # a v4-mapped address is an IPv6 address, as written
+    mapped = parse_packet("tcp [::ffff:192.0.2.1]:1 > [::ffff:192.0.2.2]:2")
+    assert mapped.v6 and mapped.src == 0xFFFF_C0000201
+    assert not parse_packet("tcp 10.0.0.1:1 > 10.0.0.2:2").v6
+
+
+@given(
+    st.sampled_from([6, 17, 1, 58, 47, 0, 255]),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 65535),
+    st.integers(0, 65535),
+    st.booleans(),
+    st.integers(1, 65535),
+    st.one_of(st.none(), st.integers(0, 255)),
+)
+def test_str_of_an_ipv6_packet_parses_back(proto, src, dst, sport, dport, frag, length, icmp_type):
+    ports = proto in (6, 17) and not frag
+    frag = frag and proto in (6, 17, 58)
+    icmp_type = icmp_type if proto == 58 and not frag else None
+    pkt = Packet(src, dst, proto, sport if ports else 0, dport if ports else 0, ports, frag, length, v6=True, icmp_type=icmp_type)
+    assert parse_packet(str(pkt)) == pkt
+
+
+@pytest.mark.parametrize(
+    "text, column, words",
+    [
+        ("tcp 2001:db8::1:40000 > [2001:db8::2]:443", 5, "[ADDRESS]:PORT"),
+        ("tcp [2001:db8::1]:1 > [2001:db8::2]", 23, "[ADDRESS]:PORT"),
+        ("tcp [2001:db8::1:1 > [2001:db8::2]:2", 5, "without `]`"),
+        ("tcp [2001:db8::1]x > [2001:db8::2]:2", 18, "after `]`"),
+        ("tcp [2001:db8::1]:70000 > [::2]:2", 19, "0-65535"),
+        ("tcp [2001:db8::zz]:1 > [::2]:2", 6, "not an IPv6 address"),
+        ("tcp 10.0.0.1:1 > [2001:db8::2]:2", 18, "source is IPv4 but the destination is IPv6"),
+        ("icmpv6 2001:db8::1 > 10.0.0.2", 22, "source is IPv6 but the destination is IPv4"),
+        ("icmpv6 fe80::1%eth0 > fe80::2", 15, "zone id"),
+        ("icmpv6 [fe80::1]:7 > fe80::2", 8, "no ports"),
+        ("icmpv6 ::1 > ::2 type=256", 18, "0-255"),
+        ("icmpv6 ::1 > ::2 type=x", 18, "0-255"),
+        ("icmp 10.0.0.1 > 10.0.0.2 type=8", 26, "only an icmpv6 packet"),
+        ("icmpv6 ::1 > ::2 type=135 frag", 18, "non-first fragment"),
+        ("icmp6 ::1 > ::2", 1, "icmpv6"),
+    ],
+)
+def test_bad_ipv6_packets_say_where(text, column, words):
+    with pytest.raises(PacketSyntaxError) as err:
+        parse_packet(text)
+    assert err.value.column == column, err.value.message
+    assert words in err.value.message
+
+
 @pytest.mark.parametrize(
     "text, column, words",
     [
@@ -150,6 +218,22 @@ def test_cli_text_and_explain(capsys, examples):
     assert lines[0] == "tcp 203.0.113.77:5 > 203.0.113.10:443  ->  BLOCK (DROP) by block_abuser [20-blocklist.yaml:4]"
     assert "because priority 100 < 1000" in out
     assert "icmp 8.8.8.8 > 203.0.113.99  ->  DEFAULT BLOCK (DROP)" in out
+
+
+def test_cli_ipv6_and_the_lockout_guard(capsys, examples):
+    rc, out, _ = run(
+        capsys, "simulate", str(examples), T, "--explain",
+        "tcp [2001:db8:bad::5]:40000 > [2001:db8::10]:443",
+        "icmpv6 fe80::1 > ff02::1:ff00:10 type=135",
+        "icmpv6 fe80::1 > ff02::1:ff00:10 type=128",
+    )
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "tcp [2001:db8:bad::5]:40000 > [2001:db8::10]:443  ->  BLOCK (DROP) by block_abuser_v6 [20-blocklist.yaml:13]"
+    # the default is BLOCK, yet a neighbour solicitation no rule matches passes
+    assert "icmpv6 fe80::1 > ff02::1:ff00:10 type=135  ->  DEFAULT, lockout guard (PASS)" in lines
+    assert "  no rule matches: the lockout guard passes this ICMPv6 type whatever the default action" in lines
+    assert "icmpv6 fe80::1 > ff02::1:ff00:10 type=128  ->  DEFAULT BLOCK (DROP)" in lines  # echo is not guarded
 
 
 def test_cli_json_one_object_per_packet(capsys, examples):

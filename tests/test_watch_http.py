@@ -4,6 +4,8 @@ path is tests/kernel/test_watch_kernel.py)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import json
 import os
 import urllib.error
@@ -210,6 +212,21 @@ def test_event_rendering():
     assert ev.as_json()["src"] == "10.0.0.1" and ev.as_json()["dport"] == 22
     icmp = Event.from_record({**rec, "proto": 1, "sport": 0, "dport": 0}, None, wall=1_800_000_000.0)
     assert icmp.text().endswith("LOG_ONLY rule=<slot 4> ICMP 10.0.0.1 -> 192.168.1.1 len=74")
+
+    # an IPv6 record, through the ring-buffer decoder
+    from pepc.kernel.ringbuf import decode_event
+
+    src6, dst6 = ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address("fd00::10")
+    raw = layout.EVENT.pack({"slot": 4, "sport": 40000, "dport": 443, "proto": 6, "action": 3, "len": 94, "family": 6,
+                             "src6": src6.packed, "dst6": dst6.packed})
+    v6 = Event.from_record(decode_event(raw), "log_https", wall=1_800_000_000.0)
+    assert v6.text().endswith("LOG_ONLY rule=log_https TCP [2001:db8::1]:40000 -> [fd00::10]:443 len=94")
+    assert v6.as_json()["src"] == "2001:db8::1" and v6.as_json()["dst"] == "fd00::10"
+    nd = Event.from_record({**decode_event(raw), "proto": 58, "sport": 0, "dport": 0}, None, wall=1_800_000_000.0)
+    assert nd.text().endswith("ICMPV6 2001:db8::1 -> fd00::10 len=94")
+    # an IPv4 record through the decoder keeps its family
+    raw4 = layout.EVENT.pack({**rec, "family": 4})
+    assert Event.from_record(decode_event(raw4), "log_ssh", wall=1_800_000_000.5).text() == ev.text()
 
 
 # --- the directory watch, on a real inotify ----------------------------------------------

@@ -19,8 +19,9 @@ Definitions (on the rank order of DESIGN.md; only live rules take part):
   partners, at most PAIR_CAP of them per tier (equal / higher priority;
   the message says when there may be more): a block list that overlaps every service rule is one finding per
   rule, not one per pair.
-- never-matches: atoms with a port constraint and protocol ICMP.
-- unreachable-default: the union of all live atoms is the whole space.
+- never-matches: atoms with a port constraint and protocol ICMP or ICMPV6.
+- unreachable-default: the union of all live atoms is every packet the
+  default decides (both families; the guarded ICMPv6 packets aside).
 
 How: a point probe (the index's `stab`: every atom containing one point)
 answers most questions at once: a packet where the rule wins and removing
@@ -38,8 +39,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pepc.checker import regions
-from pepc.checker.geometry import FULL, N_CLASSES, OTHER, contains_point, covers, intersection, intersects, packet_of, pick_point
+from pepc.checker.geometry import (
+    CORNERS,
+    DEFAULTED,
+    N_CLASSES,
+    by_fallback,
+    contains_point,
+    covers,
+    intersection,
+    intersects,
+    is_guarded,
+    packet_of,
+    pick_point,
+)
 from pepc.checker.space import ActionKey, Space
+from pepc.checker.space import default_key as _key_of_default
 from pepc.diagnostics import Finding, Related
 from pepc.model import Action, Location, Rule
 from pepc.semantics import rank_key, specificity
@@ -97,6 +111,10 @@ class Suppressions:
         return bool(entries)
 
 
+#: the taker of a redundant rule's guarded ICMPv6 packets: the lockout guard
+_GUARD = -1
+
+
 def describe(rule: Rule) -> str:
     if rule.action is Action.RATE_LIMIT:
         text = f"RATE_LIMIT {rule.rate_limit_bps} B/s"
@@ -134,6 +152,13 @@ class Analysis:
         self.sup = sup
         self.shadowed: set[int] = set()
         self.rule_idx = rule_idx if rule_idx is not None else {r.id: i for i, r in enumerate(space.rules)}
+        #: what decides a guarded ICMPv6 packet no rule matches: it passes
+        self.guard_key = _key_of_default(Action.ALLOW)
+
+    def fallback_key(self, point: tuple) -> ActionKey:
+        """The action of a packet at `point` that no rule matches: the
+        default's, or for a packet the lockout guard protects, ALLOW's."""
+        return self.guard_key if is_guarded(point) else self.default_key
 
     # --- never-matches ------------------------------------------------------
 
@@ -146,13 +171,13 @@ class Analysis:
             field = "dst.port" if any(not p.is_any for p in rule.dports) else "src.port"
             if not self.s.rule_atoms[ri]:
                 msg = (
-                    f"rule `{rule.id}` can never match: it has a port constraint but protocol ICMP, "
-                    "and ICMP packets carry no ports"
+                    f"rule `{rule.id}` can never match: it has a port constraint but protocol {rule.protocol.name}, "
+                    f"and {rule.protocol.name} packets carry no ports"
                 )
             else:
                 msg = (
                     f"part of rule `{rule.id}` can never match: its port items other than `any` "
-                    "need ports, and ICMP packets carry none"
+                    f"need ports, and {rule.protocol.name} packets carry none"
                 )
             out.append(Raw(Finding("never-matches", msg, rule.loc_of(field), rule=rule.id), on=(rule.id,)))
         return out
@@ -173,7 +198,7 @@ class Analysis:
         """
         s = self.s
         akeys, arule, boxes, rules = s.akeys, s.arule, s.boxes, s.rules
-        dkey = self.default_key
+        fallback = self.fallback_key
         n = len(rules)
         free: list[tuple | None] = [None] * n  # a point where the rule wins
         pending: set[int] = set()
@@ -204,7 +229,7 @@ class Analysis:
                         win, nxt = s.decide(point, ri)
                         if arule[win] == ri:
                             free[ri] = free[ri] or point
-                            if (akeys[arule[nxt]] if nxt is not None else dkey) != mykey:
+                            if (akeys[arule[nxt]] if nxt is not None else fallback(point)) != mykey:
                                 pending.discard(ri)
                                 break
                     if ri not in pending or overflow[ri]:
@@ -250,7 +275,7 @@ class Analysis:
             win, nxt = s.decide(point, ri)
             if arule[win] == ri:
                 free[ri] = free[ri] or point
-                if (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
+                if (akeys[arule[nxt]] if nxt is not None else self.fallback_key(point)) != mykey:
                     return True
         return False
 
@@ -262,13 +287,16 @@ class Analysis:
         mykey, dkey = akeys[ri], self.default_key
         # without a later atom of another action, and the default acting
         # alike, no packet the rule wins can change: skip the search
-        if worse_diff or dkey != mykey:
+        # (unmatched guarded ICMPv6 packets fall to the lockout guard, not
+        # to the default: each part of a box is searched with its fallback)
+        parts = [(a, part, (self.guard_key if guarded else dkey) == mykey) for a in own for part, guarded in by_fallback(boxes[a])]
+        if worse_diff or not all(same for _, _, same in parts):
 
             def is_same(w: tuple) -> bool:
                 return akeys[w[10]] == mykey
 
-            for a in own:
-                if regions.find_bad(boxes[a], s.better(a), s.worse(a), is_same, dkey == mykey) is not None:
+            for a, part, same in parts:
+                if regions.find_bad(part, s.better(a), s.worse(a), is_same, same) is not None:
                     return None
         for a in own:
             if free is not None:
@@ -322,11 +350,15 @@ class Analysis:
         takers: set[int | None] = set()
         witness = None
         pieces = 0
-        for a in s.rule_atoms[ri]:
-            for piece, _, succ in regions.partition(s.boxes[a], [], s.worse(a), ri):
+        # the guarded part of a box falls to the lockout guard, the rest to
+        # the default: partitioned apart, each piece has one fallback
+        for a, part, guarded in ((a, p, g) for a in s.rule_atoms[ri] for p, g in by_fallback(s.boxes[a])):
+            for piece, _, succ in regions.partition(part, [], s.worse(a), ri):
                 pieces += 1
                 if pieces >= PIECE_CAP:
                     break
+                if succ is None and guarded:
+                    succ = _GUARD
                 if succ in takers:
                     continue
                 point = pick_point(piece)
@@ -350,16 +382,19 @@ class Analysis:
         win, nxt = s.first_of(judged), s.first_of(judged, skip_rule=ri)
         if win is None or s.arule[win] != ri:
             raise AssertionError(f"witness for redundant {rule.id}: the rule does not win it")
-        if (s.akeys[s.arule[nxt]] if nxt is not None else self.default_key) != s.akeys[ri]:
+        if (s.akeys[s.arule[nxt]] if nxt is not None else self.fallback_key(witness)) != s.akeys[ri]:
             raise AssertionError(f"witness for redundant {rule.id}: the action would change")
+        via_guard = _GUARD in takers
         via_default = None in takers
-        others = _by_place([s.rules[t] for t in takers if t is not None])
+        others = _by_place([s.rules[t] for t in takers if t is not None and t != _GUARD])
         ids = [r.id for r in others]
         parts = []
         if ids:
             parts.append(f"{_names(ids)} (ranked after it, same action)")
         if via_default:
             parts.append(f"the default action {self.default.name}")
+        if via_guard:
+            parts.append("the lockout guard, which passes the ICMPv6 neighbour discovery, MLD and packet-too-big messages no rule matches")
         more = " (and possibly others: the search was cut short)" if pieces >= PIECE_CAP else ""
         msg = (
             f"rule `{rule.id}` ({describe(rule)}) is redundant: removing it changes no packet's action; "
@@ -370,7 +405,7 @@ class Analysis:
             Finding("redundant", msg, rule.loc, rule=rule.id, related=related, witness=str(packet_of(witness))),
             on=(rule.id,),
             partners=tuple(ids),
-            via_default=via_default,
+            via_default=via_default or via_guard,
         )
 
     # --- pairs ----------------------------------------------------------------
@@ -612,15 +647,21 @@ class Analysis:
         s = self.s
         if not s.boxes:
             return []
-        probes = [
-            pick_point(FULL),
-            (OTHER, 0xFFFFFFFE, 0xFFFFFFFE, 0xFFFE, 0xFFFE),  # TODO(v6 checker): and IPv6
-            (0, 1, 1, 1, 1),
-        ]
+        # the default decides the unmatched packets of both families (the
+        # guarded ICMPv6 ones aside): a v4-only catch-all leaves v6 to it
+        probes = [pick_point(d) for d in DEFAULTED] + list(CORNERS)
         if any(s.winner(p) is None for p in probes):
             return []
-        catch_all = [i for i in range(len(s.boxes)) if s.boxes[i] == FULL]
-        if not catch_all and regions.find_free(FULL, s.items) is not None:
+        whole: dict[int, list[int]] = {}  # rule -> its atoms that cover a part of DEFAULTED
+        for i, box in enumerate(s.boxes):
+            if any(covers(box, d) for d in DEFAULTED):
+                whole.setdefault(s.arule[i], []).append(i)
+        catch_all = [
+            min(atoms, key=s.arank.__getitem__)
+            for ri, atoms in whole.items()
+            if all(any(covers(s.boxes[i], d) for i in atoms) for d in DEFAULTED)
+        ]
+        if not catch_all and any(regions.find_free(d, s.items) is not None for d in DEFAULTED):
             return []
         if catch_all:
             best = min(catch_all, key=s.arank.__getitem__)

@@ -48,8 +48,33 @@ UNIVERSE: tuple[Box, ...] = (FULL4, FULL6)
 GUARDED: Box = (ICMPV6_GUARD, ICMPV6_GUARD, V6_BASE, ADDR_MAX, V6_BASE, ADDR_MAX, 0, PORT_MAX, 0, PORT_MAX)
 #: The packets the host's default action decides when no rule matches.
 DEFAULTED: tuple[Box, ...] = (FULL4, (0, ICMPV6, V6_BASE, ADDR_MAX, V6_BASE, ADDR_MAX, 0, PORT_MAX, 0, PORT_MAX))
-# TODO(v6 checker): callers of FULL must ask about UNIVERSE / DEFAULTED
-FULL: Box = FULL4
+#: A point the corner of each family's space stands for (no rule starts
+#: there unless it covers nearly everything): cheap probes before an exact
+#: search for a gap in the rules.
+CORNERS: tuple[tuple[int, int, int, int, int], ...] = (
+    (OTHER, V4_MAX - 1, V4_MAX - 1, PORT_MAX - 1, PORT_MAX - 1),
+    (TCP_FRAG, 1, 1, 1, 1),
+    (OTHER, ADDR_MAX - 1, ADDR_MAX - 1, PORT_MAX - 1, PORT_MAX - 1),
+    (TCP_FRAG, V6_BASE + 1, V6_BASE + 1, 1, 1),
+)
+
+
+def is_guarded(point: tuple[int, int, int, int, int]) -> bool:
+    """Whether no rule matching the point leaves it to the lockout guard
+    (which passes it) rather than to the default action."""
+    return point[0] == ICMPV6_GUARD
+
+
+def by_fallback(box: Box) -> list[tuple[Box, bool]]:
+    """`box` split by what decides its packets when no rule matches them:
+    (part, guarded) with guarded True for the part of class ICMPV6_GUARD
+    (the lockout guard passes it), False for the rest (the default action)."""
+    out: list[tuple[Box, bool]] = []
+    if box[0] < ICMPV6_GUARD:
+        out.append(((box[0], min(box[1], ICMPV6)) + box[2:], False))  # type: ignore[arg-type]
+    if box[1] >= ICMPV6_GUARD:
+        out.append(((max(box[0], ICMPV6_GUARD), box[1]) + box[2:], True))  # type: ignore[arg-type]
+    return out
 
 _CLASSES_WITH_PORTS = {
     Protocol.ANY: (TCP_PORTS, UDP_PORTS),

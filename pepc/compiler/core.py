@@ -25,7 +25,7 @@ from pepc.compiler.ports import port_prefixes
 from pepc.config import Config
 from pepc.diagnostics import Finding, PolicyError, Related
 from pepc.model import Action, Location, Policy, Protocol, Rule, rule_changes
-from pepc.program import Mask, MaskShape, Program, ProgramDelta, SlotInfo
+from pepc.program import KEY6_SIZE, Mask, MaskShape, Program, ProgramDelta, SlotInfo
 from pepc.semantics import SPEC_PROTOCOL, SPEC_SINGLE_PORT
 
 _TCP, _UDP, _ANY = Protocol.TCP.value, Protocol.UDP.value, Protocol.ANY
@@ -110,6 +110,20 @@ def _protocols(rule_proto: Protocol, has_ports: bool) -> tuple[tuple[int, int], 
 
 
 _KEY_PACK = layout.RULE_KEY.pack_values
+_KEY6_PACK = layout.RULE6_KEY.pack_values
+#: Both families' keys live in one table (shape -> key -> best). A shape is
+#: the key's five plen bytes; an IPv6 shape has this tag in front, so the
+#: two families' masks never merge (tell a key's family by its length).
+_V6_TAG = b"6"
+
+
+def shape_of(kb: bytes) -> bytes:
+    """The mask shape (table key) of a packed rule key of either family."""
+    return kb[:5] if len(kb) != KEY6_SIZE else _V6_TAG + kb[:5]
+
+
+def _mask_shape(s: bytes) -> MaskShape:
+    return MaskShape(*s) if len(s) == 5 else MaskShape(*s[1:], True)
 _VAL_PACK = layout.RULE_VAL.pack_values
 _U32 = layout.U32_KEY.pack_values
 _PRIO_SHIFT, _SPEC_SHIFT = layout.RANK_PRIO_SHIFT, layout.RANK_SPEC_SHIFT
@@ -140,13 +154,16 @@ def _port_combos(proto: Protocol, sports: tuple, dports: tuple) -> tuple:
 
 
 def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
-    """Every key of every atom of `rule` (packed RULE_KEY bytes, whose first
-    five bytes are the mask shape), each once, with the best rank the rule
-    gives it minus the order key (which only ORs into the low bits)."""
+    """Every key of every atom of `rule` (packed RULE_KEY bytes, or
+    RULE6_KEY bytes for an IPv6 atom; the first five bytes are the mask
+    shape), each once, with the best rank the rule gives it minus the order
+    key (which only ORs into the low bits). Atoms pair prefixes of one
+    family the protocol allows (semantics.atoms_of)."""
     combos = _port_combos(rule.protocol, rule.sports, rule.dports)
     base = (0xFFFF - rule.priority) << _PRIO_SHIFT
     srcs, dsts = rule.src, rule.dst
-    if len(combos) == 1 and len(srcs) == 1 and len(dsts) == 1:
+    fams = rule.protocol.families
+    if len(combos) == 1 and len(srcs) == 1 and len(dsts) == 1 and not srcs[0].v6 and not dsts[0].v6 and 4 in fams:
         # the common rule: one atom; its keys are distinct (one port cover each)
         (port_spec, cs), = combos
         (src,), (dst,) = srcs, dsts
@@ -160,10 +177,24 @@ def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
     get = out.get
     for port_spec, cs in combos:
         for src in srcs:
+            if src.family not in fams:
+                continue
+            v6 = src.v6
             sp, sa = src.plen, src.addr
+            sb = sa.to_bytes(16, "big") if v6 else b""
             for dst in dsts:
+                if dst.v6 != v6:
+                    continue
                 dp, da = dst.plen, dst.addr
                 rank = base | ((0x1FF - (sp + dp + port_spec)) << _SPEC_SHIFT)
+                if v6:
+                    db = da.to_bytes(16, "big")
+                    for pplen, pval, splen, sval, dplen, dval in cs:
+                        key = _KEY6_PACK(sp, dp, splen, dplen, pplen, pval, *sb, *db, sval, dval)
+                        cur = get(key)
+                        if cur is None or rank < cur:
+                            out[key] = rank
+                    continue
                 for pplen, pval, splen, sval, dplen, dval in cs:
                     key = _KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval)
                     cur = get(key)
@@ -248,9 +279,11 @@ class IncrementalCompiler:
         self._shapes: dict[bytes, dict[bytes, tuple[int, str]]] = {}
         self._extra: dict[bytes, dict[str, int]] = {}
         self._vals: dict[bytes, bytes] = {}
+        self._vals6: dict[bytes, bytes] = {}  # the IPv6 rule map (pepc_rules6)
         self._vals_shared = False
         self._last_program: weakref.ref | None = None
         self._acc_rules = 0
+        self._acc_rules6 = 0
         self._mask_best: dict[bytes, int] = {}
         self._slotinfo: dict[str, SlotInfo] = {}
         self._slotval: dict[str, tuple[bytes, int]] = {}  # rule id -> (slot key, hash term)
@@ -402,7 +435,7 @@ class IncrementalCompiler:
     def _withdraw(self, rid: str, order_key: int, dirty_keys: set, dirty_shapes: set) -> None:
         shapes, extra, mask_best = self._shapes, self._extra, self._mask_best
         for kb, prank in self._exp[rid]:
-            shape = kb[:5]
+            shape = kb[:5] if len(kb) != KEY6_SIZE else _V6_TAG + kb[:5]
             sd = shapes[shape]
             cur = sd[kb]
             ext = extra.get(kb)
@@ -423,7 +456,7 @@ class IncrementalCompiler:
         shapes, extra, mask_best, track = self._shapes, self._extra, self._mask_best, self._track
         for kb, prank in self._exp[rid]:
             rank = prank | order_key
-            shape = kb[:5]
+            shape = kb[:5] if len(kb) != KEY6_SIZE else _V6_TAG + kb[:5]
             sd = shapes.get(shape)
             if sd is None:
                 sd = shapes[shape] = {}
@@ -565,42 +598,57 @@ class IncrementalCompiler:
 
         self._ok, self._slot, self._prev_in = order_keys, slots, previous
 
+        # capacities are per family: each has its own maps of that size
         if len(self._vals) > caps.max_entries:
-            raise self._entries_error(new)
+            raise self._entries_error(new, False)
+        if len(self._vals6) > caps.max_entries:
+            raise self._entries_error(new, True)
 
         mask_best = self._mask_best
-        mask_order = sorted(mask_best, key=lambda s: (mask_best[s], s))
+        mask_order = sorted((s for s in mask_best if len(s) == 5), key=lambda s: (mask_best[s], s))
+        mask_order6 = sorted((s for s in mask_best if len(s) != 5), key=lambda s: (mask_best[s], s))
         if len(mask_order) > caps.max_masks:
             raise self._masks_error(new, mask_order)
-        masks = []
+        if len(mask_order6) > caps.max_masks:
+            raise self._masks_error(new, mask_order6)
         cache = self._masks
-        for s in mask_order:
-            m = cache.get((s, mask_best[s]))
-            if m is None:
-                m = cache[(s, mask_best[s])] = Mask(MaskShape(*s), mask_best[s])
-            masks.append(m)
-        if len(cache) > 4 * len(masks) + 64:
-            self._masks = {(s, mask_best[s]): m for s, m in zip(mask_order, masks)}
+
+        def masks_of(order: list[bytes]) -> list[Mask]:
+            out = []
+            for s in order:
+                m = cache.get((s, mask_best[s]))
+                if m is None:
+                    m = cache[(s, mask_best[s])] = Mask(_mask_shape(s), mask_best[s])
+                out.append(m)
+            return out
+
+        masks, masks6 = masks_of(mask_order), masks_of(mask_order6)
+        if len(cache) > 4 * (len(masks) + len(masks6)) + 64:
+            self._masks = {(s, mask_best[s]): m for s, m in zip(mask_order + mask_order6, masks + masks6)}
         mask_contents = {_U32(i): pack.mask_value(m) for i, m in enumerate(masks)}
+        mask6_contents = {_U32(i): pack.mask_value(m) for i, m in enumerate(masks6)}
 
         dirty_slots = self._update_slots(new, order_keys, slots, changed, removed, fresh)
 
         total = pack.contents_sum("pepc_masks", mask_contents) + self._acc_rules + self._acc_slots
+        total += pack.contents_sum("pepc_masks6", mask6_contents) + self._acc_rules6
         digest = pack.finish_digest(
-            total, len(masks), len(self._vals), len(self._slotinfo), int(config.default_action), config.event_cap
+            total, len(masks), len(self._vals), len(self._slotinfo), int(config.default_action), config.event_cap,
+            len(masks6), len(self._vals6),
         )
-        self._vals_shared = True  # the Program owns this dict now: copy before the next change
+        self._vals_shared = True  # the Program owns these dicts now: copy before the next change
         self._serial += 1
         if dirty_keys is not None and dirty_slots is not None:
-            vals, sc = self._vals, self._slot_contents
+            vals, vals6, sc = self._vals, self._vals6, self._slot_contents
             delta = ProgramDelta(
                 self._source,
                 self._serial,
-                {kb: vals.get(kb) for kb in dirty_keys},
+                {kb: vals.get(kb) for kb in dirty_keys if len(kb) != KEY6_SIZE},
                 {kb: sc.get(kb) for kb in dirty_slots},
+                {kb: vals6.get(kb) for kb in dirty_keys if len(kb) == KEY6_SIZE},
             )
         else:
-            delta = ProgramDelta(self._source, self._serial, None, None)
+            delta = ProgramDelta(self._source, self._serial, None, None, None)
         program = Program(
             caps=caps,
             default_action=config.default_action,
@@ -610,6 +658,8 @@ class IncrementalCompiler:
             policy_digest=digest,
             layout_digest=pack.layout_digest(caps),
             packed_rules=self._vals,
+            masks6=tuple(masks6),
+            packed_rules6=self._vals6,
         )
         object.__setattr__(program, "delta", delta)
         if not self._track:  # a one-shot compiler never changes its slot table again: share it
@@ -621,13 +671,15 @@ class IncrementalCompiler:
         slot_of = slots
         act = {rid: int(r.action) for rid, r in new.items()}
         vals: dict[bytes, bytes] = {}
+        vals6: dict[bytes, bytes] = {}
         mask_best = self._mask_best
         for shape, sd in self._shapes.items():
-            vals.update({kb: _VAL_PACK(rank, slot_of[rid], act[rid]) for kb, (rank, rid) in sd.items()})
+            (vals if len(shape) == 5 else vals6).update({kb: _VAL_PACK(rank, slot_of[rid], act[rid]) for kb, (rank, rid) in sd.items()})
             mask_best[shape] = min(sd.values())[0]
-        self._vals = vals
+        self._vals, self._vals6 = vals, vals6
         self._vals_shared = False
         self._acc_rules = pack.contents_sum("pepc_rules", vals)
+        self._acc_rules6 = pack.contents_sum("pepc_rules6", vals6)
 
     def _update_contents(self, new: dict[str, Rule], slots: dict[str, int], dirty_keys: set, dirty_shapes: set) -> None:
         if self._vals_shared:
@@ -636,27 +688,40 @@ class IncrementalCompiler:
             last = self._last_program() if self._last_program is not None else None
             if last is not None and last.packed_rules is self._vals:
                 self._vals = self._vals.copy()
+            if last is not None and last.packed_rules6 is self._vals6:
+                self._vals6 = self._vals6.copy()
             self._vals_shared = False
             del last
-        vals, shapes = self._vals, self._shapes
-        acc = self._acc_rules
+        vals4, vals6, shapes = self._vals, self._vals6, self._shapes
+        acc4, acc6 = self._acc_rules, self._acc_rules6
         h = pack.element_hash
         for kb in dirty_keys:
-            sd = shapes.get(kb[:5])
+            v6 = len(kb) == KEY6_SIZE
+            if v6:
+                sd = shapes.get(_V6_TAG + kb[:5])
+                vals, name, acc = vals6, "pepc_rules6", acc6
+            else:
+                sd = shapes.get(kb[:5])
+                vals, name, acc = vals4, "pepc_rules", acc4
             cur = sd.get(kb) if sd is not None else None
             old = vals.get(kb)
             if cur is None:
                 if old is not None:
-                    acc -= h("pepc_rules", kb, old)
+                    acc -= h(name, kb, old)
                     del vals[kb]
-                continue
-            nv = _VAL_PACK(cur[0], slots[cur[1]], int(new[cur[1]].action))
-            if nv != old:
-                if old is not None:
-                    acc -= h("pepc_rules", kb, old)
-                acc += h("pepc_rules", kb, nv)
-                vals[kb] = nv
-        self._acc_rules = acc % pack.DIGEST_MOD
+            else:
+                nv = _VAL_PACK(cur[0], slots[cur[1]], int(new[cur[1]].action))
+                if nv != old:
+                    if old is not None:
+                        acc -= h(name, kb, old)
+                    acc += h(name, kb, nv)
+                    vals[kb] = nv
+            if v6:
+                acc6 = acc
+            else:
+                acc4 = acc
+        self._acc_rules = acc4 % pack.DIGEST_MOD
+        self._acc_rules6 = acc6 % pack.DIGEST_MOD
         mask_best = self._mask_best
         for shape in dirty_shapes:
             sd = shapes.get(shape)
@@ -725,18 +790,21 @@ class IncrementalCompiler:
 
     # --- capacity errors -------------------------------------------------------------
 
-    def _entries_error(self, new: dict[str, Rule]) -> PolicyError:
+    def _entries_error(self, new: dict[str, Rule], v6: bool) -> PolicyError:
         caps = self.config.capacities
         rules = sorted(new.values(), key=lambda r: r.id)
         per_rule = dict.fromkeys(new, 0)
-        for sd in self._shapes.values():
+        for shape, sd in self._shapes.items():
+            if (len(shape) != 5) != v6:
+                continue
             for _, rid in sd.values():
                 per_rule[rid] += 1
         cfg_loc = _config_loc(self.config, "max_entries")
         top = sorted(rules, key=lambda r: (-per_rule[r.id], r.id))[:3]
         related = [Related(f"rule {r.id!r} needs {per_rule[r.id]} entries", r.loc) for r in top]
         return _capacity_error(
-            f"the policy needs {len(self._vals)} rule-map entries; capacities.max_entries is {caps.max_entries}",
+            f"the policy needs {len(self._vals6 if v6 else self._vals)} rule-map entries for {'IPv6' if v6 else 'IPv4'}; "
+            f"capacities.max_entries is {caps.max_entries} (per address family)",
             cfg_loc or top[0].loc,
             related,
             None if cfg_loc else top[0].id,
@@ -752,8 +820,9 @@ class IncrementalCompiler:
             Related(f"rule {owner[s]!r} needs mask {_shape_text(tuple(s))}", new[owner[s]].loc) for s in extra
         ]
         first = new[owner[extra[0]]]
+        family = "IPv6" if len(mask_order[0]) != 5 else "IPv4"
         return _capacity_error(
-            f"the policy needs {len(mask_order)} distinct masks; capacities.max_masks is {caps.max_masks}",
+            f"the policy needs {len(mask_order)} distinct masks for {family}; capacities.max_masks is {caps.max_masks} (per address family)",
             cfg_loc or first.loc,
             related,
             None if cfg_loc else first.id,
@@ -779,8 +848,20 @@ def _burst(rule: Rule) -> int:
 
 
 def _shape_text(shape: tuple) -> str:
+    if len(shape) != 5:  # an IPv6 shape: the tag, then the plens
+        s, d, sp, dp, pp = shape[1:]
+        return f"IPv6 src/{s} dst/{d} sport/{sp} dport/{dp} proto/{pp}"
     s, d, sp, dp, pp = shape
     return f"src/{s} dst/{d} sport/{sp} dport/{dp} proto/{pp}"
+
+
+def _atom_count(r: Rule) -> int:
+    """len(list(semantics.atoms_of(r))), without building them."""
+    pairs = 0
+    for fam in r.protocol.families:
+        v6 = fam == 6
+        pairs += sum(1 for p in r.src if p.v6 == v6) * sum(1 for p in r.dst if p.v6 == v6)
+    return pairs * len(r.sports) * len(r.dports)
 
 
 def rule_stats(policy: Policy, program: Program) -> dict[str, RuleStats]:
@@ -788,7 +869,7 @@ def rule_stats(policy: Policy, program: Program) -> dict[str, RuleStats]:
     ids = {s.slot: s.rule_id for s in program.slots}
     per_slot: dict[int, int] = {}
     unval = layout.RULE_VAL.unpack_values
-    for vb in program.rule_contents().values():
+    for vb in (*program.rule_contents().values(), *program.rule6_contents().values()):
         slot = unval(vb)[1]
         per_slot[slot] = per_slot.get(slot, 0) + 1
     entries: dict[str, int] = {}
@@ -799,6 +880,6 @@ def rule_stats(policy: Policy, program: Program) -> dict[str, RuleStats]:
     by_id = {r.id: r for r in policy.rules}
     for s in program.slots:
         r = by_id.get(s.rule_id)
-        atoms = len(r.src) * len(r.dst) * len(r.sports) * len(r.dports) if r else 0
+        atoms = _atom_count(r) if r else 0
         out[s.rule_id] = RuleStats(atoms, entries.get(s.rule_id, 0))
     return out

@@ -79,6 +79,24 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
     if r:
         rules.update_batch(list(r), list(r.values()))
 
+    # IPv6 (an object built before IPv6 has no such maps)
+    masks6 = inst.maps.get(f"pepc_masks6_{gen}")
+    rules6 = inst.maps.get(f"pepc_rules6_{gen}")
+    bloom6_map = inst.maps.get(f"{bloom.MAP_NAME6}_{gen}")
+    direct6_map = inst.maps.get(f"{direct.MAP_NAME6}_{gen}")
+    if bloom6_map is not None:
+        bloom6_map.update(u32(bloom6_map.max_entries - 1), bytes(bloom6_map.value_size))
+    if direct6_map is not None:
+        direct6_map.update(u32(direct6_map.max_entries - 1), bytes(direct6_map.value_size))
+    if masks6 is not None:
+        vals6 = [contents["pepc_masks6"].get(u32(i), bytes(masks6.value_size)) for i in range(masks6.max_entries)]
+        masks6.update_batch([u32(i) for i in range(masks6.max_entries)], vals6)
+    r6 = contents["pepc_rules6"]
+    if rules6 is not None:
+        rules6.clear()
+        if r6:
+            rules6.update_batch(list(r6), list(r6.values()))
+
     slot_vals = [contents["pepc_slots"].get(u32(i), bytes(slots.value_size)) for i in range(slots.max_entries)]
     slots.update_batch([u32(i) for i in range(slots.max_entries)], slot_vals)
 
@@ -87,6 +105,10 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
 
     if bloom_map is not None:
         write_derived(bloom_map, bloom.contents(r, gen_value, bloom_map.max_entries - 1))
+    if bloom6_map is not None:
+        write_derived(bloom6_map, bloom.contents(r6, gen_value, bloom6_map.max_entries - 1, v6=True))
+    if direct6_map is not None:
+        write_derived(direct6_map, direct.contents(r6, gen_value, direct.homes_of_map(direct6_map.max_entries), v6=True))
     if direct_map is not None:
         write_derived(direct_map, direct.contents(r, gen_value, direct.homes_of_map(direct_map.max_entries)))
 

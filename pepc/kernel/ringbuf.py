@@ -12,9 +12,13 @@ from pepc.kernel.maps import BpfMap
 
 
 def decode_event(raw: bytes) -> dict:
-    """A ring-buffer record as layout.EVENT fields (addresses and ports as
-    host integers)."""
-    return layout.EVENT.unpack(raw)
+    """A ring-buffer record as layout.EVENT fields, addresses and ports as
+    host integers: `family` says whether `src`/`dst` (4) or `src6`/`dst6`
+    (6, 128-bit) hold the addresses."""
+    rec = layout.EVENT.unpack(raw)
+    rec["src6"] = int.from_bytes(bytes(rec["src6"]), "big")
+    rec["dst6"] = int.from_bytes(bytes(rec["dst6"]), "big")
+    return rec
 
 
 class EventReader:

@@ -30,6 +30,7 @@ from pepc.loader.files import discover, read_and_parse
 from pepc.loader.reader import DEFAULT_MAX_FILE_BYTES, Marks, ParsedFile, Pos
 from pepc.loader.schema import did_you_mean, findings_for
 from pepc.loader.values import (
+    ANY_ADDRESS,
     Ref,
     ValueProblem,
     parse_action,
@@ -40,7 +41,6 @@ from pepc.loader.values import (
 )
 from pepc.model import (
     ANY_PORT,
-    ANY_PREFIX,
     Action,
     Location,
     Network,
@@ -480,12 +480,12 @@ def _resolve_rule(raw: _RawRule, st: _State, networks: dict, services: dict) -> 
     for side in ("src", "dst"):
         ep = sides[side]
         for key, table, kind, any_value in (
-            ("ip", networks, "network", ANY_PREFIX),
-            ("port", services, "service", ANY_PORT),
+            ("ip", networks, "network", ANY_ADDRESS),
+            ("port", services, "service", (ANY_PORT,)),
         ):
             label = f"{side}.{key}"
             if key not in ep:
-                resolved[label] = (any_value,)
+                resolved[label] = any_value
                 continue
             raw_value = ep[key]
             vpos = marks.values.get(id(ep), {}).get(key, raw.pos)
@@ -520,16 +520,28 @@ def _resolve_rule(raw: _RawRule, st: _State, networks: dict, services: dict) -> 
                         continue
                     vals = sub
                 else:
-                    vals = (parsed,)
+                    vals = parsed if isinstance(parsed, tuple) else (parsed,)
                 for v in vals:
                     if v not in seen:
                         seen.add(v)
                         out.append(v)
-            # "any" next to something else is still any: keep the written items
-            # minimal so atoms are not multiplied for nothing.
-            if any_value in seen:
-                out = [any_value]
-            resolved[label] = tuple(out) if out else (any_value,)
+            # "any" next to something else is still any (of that family):
+            # keep the written items minimal so atoms are not multiplied
+            # for nothing.
+            for whole in any_value:
+                if whole in seen:
+                    out = [v for v in out if v == whole or getattr(v, "v6", None) != getattr(whole, "v6", None)]
+            resolved[label] = tuple(out) if out else any_value
+    if ok:
+        families = _families(resolved["src.ip"], resolved["dst.ip"], proto, proto_from, dict(locs), loc, st, rid)
+        if families is None:
+            ok = False
+        else:
+            # "any" (and a network of both families) on one side means the
+            # families the rule applies to: drop the prefixes of the other
+            # family, which could only pair with nothing.
+            for label in ("src.ip", "dst.ip"):
+                resolved[label] = tuple(p for p in resolved[label] if p.family in families)
 
     # Rate limit.
     rate = obj.get("rate_limit_bps")
@@ -625,6 +637,70 @@ def _resolve_rule(raw: _RawRule, st: _State, networks: dict, services: dict) -> 
         legacy=raw.legacy,
         field_locs=tuple(locs),
     )
+
+
+_FAMILY_NAMES = {(4,): "IPv4 only", (6,): "IPv6 only", (4, 6): "IPv4 and IPv6"}
+
+
+def _families(
+    src: tuple[Prefix, ...],
+    dst: tuple[Prefix, ...],
+    proto: Protocol,
+    proto_from: tuple[str, Location] | None,
+    field_locs: dict[str, Location],
+    loc: Location,
+    st: _State,
+    rid: str,
+) -> tuple[int, ...] | None:
+    """The address families a rule applies to: those both sides name and
+    the protocol allows. None (after a located `family-mismatch`) when they
+    leave none: such a rule could match no packet, which is a mistake."""
+
+    def fams(prefixes: tuple[Prefix, ...]) -> tuple[int, ...]:
+        return tuple(sorted({p.family for p in prefixes}))
+
+    def shown(prefixes: tuple[Prefix, ...]) -> str:
+        text = ", ".join(str(p) for p in prefixes[:3])
+        return text + (", ..." if len(prefixes) > 3 else "")
+
+    sf, df = fams(src), fams(dst)
+    both = tuple(f for f in sf if f in df)
+    common = tuple(f for f in both if f in proto.families)
+    if common:
+        return common
+    src_loc = field_locs.get("src.ip", loc)
+    dst_loc = field_locs.get("dst.ip", loc)
+    if not both:
+        # point at the side written last (usually the narrower one)
+        where, other, here_label, other_label = (dst_loc, src_loc, "dst.ip", "src.ip") if "dst.ip" in field_locs else (src_loc, dst_loc, "src.ip", "dst.ip")
+        here, there = (dst, src) if here_label == "dst.ip" else (src, dst)
+        st.add(
+            "family-mismatch",
+            f"{other_label} is {_FAMILY_NAMES[fams(there)]} ({shown(there)}) but {here_label} is "
+            f"{_FAMILY_NAMES[fams(here)]} ({shown(here)}): the rule can match no packet",
+            where,
+            rule=rid,
+            related=[Related(f"{other_label} here", other)],
+            help="a packet has a source and a destination of one family: split the rule into an IPv4 rule "
+            "and an IPv6 rule, or use addresses of one family on both sides",
+        )
+        return None
+    proto_loc = proto_from[1] if proto_from else loc
+    addr_label = "dst.ip" if "dst.ip" in field_locs else "src.ip"
+    fix = {
+        Protocol.ICMP: "for ICMP over IPv6 write protocol: ICMPV6",
+        Protocol.ICMPV6: "for ICMP over IPv4 write protocol: ICMP",
+    }.get(proto, "")
+    st.add(
+        "family-mismatch",
+        f"protocol {proto.name} is IPv{proto.families[0]}'s but the rule's addresses are "
+        f"{_FAMILY_NAMES[both]}: the rule can match no packet",
+        proto_loc,
+        rule=rid,
+        related=[Related(f"{addr_label} here", field_locs.get(addr_label, loc))],
+        help=fix or None,
+    )
+    return None
 
 
 def _label_text(v: Any) -> str:

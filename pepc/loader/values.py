@@ -10,10 +10,12 @@ import math
 import re
 from datetime import datetime, timezone
 
-from pepc.model import ANY_PORT, ANY_PREFIX, Action, PortRange, Prefix, Protocol
+from pepc.model import ANY_BOTH, ANY_PORT, Action, PortRange, Prefix, Protocol
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _DOTTED = re.compile(r"[0-9./]+\Z")
+#: what an IPv6 address or prefix can be made of (a v4-mapped tail has dots)
+_COLONED = re.compile(r"[0-9A-Fa-f:./]+\Z")
 _RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
 _RFC3339 = re.compile(
@@ -35,11 +37,18 @@ class Ref(str):
     """A name that refers to a network or service definition."""
 
 
-_prefix_cache: dict[str, Prefix | Ref | ValueProblem] = {}
+#: "any" as an address: every address of both families. The loader keeps
+#: only the families the rule applies to (`pepc.loader.policy`).
+ANY_ADDRESS = ANY_BOTH
+
+Address = Prefix | Ref | tuple[Prefix, ...]
+
+_prefix_cache: dict[str, Address | ValueProblem] = {}
 
 
-def parse_address(text: str) -> Prefix | Ref:
-    """`any`, `0.0.0.0`, an IPv4 address or CIDR (host bits zero), or a name."""
+def parse_address(text: str) -> Address:
+    """`any` / `0.0.0.0` (ANY_ADDRESS: both families), an IPv4 or IPv6
+    address or prefix (host bits zero), or a network name."""
     hit = _prefix_cache.get(text)
     if hit is None:
         hit = _parse_address(text)
@@ -50,29 +59,54 @@ def parse_address(text: str) -> Prefix | Ref:
     return hit
 
 
-def _parse_address(text: str) -> Prefix | Ref | ValueProblem:
+def _parse_address(text: str) -> Address | ValueProblem:
     t = text.strip()
+    # 0.0.0.0 is the legacy format's "any" and has always meant "any" here:
+    # now that rules match IPv6 too it is any address of either family
+    # (README: Decisions). 0.0.0.0/0 and ::/0 name one family's whole space.
     if t.lower() == "any" or t == "0.0.0.0":
-        return ANY_PREFIX
+        return ANY_ADDRESS
     if _DOTTED.match(t):
-        try:
-            net = ipaddress.IPv4Network(t, strict=True)
-            return Prefix(int(net.network_address), net.prefixlen)
-        except ValueError as err:
-            try:
-                loose = ipaddress.IPv4Network(t, strict=False)
-            except ValueError:
-                return ValueProblem("bad-cidr", f"{text!r} is not a valid IPv4 address or CIDR ({err})")
-            return ValueProblem(
-                "bad-cidr",
-                f"{text!r} has host bits set",
-                f"did you mean {loose}? (the network address of {t})",
-            )
+        return _parse_net(text, t, ipaddress.IPv4Network, "IPv4")
+    if ":" in t:
+        return _parse_v6(text, t)
     if NAME_RE.match(t):
         return Ref(t)
-    if ":" in t:
-        return ValueProblem("bad-cidr", f"{text!r} is not an IPv4 address", "pepc filters IPv4; IPv6 frames always pass")
-    return ValueProblem("bad-cidr", f"{text!r} is not an IPv4 address, a CIDR or a network name")
+    return ValueProblem("bad-cidr", f"{text!r} is not an IPv4 or IPv6 address, a prefix or a network name")
+
+
+def _parse_v6(text: str, t: str) -> Prefix | ValueProblem:
+    if "%" in t:
+        addr = t.split("%", 1)[0] + ("/" + t.split("/", 1)[1] if "/" in t.split("%", 1)[1] else "")
+        return ValueProblem(
+            "bad-cidr",
+            f"{text!r} has a zone id ({t[t.index('%'):].split('/')[0]})",
+            f"a policy names addresses, not interfaces: write {addr}",
+        )
+    if t.startswith("[") and "]" in t:
+        inner, rest = t[1:t.index("]")], t[t.index("]") + 1:]
+        if rest.startswith(":"):
+            return ValueProblem("bad-cidr", f"{text!r} has a port in the address", f"write ip: {inner} and port: {rest[1:]}")
+        return ValueProblem("bad-cidr", f"{text!r}: a policy writes IPv6 addresses without brackets", f"write {inner}{rest}")
+    if not _COLONED.match(t):
+        return ValueProblem("bad-cidr", f"{text!r} is not a valid IPv6 address or prefix")
+    return _parse_net(text, t, ipaddress.IPv6Network, "IPv6")
+
+
+def _parse_net(text: str, t: str, cls: type, family: str) -> Prefix | ValueProblem:
+    try:
+        net = cls(t, strict=True)
+        return Prefix(int(net.network_address), net.prefixlen, net.version == 6)
+    except ValueError as err:
+        try:
+            loose = cls(t, strict=False)
+        except ValueError:
+            return ValueProblem("bad-cidr", f"{text!r} is not a valid {family} address or prefix ({err})")
+        return ValueProblem(
+            "bad-cidr",
+            f"{text!r} has host bits set",
+            f"did you mean {loose}? (the network address of {t})",
+        )
 
 
 def parse_port(value: object) -> PortRange | Ref:
@@ -126,7 +160,8 @@ def parse_protocol(value: str) -> Protocol:
     try:
         return Protocol[value.strip().upper()]
     except (KeyError, AttributeError):
-        raise ValueProblem("bad-protocol", f"{value!r} is not a protocol: expected ANY, TCP, UDP or ICMP") from None
+        hint = "ICMPv6 is written ICMPV6" if isinstance(value, str) and value.strip().upper() in ("ICMP6", "IPV6-ICMP") else None
+        raise ValueProblem("bad-protocol", f"{value!r} is not a protocol: expected ANY, TCP, UDP, ICMP or ICMPV6", hint) from None
 
 
 def parse_action(value: str) -> Action:

@@ -52,14 +52,18 @@ class Event:
             action = Action(rec["action"]).name
         except ValueError:
             action = str(rec["action"])
+        if rec.get("family") == 6:
+            src, dst = str(ipaddress.IPv6Address(rec["src6"])), str(ipaddress.IPv6Address(rec["dst6"]))
+        else:
+            src, dst = str(ipaddress.IPv4Address(rec["src"])), str(ipaddress.IPv4Address(rec["dst"]))
         return cls(
             time=wall if wall is not None else _mono_to_wall(rec["ts_ns"]),
             rule=rule,
             slot=rec["slot"],
             action=action,
             proto=proto,
-            src=str(ipaddress.IPv4Address(rec["src"])),
-            dst=str(ipaddress.IPv4Address(rec["dst"])),
+            src=src,
+            dst=dst,
             sport=rec["sport"],
             dport=rec["dport"],
             length=rec["len"],
@@ -85,8 +89,9 @@ class Event:
 
     def text(self) -> str:
         ports = self.proto in ("TCP", "UDP")
-        src = f"{self.src}:{self.sport}" if ports else self.src
-        dst = f"{self.dst}:{self.dport}" if ports else self.dst
+        v6 = ":" in self.src
+        src = (f"[{self.src}]:{self.sport}" if v6 else f"{self.src}:{self.sport}") if ports else self.src
+        dst = (f"[{self.dst}]:{self.dport}" if v6 else f"{self.dst}:{self.dport}") if ports else self.dst
         rule = self.rule if self.rule is not None else f"<slot {self.slot}>"
         return f"{self.iso_time} {self.action} rule={rule} {self.proto} {src} -> {dst} len={self.length}"
 

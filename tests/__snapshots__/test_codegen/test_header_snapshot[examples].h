@@ -8,8 +8,8 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: c98b845242b34128bafd6f1f8252d924
- * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
+ * layout digest: 8674fe00c670fe7192f7385e1f169309
+ * policy digest: 35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -43,17 +43,23 @@ enum pepc_counter {
 	PEPC_CNT_RATE_LIMIT_DROP = 7,
 	PEPC_CNT_DEFAULT_PASS = 8,
 	PEPC_CNT_DEFAULT_DROP = 9,
-	PEPC_CNT_NON_IPV4 = 10,
-	PEPC_CNT_ERR_ETH_TRUNCATED = 11,
-	PEPC_CNT_ERR_VLAN_TRUNCATED = 12,
-	PEPC_CNT_ERR_IP_TRUNCATED = 13,
-	PEPC_CNT_ERR_IP_BAD_HEADER = 14,
-	PEPC_CNT_ERR_L4_TRUNCATED = 15,
-	PEPC_CNT_FRAGMENTS = 16,
-	PEPC_CNT_EVENTS_SENT = 17,
-	PEPC_CNT_EVENTS_SUPPRESSED = 18,
-	PEPC_CNT_EVENTS_LOST = 19,
-	PEPC_CNT__MAX = 20,
+	PEPC_CNT_GUARD_PASS = 10,
+	PEPC_CNT_NON_IP = 11,
+	PEPC_CNT_IPV4 = 12,
+	PEPC_CNT_IPV6 = 13,
+	PEPC_CNT_ERR_ETH_TRUNCATED = 14,
+	PEPC_CNT_ERR_VLAN_TRUNCATED = 15,
+	PEPC_CNT_ERR_IP_TRUNCATED = 16,
+	PEPC_CNT_ERR_IP_BAD_HEADER = 17,
+	PEPC_CNT_ERR_IP6_TRUNCATED = 18,
+	PEPC_CNT_ERR_IP6_BAD_HEADER = 19,
+	PEPC_CNT_ERR_IP6_EXT = 20,
+	PEPC_CNT_ERR_L4_TRUNCATED = 21,
+	PEPC_CNT_FRAGMENTS = 22,
+	PEPC_CNT_EVENTS_SENT = 23,
+	PEPC_CNT_EVENTS_SUPPRESSED = 24,
+	PEPC_CNT_EVENTS_LOST = 25,
+	PEPC_CNT__MAX = 26,
 };
 
 /* Capacities (pepc.yaml `capacities`): max_entries of the maps. */
@@ -76,9 +82,9 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "c98b845242b34128bafd6f1f8252d924"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xc9, 0x8b, 0x84, 0x52, 0x42, 0xb3, 0x41, 0x28, 0xba, 0xfd, 0x6f, 0x1f, 0x82, 0x52, 0xd9, 0x24 }
-#define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
+#define PEPC_LAYOUT_DIGEST "8674fe00c670fe7192f7385e1f169309"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x86, 0x74, 0xfe, 0x00, 0xc6, 0x70, 0xfe, 0x71, 0x92, 0xf7, 0x38, 0x5e, 0x1f, 0x16, 0x93, 0x09 }
+#define PEPC_POLICY_DIGEST "35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):
@@ -92,10 +98,11 @@ enum pepc_counter {
  *   pepc_bloom: ARRAY, __u32, __u64, 65537 (x2 generations)
  *   pepc_bloom6: ARRAY, __u32, __u64, 65537 (x2 generations)
  *   pepc_direct: ARRAY, __u32, struct pepc_direct, 131076 (x2 generations)
+ *   pepc_direct6: ARRAY, __u32, struct pepc_direct6, 131076 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 1024
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 1024
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 1024
- *   pepc_counters: PERCPU_ARRAY, __u32, __u64, 20
+ *   pepc_counters: PERCPU_ARRAY, __u32, __u64, 26
  *   pepc_events: RINGBUF, -, -, 262144
  */
 
@@ -276,6 +283,31 @@ _Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 32, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_direct, action) == 36, "offset of pepc_direct.action differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, _pad1) == 37, "offset of pepc_direct._pad1 differs from pepc/layout.py");
 
+/* one entry of the IPv6 direct table (pepc/direct.py): an IPv6 rule-map key and its value */
+struct pepc_direct6 {
+	__u64 key_shape; /* the IPv6 rule-map key's bytes 0-7, as the program reads them */
+	__u64 key_src[2]; /* key bytes 8-23 */
+	__u64 key_dst[2]; /* key bytes 24-39 */
+	__u64 key_ports; /* key bytes 40-47 (ports, padding) */
+	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
+	__u8 _pad0[7];
+	__u64 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 _pad1[3];
+};
+_Static_assert(sizeof(struct pepc_direct6) == 72, "sizeof(struct pepc_direct6) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_shape) == 0, "offset of pepc_direct6.key_shape differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_src) == 8, "offset of pepc_direct6.key_src differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_dst) == 24, "offset of pepc_direct6.key_dst differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_ports) == 40, "offset of pepc_direct6.key_ports differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, flags) == 48, "offset of pepc_direct6.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, _pad0) == 49, "offset of pepc_direct6._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, rank) == 56, "offset of pepc_direct6.rank differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, slot) == 64, "offset of pepc_direct6.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, action) == 68, "offset of pepc_direct6.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, _pad1) == 69, "offset of pepc_direct6._pad1 differs from pepc/layout.py");
+
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {
 	__u64 rate_bps;
@@ -336,16 +368,19 @@ _Static_assert(__builtin_offsetof(struct pepc_evbudget, suppressed) == 12, "offs
 struct pepc_event {
 	__u64 ts_ns;
 	__u32 slot;
-	__be32 src;
-	__be32 dst;
+	__be32 src; /* IPv4 source (0 for IPv6) */
+	__be32 dst; /* IPv4 destination (0 for IPv6) */
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 action;
-	__u8 _pad0[2];
+	__u8 family; /* 4 or 6: which of src/dst or src6/dst6 hold the addresses */
+	__u8 _pad0;
 	__u32 len;
+	__u8 src6[16]; /* IPv6 source, network order (zero for IPv4) */
+	__u8 dst6[16]; /* IPv6 destination, network order (zero for IPv4) */
 };
-_Static_assert(sizeof(struct pepc_event) == 32, "sizeof(struct pepc_event) differs from pepc/layout.py");
+_Static_assert(sizeof(struct pepc_event) == 64, "sizeof(struct pepc_event) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, ts_ns) == 0, "offset of pepc_event.ts_ns differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, slot) == 8, "offset of pepc_event.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, src) == 12, "offset of pepc_event.src differs from pepc/layout.py");
@@ -354,24 +389,29 @@ _Static_assert(__builtin_offsetof(struct pepc_event, sport) == 20, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_event, dport) == 22, "offset of pepc_event.dport differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, proto) == 24, "offset of pepc_event.proto differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, action) == 25, "offset of pepc_event.action differs from pepc/layout.py");
-_Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 26, "offset of pepc_event._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, family) == 26, "offset of pepc_event.family differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, _pad0) == 27, "offset of pepc_event._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_event, len) == 28, "offset of pepc_event.len differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, src6) == 32, "offset of pepc_event.src6 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_event, dst6) == 48, "offset of pepc_event.dst6 differs from pepc/layout.py");
 
 /*
- * Rules of this plan: 11 live rule(s), 26 map entries, 21 masks.
+ * Rules of this plan: 13 live rule(s), 26 map entries, 21 masks; IPv6: 21 map entries, 18 masks.
  *
  *   slot  action      priority  id  (source)
  *      0  RATE_LIMIT       100  api_rate_limit  (10-web.yaml:18)
  *      1  BLOCK           1000  block_abuser  (20-blocklist.yaml:4)
- *      2  ALLOW             10  dns_replies  (10-web.yaml:44)
- *      3  ALLOW             10  icmp  (10-web.yaml:50)
- *      4  ALLOW              0  legacy_backup_ssh  (legacy/pepctl-export.json:2)
- *      5  ALLOW              0  legacy_ntp_replies  (legacy/pepctl-export.json:11)
- *      6  LOG_ONLY         100  log_smtp_probes  (10-web.yaml:32)
- *      7  ALLOW            100  metrics_from_monitoring  (10-web.yaml:26)
- *      8  ALLOW            200  ssh_admins  (10-web.yaml:4)
- *      9  ALLOW             10  tcp_replies  (10-web.yaml:38)
- *     10  ALLOW            100  web_public  (10-web.yaml:12)
+ *      2  BLOCK           1000  block_abuser_v6  (20-blocklist.yaml:13)
+ *      3  ALLOW             10  dns_replies  (10-web.yaml:44)
+ *      4  ALLOW             10  icmp  (10-web.yaml:50)
+ *      5  ALLOW             10  icmpv6  (10-web.yaml:57)
+ *      6  ALLOW              0  legacy_backup_ssh  (legacy/pepctl-export.json:2)
+ *      7  ALLOW              0  legacy_ntp_replies  (legacy/pepctl-export.json:11)
+ *      8  LOG_ONLY         100  log_smtp_probes  (10-web.yaml:32)
+ *      9  ALLOW            100  metrics_from_monitoring  (10-web.yaml:26)
+ *     10  ALLOW            200  ssh_admins  (10-web.yaml:4)
+ *     11  ALLOW             10  tcp_replies  (10-web.yaml:38)
+ *     12  ALLOW            100  web_public  (10-web.yaml:12)
  */
 
 #endif /* PEPC_POLICY_H */
