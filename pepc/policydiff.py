@@ -76,8 +76,8 @@ class Outcome:
 
     @property
     def action_key(self) -> tuple:
-        if self.rule is None and self.guard:
-            return ("guard",)
+        # the guard's pass is ALLOW's outcome, as a default ALLOW's is: a
+        # rule that takes over from it with ALLOW changes the decider only
         a = self.action
         if self.rule is not None and a is Action.RATE_LIMIT:
             return (a, self.rule.rate_limit_bps, self.rule.burst_bytes or self.rule.rate_limit_bps)
