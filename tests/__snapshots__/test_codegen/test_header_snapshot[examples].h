@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 8674fe00c670fe7192f7385e1f169309
+ * layout digest: 058cd5eede29793fe866cf99ae94d242
  * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "8674fe00c670fe7192f7385e1f169309"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x86, 0x74, 0xfe, 0x00, 0xc6, 0x70, 0xfe, 0x71, 0x92, 0xf7, 0x38, 0x5e, 0x1f, 0x16, 0x93, 0x09 }
+#define PEPC_LAYOUT_DIGEST "058cd5eede29793fe866cf99ae94d242"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x05, 0x8c, 0xd5, 0xee, 0xde, 0x29, 0x79, 0x3f, 0xe8, 0x66, 0xcf, 0x99, 0xae, 0x94, 0xd2, 0x42 }
 #define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
