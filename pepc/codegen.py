@@ -118,8 +118,10 @@ def header_context(program: Program, policy: Policy) -> dict:
             }
             for s in sorted(program.slots, key=lambda s: s.slot)
         ],
-        "n_entries": program.n_entries,
+        "n_entries": len(program.rule_contents()),
         "n_masks": len(program.masks),
+        "n_entries6": len(program.rule6_contents()),
+        "n_masks6": len(program.masks6),
     }
 
 

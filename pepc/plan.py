@@ -69,6 +69,17 @@ def _ip(v: int) -> str:
     return str(ipaddress.IPv4Address(v))
 
 
+#: 16-byte address fields of the IPv6 maps: shown as IPv6 text
+_V6_ADDRESS_FIELDS = {"pepc_rules6": ("src", "dst"), "pepc_masks6": ("src_mask", "dst_mask")}
+
+
+def _v6_text(fields: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(fields)
+    for n in names:
+        out[n] = str(ipaddress.IPv6Address(bytes(out[n])))
+    return out
+
+
 def _match_text(key: dict[str, Any]) -> str:
     """A one-line reading of a rule-map key, for reviewers."""
     parts = []
@@ -79,8 +90,9 @@ def _match_text(key: dict[str, Any]) -> str:
             parts.append(f"proto {key['proto']}")
     else:
         parts.append("any")
-    parts.append(f"src {_ip(key['src'])}/{key['src_plen']}")
-    parts.append(f"dst {_ip(key['dst'])}/{key['dst_plen']}")
+    ip = (lambda v: v) if isinstance(key["src"], str) else _ip  # IPv6 keys arrive as text
+    parts.append(f"src {ip(key['src'])}/{key['src_plen']}")
+    parts.append(f"dst {ip(key['dst'])}/{key['dst_plen']}")
     if key["sport_plen"]:
         parts.append(f"sport {key['sport']}/{key['sport_plen']}")
     if key["dport_plen"]:
@@ -98,8 +110,12 @@ def _map_rows(program: Program, contents: dict[str, dict[bytes, bytes]]) -> dict
         for kb in sorted(entries):
             vb = entries[kb]
             key, value = kdec(kb), vdec(vb)
+            if name == "pepc_rules6":
+                key = _v6_text(key, _V6_ADDRESS_FIELDS[name])
+            elif name == "pepc_masks6":
+                value = _v6_text(value, _V6_ADDRESS_FIELDS[name])
             row = {"key": _jsonable(key), "value": _jsonable(value), "key_hex": kb.hex(), "value_hex": vb.hex()}
-            if name == "pepc_rules":
+            if name in ("pepc_rules", "pepc_rules6"):
                 row["match"] = _match_text(key)
                 row["rule"] = slot_ids.get(value["slot"])
             out.append(row)
@@ -156,8 +172,11 @@ def plan_document(program: Program, policy: Policy, now: datetime | None = None)
         "capacities": caps.describe(),
         "usage": {
             "rules": {"used": len(program.slots), "max": caps.max_rules},
-            "entries": {"used": program.n_entries, "max": caps.max_entries},
+            "entries": {"used": len(program.rule_contents()), "max": caps.max_entries},
             "masks": {"used": len(program.masks), "max": caps.max_masks},
+            # capacities are per family: IPv6 has maps of the same sizes
+            "entries6": {"used": len(program.rule6_contents()), "max": caps.max_entries},
+            "masks6": {"used": len(program.masks6), "max": caps.max_masks},
         },
         "layout": _layout_section(caps),
         "rules": rules,

@@ -3,6 +3,7 @@ policy text that tries to escape the header's comments."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -11,21 +12,40 @@ from pathlib import Path
 import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from compile_helpers import NOW
+from compile_helpers import NOW, policy as make_policy, rule
 from pepc import layout
 from pepc.codegen import c_comment_text, render_header
 from pepc.compiler import compile_program
 from pepc.loader import load_config, load_policy
+from pepc.config import Config
+from pepc.model import ANY4, ANY6, Action, Protocol
 from pepc.plan import plan_json
 from pepc.program import Program
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compile"
+def mixed_families():
+    """A dual-stack host's policy, built as the loader builds it (`any` is
+    the /0 of each family the rule applies to): rules of one family, rules
+    naming both, ICMP and ICMPv6, port ranges on IPv6."""
+    both = (ANY4, ANY6)
+    rules = (
+        rule("web6", src=["::/0"], dst=["2001:db8::10/128"], dports=[443, (8000, 8099)], protocol=Protocol.TCP, priority=100, line=1),
+        rule("bad_nets", Action.BLOCK, src=["10.66.0.0/16", "2001:db8:bad::/48"], dst=["0.0.0.0/0", "::/0"], priority=200, line=2),
+        rule("ping", line=3, protocol=Protocol.ICMP, dst=["192.0.2.10/32"]),
+        rule("nd", line=4, protocol=Protocol.ICMPV6, src=["fe80::/10"], dst=["::/0"]),
+        dataclasses.replace(rule("dns", line=5, dports=[53], priority=50), src=both, dst=both),
+        rule("web4", src=["0.0.0.0/0"], dst=["192.0.2.10/32"], dports=[443], protocol=Protocol.TCP, priority=100, line=6),
+    )
+    return make_policy(*rules), Config(default_action=Action.BLOCK)
+
+
 CASES = {
     "examples": ROOT / "policies.d",
     "ranges": FIXTURES / "ranges" / "policies.d",
     "priorities": FIXTURES / "priorities" / "policies.d",
     "hostile": FIXTURES / "hostile" / "policies.d",
+    "mixed": mixed_families,
 }
 CLANG = shutil.which("clang")
 needs_clang = pytest.mark.skipif(CLANG is None, reason="clang is not installed (make setup installs it)")
@@ -41,9 +61,12 @@ class JsonSnapshot(SingleFileSnapshotExtension):
     file_extension = "json"
 
 
-def build(path: Path):
-    policy = load_policy(path)
-    config = load_config(None, path)
+def build(path):
+    if callable(path):  # a policy built in Python (the loader's families are v6a's)
+        policy, config = path()
+    else:
+        policy = load_policy(path)
+        config = load_config(None, path)
     return policy, compile_program(policy, config, NOW)
 
 
@@ -87,7 +110,7 @@ def _write_header(tmp: Path, program: Program, policy) -> Path:
 
 
 @needs_clang
-@pytest.mark.parametrize("case", ["examples", "hostile"])
+@pytest.mark.parametrize("case", ["examples", "hostile", "mixed"])
 def test_header_compiles_for_bpf(case, tmp_path):
     policy, program = build(CASES[case])
     _write_header(tmp_path, program, policy)
@@ -97,6 +120,7 @@ def test_header_compiles_for_bpf(case, tmp_path):
         "static const unsigned char digest[16] = PEPC_LAYOUT_DIGEST_BYTES;\n"
         "struct pepc_rule_key k; struct pepc_rule_val v; struct pepc_mask m; struct pepc_slot s;\n"
         "struct pepc_rl_state rl; struct pepc_event ev; struct pepc_gen g; struct pepc_ctrl c;\n"
+        "struct pepc_rule6_key k6; struct pepc_mask6 m6;\n"
         "int counters = PEPC_CNT__MAX + PEPC_DEFAULT_ACTION + PEPC_MAX_RULES + PEPC_MAX_ENTRIES + PEPC_MAX_MASKS\n"
         "  + PEPC_RING_BYTES + PEPC_RULE_ID_LEN + PEPC_SLOT_FLAG_USED + PEPC_RANK_PRIO_SHIFT + PEPC_RANK_SPEC_SHIFT;\n"
         "const char *ld = PEPC_LAYOUT_DIGEST;\n"
@@ -142,20 +166,31 @@ def test_host_compiler_layout_equals_plan_and_layout_py(compiler, tmp_path):
             assert seen[(s.name, fname)] == s.offsets[fname] == off
 
 
-def test_plan_bytes_are_the_named_fields_packed():
-    policy, program = build(CASES["ranges"])
+@pytest.mark.parametrize("case", ["ranges", "mixed"])
+def test_plan_bytes_are_the_named_fields_packed(case):
+    import ipaddress
+
+    policy, program = build(CASES[case])
     plan = json.loads(plan_json(program, policy))
     assert plan["layout_digest"] == layout.layout_digest(program.caps)
+    v6_text = {"pepc_rules6": ("src", "dst"), "pepc_masks6": ("src_mask", "dst_mask")}
     for name, rows in plan["maps"].items():
         mdef = layout.map_def(name)
         for row in rows:
             key = dict(row["key"])
             value = {k: (bytes.fromhex(v) if k in ("policy_digest",) else v) for k, v in row["value"].items()}
+            side = key if name == "pepc_rules6" else value
+            for f in v6_text.get(name, ()):  # IPv6 text in the plan, 16 bytes in the map
+                side[f] = ipaddress.IPv6Address(side[f]).packed
             if "id" in value:
                 value["id"] = value["id"].encode()
             assert mdef.key.pack(key).hex() == row["key_hex"]
             assert mdef.value.pack(value).hex() == row["value_hex"]
-    assert plan["usage"]["entries"] == {"used": len(program.entries), "max": program.caps.max_entries}
+    n6 = sum(e.key.shape.v6 for e in program.entries)
+    assert plan["usage"]["entries"] == {"used": len(program.entries) - n6, "max": program.caps.max_entries}
+    assert plan["usage"]["entries6"] == {"used": n6, "max": program.caps.max_entries}
+    if case == "mixed":
+        assert n6 and len(plan["maps"]["pepc_masks6"]) == len(program.masks6) > 0
     assert plan["policy_digest"] == program.policy_digest
 
 

@@ -23,7 +23,15 @@ from pepc.reconcile import diff
 from compile_helpers import NOW
 
 IDS = ["a", "b", "c", "d", "e", "f", "g", "h", "aa", "ab", "ba"]
-PREFIXES = [Prefix.parse(t) for t in ("0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "192.168.0.0/16", "192.168.1.7/32")]
+# both families, interleaved: a rule may name both (its atoms pair one
+# family), and the likely first items hold one of each
+PREFIXES = [
+    Prefix.parse(t)
+    for t in (
+        "0.0.0.0/0", "::/0", "10.0.0.0/8", "2001:db8::/32", "10.1.0.0/16", "10.1.2.0/24", "2001:db8:1::/48",
+        "10.1.2.3/32", "192.168.0.0/16", "2001:db8:1::3/128", "192.168.1.7/32",
+    )
+]
 PORTS = [ANY_PORT, PortRange(53, 53), PortRange(80, 80), PortRange(443, 443), PortRange(1000, 2000), PortRange(1024, 65535), PortRange(0, 1023)]
 PRIORITIES = [0, 0, 1, 5, 100, 65535]
 TIMES = [None, NOW - timedelta(days=1), NOW + timedelta(hours=1), NOW + timedelta(days=2)]
@@ -43,7 +51,7 @@ def rules(draw, rid: str) -> Rule:
         action=action,
         loc=Location("p/r.yaml", draw(st.integers(1, 3)), 1),
         priority=draw(st.sampled_from(PRIORITIES)),
-        protocol=draw(st.sampled_from([Protocol.ANY, Protocol.ANY, Protocol.TCP, Protocol.UDP, Protocol.ICMP])),
+        protocol=draw(st.sampled_from([Protocol.ANY, Protocol.ANY, Protocol.TCP, Protocol.UDP, Protocol.ICMP, Protocol.ICMPV6])),
         src=tuple(PREFIXES[i] for i in draw(_sub)),
         dst=tuple(PREFIXES[i] for i in draw(_sub)),
         sports=tuple(PORTS[i] for i in draw(_ports)) if draw(st.integers(0, 3)) == 0 else (ANY_PORT,),
@@ -105,7 +113,8 @@ def _assert_same(got, want) -> None:
     assert got_c == want_c
     assert pack.map_contents(got) == got_c
     # the packed rule contents are what the entries say, packed field by field
-    assert got_c["pepc_rules"] == {e.key.key_bytes(): e.value_bytes() for e in want.entries}
+    assert got_c["pepc_rules"] == {e.key.key_bytes(): e.value_bytes() for e in want.entries if not e.key.shape.v6}
+    assert got_c["pepc_rules6"] == {e.key.key_bytes(): e.value_bytes() for e in want.entries if e.key.shape.v6}
     assert diff.contents_digest(got_c) == got.policy_digest
 
 
@@ -135,7 +144,7 @@ def test_incremental_compile_equals_a_fresh_compile_after_every_edit(steps):
             # the delta is exact: the previous contents + the delta = these contents
             assert (got.delta.source, got.delta.serial - 1) == (last_delta_id[0], last_delta_id[1])
             before, after = last_contents, got.map_contents()
-            for name, changes in (("pepc_rules", got.delta.rules), ("pepc_slots", got.delta.slots)):
+            for name, changes in (("pepc_rules", got.delta.rules), ("pepc_rules6", got.delta.rules6), ("pepc_slots", got.delta.slots)):
                 patched = dict(before[name])
                 for k, v in changes.items():
                     if v is None:
@@ -192,7 +201,7 @@ def test_one_rule_edit_touches_only_that_rules_work():
 
 def test_withdrawing_the_best_of_three_contributors_finds_the_next():
     def r(rid: str, prio: int) -> Rule:
-        return Rule(id=rid, action=Action.ALLOW, loc=Location("p/r.yaml", 1, 1), priority=prio, dst=(PREFIXES[1],))
+        return Rule(id=rid, action=Action.ALLOW, loc=Location("p/r.yaml", 1, 1), priority=prio, dst=(Prefix.parse("10.0.0.0/8"),))
 
     a, b, c = r("a", 1), r("b", 5), r("c", 3)
     inc = IncrementalCompiler(BIG)

@@ -130,6 +130,85 @@ def program_masks(h) -> dict:
     return _live(h).active["pepc_masks"]
 
 
+def many_rules6(n: int, prefix: str = "s") -> list:
+    """n IPv6 BLOCK rules, one /128 source each (2001:db8:50::x)."""
+    return [rule(f"{prefix}{i:05d}", Action.BLOCK, src=f"2001:db8:50::{i:x}/128", dst="::/0") for i in range(n)]
+
+
+def _verdict6(prog_fd: int, src: str, dst: str = "2001:db8:1::10", proto: int = 6, dport: int = 80) -> int:
+    from pepc.frames import build_frame6
+
+    return test_run(prog_fd, build_frame6(src, dst, proto, 40000, dport)).retval
+
+
+def test_mixed_families_first_apply_noop_and_a_v6_change_writes_only_v6_entries(tmp_path):
+    """Both families in one policy: the first apply writes every map of both
+    generations once; a no-op writes nothing; adding or changing an IPv6
+    rule writes IPv6 rule-map entries only (the IPv4 rule and mask maps are
+    untouched, its prefilter and direct table only get their new marker);
+    the IPv6 prefilter follows pepc_rules6 and a word cleared by hand is
+    drift that apply repairs."""
+    from pepc import bloom
+
+    with host_env(tmp_path) as h:
+        pol = policy(*base_policy().rules, *many_rules(40), *many_rules6(40))
+        r1 = apply_policy(pol, h.config, NOW, instance=h.instance)
+        assert r1.result == "applied"
+        live = _live(h)
+        desired = diff.normalize(live.active)
+        assert len(desired["pepc_rules6"]) == 40 and len(desired["pepc_masks6"]) == 1
+        assert r1.writes == 2 * sum(len(v) for v in desired.values()) + 1
+        assert live.gens[0] == live.gens[1]
+        inst = _open(h)
+        try:
+            assert _verdict6(inst.prog_fd, "2001:db8:50::7") == XDP_DROP
+            assert _verdict6(inst.prog_fd, "2001:db8:51::7") == XDP_PASS  # default ALLOW
+            assert _verdict(inst.prog_fd, "10.50.0.7") == XDP_DROP
+        finally:
+            inst.close()
+
+        r2 = apply_policy(pol, h.config, NOW, instance=h.instance)
+        assert (r2.result, r2.writes, r2.syscalls) == ("unchanged", 0, 0)
+
+        new6 = rule("zz_new6", Action.BLOCK, src="2001:db8:60::/48", dst="::/0", proto=Protocol.TCP, dports=((22, 22), (80, 80), (443, 443)))
+        pol2 = policy(*pol.rules, new6)
+        r3 = apply_policy(pol2, h.config, NOW, instance=h.instance)
+        assert [c.rule_id for c in r3.plan.rules.added] == ["zz_new6"]
+        for g in (0, 1):
+            assert r3.per_map[f"pepc_rules6_{g}"] == 3
+            assert f"pepc_rules_{g}" not in r3.per_map and f"pepc_masks_{g}" not in r3.per_map
+            assert r3.per_map[f"pepc_bloom_{g}"] == 1 and r3.per_map[f"pepc_direct_{g}"] == 1  # the markers
+            assert 1 <= r3.per_map[f"pepc_bloom6_{g}"] <= 3 + 1
+        inst = _open(h)
+        try:
+            assert _verdict6(inst.prog_fd, "2001:db8:60::1", dport=443) == XDP_DROP
+            assert _verdict6(inst.prog_fd, "2001:db8:60::1", dport=444) == XDP_PASS
+        finally:
+            inst.close()
+
+        r4 = apply_policy(policy(*pol.rules, dataclasses.replace(new6, action=Action.ALLOW)), h.config, NOW, instance=h.instance)
+        (c,) = r4.plan.rules.changed
+        assert c.rule_id == "zz_new6" and ("action", "BLOCK", "ALLOW") in c.fields
+        assert r4.per_map[f"pepc_rules6_{r4.generation}"] == 3 and r4.per_map[f"pepc_slots_{r4.generation}"] == 1
+        assert f"pepc_rules_{r4.generation}" not in r4.per_map
+
+        live = _live(h)
+        for g in (0, 1):
+            assert live.gens[g]["pepc_bloom6"] == bloom.for_contents6(live.gens[g], live.bloom_words)
+        inst = _open(h)
+        try:
+            assert _verdict6(inst.prog_fd, "2001:db8:50::7") == XDP_DROP
+            key = next(k for k in live.active["pepc_rules6"] if k[8:24] == bytes.fromhex("20010db8005000000000000000000007"))
+            word, _bit = bloom.position(key, live.bloom_words)
+            inst.maps[f"pepc_bloom6_{r4.generation}"].update(diff.u32(word), bytes(8))  # its lookup is now skipped
+            assert _verdict6(inst.prog_fd, "2001:db8:50::7") == XDP_PASS
+            fix = apply_policy(policy(*pol.rules, dataclasses.replace(new6, action=Action.ALLOW)), h.config, NOW, instance=h.instance)
+            assert fix.plan.drift.found and fix.plan.drift.delta.of("pepc_bloom6").count == 1
+            assert _verdict6(inst.prog_fd, "2001:db8:50::7") == XDP_DROP
+        finally:
+            inst.close()
+
+
 def test_rename_and_reorder_files_is_zero_writes(tmp_path, capsys):
     with host_env(tmp_path) as h:
         d = tmp_path / "policies.d"

@@ -64,11 +64,16 @@ def _random_policy(rng: random.Random, base: list):
         n = next(_fresh)
         if k < 0.4 and len(rules) > 2:
             rules.pop(rng.randrange(len(rules)))
-        elif k < 0.7:
+        elif k < 0.6:
             i = rng.randrange(len(rules))
             rules[i] = rule(rules[i].id, rng.choice([Action.ALLOW, Action.BLOCK, Action.LOG_ONLY]), src=f"10.62.{n // 256}.{n % 256}/32")
-        else:
+        elif k < 0.7:  # a rule moves to the other family: entries leave one rule map for the other
+            i = rng.randrange(len(rules))
+            rules[i] = rule(rules[i].id, rng.choice([Action.ALLOW, Action.BLOCK]), src=f"2001:db8:62::{n:x}/128", dst="::/0")
+        elif k < 0.85:
             rules.append(rule(f"n{n:05d}", rng.choice([Action.ALLOW, Action.BLOCK]), src=f"10.61.{n // 256}.{n % 256}/32"))
+        else:
+            rules.append(rule(f"n{n:05d}", rng.choice([Action.ALLOW, Action.BLOCK]), src=f"2001:db8:61::{n:x}/128", dst="::/0"))
     return rules
 
 
@@ -246,6 +251,8 @@ def test_incremental_contents_equal_map_contents_and_bloom():
         assert got == want, step
         got[diff.BLOOM] = inc.bloom(got, bloom.words(cfg.capacities))
         assert got[diff.BLOOM] == bloom.for_contents(want, bloom.words(cfg.capacities)), step
+        got[diff.BLOOM6] = inc.bloom(got, bloom.words(cfg.capacities), v6=True)
+        assert got[diff.BLOOM6] == bloom.for_contents6(want, bloom.words(cfg.capacities)), step
         got[diff.DIRECT] = inc.direct(got, direct.homes(cfg.capacities))
         assert got[diff.DIRECT] == direct.for_contents(want, direct.homes(cfg.capacities)), step
         if step:
@@ -254,11 +261,12 @@ def test_incremental_contents_equal_map_contents_and_bloom():
                 assert diff.diff_map(name, got[name], view) == diff.diff_map(name, dict(got[name]), applied[name]), (step, name)
         if step % 3 != 2:  # an apply (a refused one, every third step, takes no snapshot)
             views = {k: v for k, v in inc.snapshot(got).items() if isinstance(v, diff.Overlay)}
-            assert set(views) == {"pepc_rules", "pepc_slots", diff.BLOOM, diff.DIRECT}
+            assert set(views) == {"pepc_rules", "pepc_rules6", "pepc_slots", diff.BLOOM, diff.BLOOM6, diff.DIRECT}
             applied = {k: dict(got[k]) for k in views}
         # its own contents: given another session's maps it would rebuild every time
         got97 = inc97.map_contents(program)
         assert inc97.bloom(got97, 97) == bloom.for_contents(want, 97), step  # crowded words: many keys per word
+        assert inc97.bloom(got97, 97, v6=True) == bloom.for_contents6(want, 97), step
         if step % 4 != 1:  # (a step where the table is not asked for: the next one rebuilds it)
             # crowded homes: long clusters and keys left to the rule map
             assert inc97.direct(got97, 23) == direct.for_contents(want, 23), step

@@ -107,8 +107,12 @@ def run(args: argparse.Namespace) -> int:
     caps = program.caps
     print(
         f"compiled {args.path}: {len(program.slots)} live rules ({inactive} inactive), {atoms} atoms, "
-        f"{program.n_entries}/{caps.max_entries} entries, {len(program.masks)}/{caps.max_masks} masks, "
-        f"default {program.default_action.name}"
+        f"{len(program.rule_contents())}/{caps.max_entries} entries, {len(program.masks)}/{caps.max_masks} masks, "
+        + (
+            f"IPv6 {len(program.rule6_contents())}/{caps.max_entries} entries, {len(program.masks6)}/{caps.max_masks} masks, "
+            if program.masks6 else ""
+        )
+        + f"default {program.default_action.name}"
     )
     print(f"  policy digest {program.policy_digest}")
     print(f"  layout digest {program.layout_digest}")

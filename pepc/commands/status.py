@@ -46,6 +46,9 @@ def collect(config, instance: str) -> dict:
             "rules": {"used": len(active.get("pepc_slots", {})), "capacity": caps.get("pepc_slots")},
             "entries": {"used": len(active.get("pepc_rules", {})), "capacity": caps.get("pepc_rules")},
             "masks": {"used": len(active.get("pepc_masks", {})), "capacity": caps.get("pepc_masks")},
+            # IPv6 has maps of its own, each as large as its IPv4 twin
+            "entries6": {"used": len(active.get("pepc_rules6", {})), "capacity": caps.get("pepc_rules6")},
+            "masks6": {"used": len(active.get("pepc_masks6", {})), "capacity": caps.get("pepc_masks6")},
         }
         git = None
         if last and last.get("policy_digest") == info.get("policy_digest"):
@@ -116,10 +119,12 @@ def render(st: dict) -> str:
         out.append(f"policy commit:   {g.get('commit')}" + (" (dirty work tree)" if g.get("dirty") else "") + (f"  {st['policy_path']}" if st.get("policy_path") else ""))
     out.append(f"default action:  {st['default_action']}")
     u = st["usage"]
-    for k in ("rules", "entries", "masks"):
+    for k, label in (("rules", "rules"), ("entries", "entries"), ("masks", "masks"), ("entries6", "entries (v6)"), ("masks6", "masks (v6)")):
+        if k not in u:
+            continue
         used, cap = u[k]["used"], u[k]["capacity"]
         pct = f" ({100 * used / cap:.1f}%)" if cap else ""
-        out.append(f"{k + ':':<17}{used} / {cap}{pct}")
+        out.append(f"{label + ':':<17}{used} / {cap}{pct}")
     out.append(f"drift:           {'YES: the active generation was modified outside pepc' if st['drift'] else 'none'}")
     la = st.get("last_apply") or {}
     out.append(f"last apply:      {la.get('applied_at') or 'unknown (no audit trail)'}")

@@ -363,6 +363,7 @@ def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveSta
     hashes = bloom.hashes(list(contents["pepc_rules"])) if words or homes else None
     if words:
         contents[diff.BLOOM] = bloom.for_contents(contents, words, hashes)
+        contents[diff.BLOOM6] = bloom.for_contents6(contents, words)
     if homes:
         contents[diff.DIRECT] = direct.for_contents(contents, homes, hashes)
     return program, contents
@@ -506,14 +507,16 @@ def _audit_record(
     }
     if plan is not None:
         entries = plan.sync_old if plan.flip or plan.load_reason else plan.target
-        rs = entries.of("pepc_rules")
+        rs, rs6 = entries.of("pepc_rules"), entries.of("pepc_rules6")
         rec.update(
             {
                 "policy_digest": plan.policy_digest,
                 "layout_digest": plan.layout_digest,
                 "load": plan.load_reason,
                 "rules": dict(plan.rule_counts),
-                "entries": {"added": rs.added, "changed": rs.changed, "removed": len(rs.deletes)},
+                "entries": {
+                    "added": rs.added + rs6.added, "changed": rs.changed + rs6.changed, "removed": len(rs.deletes) + len(rs6.deletes),
+                },
                 "drift_repaired": bool(plan.drift and plan.drift.found),
             }
         )

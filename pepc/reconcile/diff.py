@@ -22,10 +22,16 @@ from pepc.model import Action
 #: `pepc_bloom` (the mask prefilter, pepc/bloom.py) and `pepc_direct` (the
 #: direct table, pepc/direct.py) are derived from the rules and the policy
 #: digest rather than carried by Program, and tolerated as absent so that an
-#: instance loaded by an older pepc still reads.
-GEN_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_masks", "pepc_slots", "pepc_gen", "pepc_bloom", "pepc_direct")
+#: instance loaded by an older pepc still reads. IPv6 has its own rule and
+#: mask maps and its own prefilter (`pepc_bloom6`, derived like pepc_bloom).
+GEN_MAPS: tuple[str, ...] = (
+    "pepc_rules", "pepc_rules6", "pepc_masks", "pepc_masks6", "pepc_slots", "pepc_gen", "pepc_bloom", "pepc_bloom6", "pepc_direct",
+)
 BLOOM = "pepc_bloom"
+BLOOM6 = "pepc_bloom6"
 DIRECT = "pepc_direct"
+#: the rule maps of both families (a rule's entries may be in either)
+RULE_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_rules6")
 
 Contents = Mapping[str, Mapping[bytes, bytes]]
 
@@ -351,6 +357,7 @@ def decode_gen(value: bytes | None) -> dict[str, object] | None:
         "event_cap": g["event_cap"],
         "n_rules": g["n_rules"],
         "policy_digest": bytes(g["policy_digest"]).hex(),
+        "n_masks6": g["n_masks6"],
     }
 
 
@@ -466,17 +473,22 @@ def rule_summary(desired: Contents, live: Contents, delta: GenDelta | None = Non
     from operator import itemgetter
 
     d_sl, l_sl = desired.get("pepc_slots", {}), live.get("pepc_slots", {})
-    d_ru, l_ru = desired.get("pepc_rules", {}), live.get("pepc_rules", {})
     if not l_sl:  # nothing live: every rule is new (the first load)
-        counts = entry_counts(d_ru)
+        counts = entry_counts(desired.get("pepc_rules", {}))
+        for s, n in entry_counts(desired.get("pepc_rules6", {})).items():
+            counts[s] = counts.get(s, 0) + n
         rs = sorted(decode_slots(d_sl).values(), key=lambda r: r.id_bytes)
         return RuleSummary(added=tuple(RuleChange(r.display_id, "add", entries_added=counts.get(r.slot, 0)) for r in rs))
     slot_bytes = itemgetter(slice(_RULE_VAL_SLOT, _RULE_VAL_SLOT + 4))  # a rule value's slot, as a pepc_slots key
     if delta is None:
         delta = diff_generation(desired, live)
-    rd, sd = delta.of("pepc_rules"), delta.of("pepc_slots")
-    new_entries = rd.writes  # (key, value) the data plane gains
-    old_entries = [(k, l_ru[k]) for k, _ in rd.writes if k in l_ru] + [(k, l_ru[k]) for k in rd.deletes]  # and loses
+    sd = delta.of("pepc_slots")
+    new_entries: list[tuple[bytes, bytes]] = []  # (key, value) the data plane gains, both families
+    old_entries: list[tuple[bytes, bytes]] = []  # and loses
+    for name in RULE_MAPS:
+        rd, l_ru = delta.of(name), live.get(name, {})
+        new_entries += rd.writes
+        old_entries += [(k, l_ru[k]) for k, _ in rd.writes if k in l_ru] + [(k, l_ru[k]) for k in rd.deletes]
     touched = {k for k, _ in sd.writes} | set(sd.deletes)
     touched.update(slot_bytes(v) for _, v in new_entries)
     touched.update(slot_bytes(v) for _, v in old_entries)
@@ -606,7 +618,9 @@ def contents_digest(contents: Contents) -> str:
     g = gen_info(c)
     default_action = int(g["default_action_value"]) if g else 0
     event_cap = int(g["event_cap"]) if g else 0
-    return pack.policy_digest(c["pepc_masks"], c["pepc_rules"], c["pepc_slots"], default_action, event_cap)
+    return pack.policy_digest(
+        c["pepc_masks"], c["pepc_rules"], c["pepc_slots"], default_action, event_cap, c["pepc_masks6"], c["pepc_rules6"]
+    )
 
 
 def expected_gen_value(contents: Contents, digest: str | None = None) -> bytes | None:
@@ -623,6 +637,7 @@ def expected_gen_value(contents: Contents, digest: str | None = None) -> bytes |
             "event_cap": g["event_cap"],
             "n_rules": len(c["pepc_slots"]),
             "policy_digest": bytes.fromhex(digest or contents_digest(c)),
+            "n_masks6": len(c["pepc_masks6"]),
         }
     )
 

@@ -20,6 +20,8 @@ _SHAPES = {
     "pepc_gen": layout.GEN,
     "pepc_masks": layout.MASK,
     "pepc_rules": layout.RULE_VAL,
+    "pepc_masks6": layout.MASK6,
+    "pepc_rules6": layout.RULE_VAL,
     "pepc_slots": layout.SLOT,
 }
 
@@ -70,9 +72,13 @@ def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, 
     out["pepc_masks"] = _array_nonzero(maps[f"pepc_masks_{gen}"])
     out["pepc_slots"] = _array_nonzero(maps[f"pepc_slots_{gen}"])
     out["pepc_rules"] = _hash_all(maps[f"pepc_rules_{gen}"])
-    bloom_map = maps.get(f"{diff.BLOOM}_{gen}")
-    if bloom_map is not None:
-        out[diff.BLOOM] = _array_nonzero(bloom_map)
+    # IPv6 (compatible() has checked they exist with this layout's shapes)
+    out["pepc_masks6"] = _array_nonzero(maps[f"pepc_masks6_{gen}"])
+    out["pepc_rules6"] = _hash_all(maps[f"pepc_rules6_{gen}"])
+    for name in (diff.BLOOM, diff.BLOOM6):
+        bloom_map = maps.get(f"{name}_{gen}")
+        if bloom_map is not None:
+            out[name] = _array_nonzero(bloom_map)
     direct_map = maps.get(f"{diff.DIRECT}_{gen}")
     if direct_map is not None:
         out[diff.DIRECT] = _array_nonzero(direct_map)
@@ -84,6 +90,11 @@ def bloom_words(maps: Mapping[str, Any]) -> int | None:
     b0, b1 = maps.get(f"{diff.BLOOM}_0"), maps.get(f"{diff.BLOOM}_1")
     if b0 is None or b1 is None or b0.max_entries != b1.max_entries or b0.value_size != 8:
         return None
+    # the IPv6 prefilter has the same size by layout (both are "bloom")
+    for name in (f"{diff.BLOOM6}_0", f"{diff.BLOOM6}_1"):
+        b6 = maps.get(name)
+        if b6 is not None and (b6.max_entries != b0.max_entries or b6.value_size != 8):
+            return None
     return b0.max_entries - 1
 
 

@@ -125,6 +125,7 @@ class _Compiler:
         words, homes = derived_sizes(program, live)
         if words:
             contents[diff.BLOOM] = self._contents.bloom(contents, words)
+            contents[diff.BLOOM6] = self._contents.bloom(contents, words, v6=True)
         if homes:
             contents[diff.DIRECT] = self._contents.direct(contents, homes)
         return program, contents
@@ -146,7 +147,7 @@ class IncrementalContents:
     so they keep showing what was applied, and the planner's diff of the
     desired map against the view compares the touched keys only."""
 
-    BIG = ("pepc_rules", "pepc_slots", diff.BLOOM, diff.DIRECT)
+    BIG = ("pepc_rules", "pepc_rules6", "pepc_slots", diff.BLOOM, diff.BLOOM6, diff.DIRECT)
 
     def __init__(self) -> None:
         self._last: tuple[int, int] | None = None  # (delta source, serial) of the last program
@@ -155,8 +156,10 @@ class IncrementalContents:
         #: the rule-map changes of the last map_contents() (None: unknown, the
         #: derived maps are rebuilt), and the derived maps not yet given them
         self._delta: Mapping[bytes, bytes | None] | None = None
+        self._delta6: Mapping[bytes, bytes | None] | None = None  # the same for pepc_rules6
         self._unfed: set[str] = set()
-        self._bloom: tuple[int, dict[int, dict[bytes, int]]] | None = None  # (words, members per word)
+        #: (words, members per word) of each prefilter, by its map name
+        self._blooms: dict[str, tuple[int, dict[int, dict[bytes, int]]] | None] = {}
         self._table: Any = None  # pepc.direct.Table of the last direct() call
 
     def _edit(self, name: str, changes: Mapping[bytes, bytes | None]) -> diff.Derived:
@@ -201,54 +204,63 @@ class IncrementalContents:
         d = getattr(program, "delta", None)
         u32 = diff.u32
         # a derived map that missed the last edit is rebuilt next time
-        if diff.BLOOM in self._unfed:
-            self._bloom = None
+        for name in (diff.BLOOM, diff.BLOOM6):
+            if name in self._unfed:
+                self._blooms[name] = None
         if diff.DIRECT in self._unfed:
             self._table = None
-        self._unfed = {diff.BLOOM, diff.DIRECT}
+        self._unfed = {diff.BLOOM, diff.BLOOM6, diff.DIRECT}
         if (
-            d is not None and d.rules is not None and d.slots is not None and self._last == (d.source, d.serial - 1)
-            and "pepc_rules" in self._cur and "pepc_slots" in self._cur
+            d is not None and d.rules is not None and d.slots is not None and d.rules6 is not None
+            and self._last == (d.source, d.serial - 1)
+            and "pepc_rules" in self._cur and "pepc_slots" in self._cur and "pepc_rules6" in self._cur
         ):
-            self._delta = d.rules
+            self._delta, self._delta6 = d.rules, d.rules6
             out = {
                 "pepc_gen": {u32(0): program.gen_value()},
                 "pepc_masks": {u32(i): mask_value(m) for i, m in enumerate(program.masks)},
                 "pepc_rules": self._edit("pepc_rules", d.rules),
+                "pepc_masks6": {u32(i): mask_value(m) for i, m in enumerate(program.masks6)},
+                "pepc_rules6": self._edit("pepc_rules6", d.rules6),
                 "pepc_slots": self._edit("pepc_slots", d.slots),
             }
         else:
             from pepc.compiler.pack import map_contents
 
             plain = map_contents(program)  # (no delta: the first call, or the compiler started afresh)
-            self._delta = None
+            self._delta = self._delta6 = None
             out = {**plain, "pepc_rules": self._fresh("pepc_rules", plain["pepc_rules"]),
+                   "pepc_rules6": self._fresh("pepc_rules6", plain["pepc_rules6"]),
                    "pepc_slots": self._fresh("pepc_slots", plain["pepc_slots"])}
         self._last = (d.source, d.serial) if d is not None else None
         return out
 
     def _take_delta(self, name: str, rules: Mapping[bytes, bytes]) -> Mapping[bytes, bytes | None] | None:
         """The rule-map changes derived map `name` has not seen; None when
-        it must be rebuilt from `rules`."""
+        it must be rebuilt from `rules`. (The IPv6 prefilter follows
+        pepc_rules6, the others pepc_rules.)"""
         self._unfed.discard(name)
-        if self._delta is None or self._cur.get(name) is None or rules is not self._cur.get("pepc_rules"):
+        source, delta = ("pepc_rules6", self._delta6) if name == diff.BLOOM6 else ("pepc_rules", self._delta)
+        if delta is None or self._cur.get(name) is None or rules is not self._cur.get(source):
             return None
-        return self._delta
+        return delta
 
-    def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int) -> dict[bytes, bytes]:
+    def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int, v6: bool = False) -> dict[bytes, bytes]:
+        """The prefilter (with v6, the IPv6 one over pepc_rules6)."""
         from pepc import bloom
 
-        rules = contents["pepc_rules"]
+        name = diff.BLOOM6 if v6 else diff.BLOOM
+        rules = contents["pepc_rules6" if v6 else "pepc_rules"]
         gen_value = contents["pepc_gen"][diff.u32(0)]
-        prev = self._bloom
-        delta = self._take_delta(diff.BLOOM, rules)
+        prev = self._blooms.get(name)
+        delta = self._take_delta(name, rules)
         if prev is None or prev[0] != n_words or delta is None:
             members: dict[int, dict[bytes, int]] = {}
             for k in rules:
                 i, bit = bloom.position(k, n_words)
                 members.setdefault(i, {})[k] = bit
-            self._bloom = (n_words, members)
-            return self._fresh(diff.BLOOM, bloom.contents(rules, gen_value, n_words))
+            self._blooms[name] = (n_words, members)
+            return self._fresh(name, bloom.contents(rules, gen_value, n_words, v6=v6))
         _, members = prev
         touched: set[int] = set()
         for k in delta:
@@ -269,8 +281,8 @@ class IncrementalContents:
             changes[i.to_bytes(4, "little")] = acc.to_bytes(8, "little") if acc else None
             if not acc:
                 del members[i]
-        changes[n_words.to_bytes(4, "little")] = bloom.marker(bloom.gen_digest(gen_value)).to_bytes(8, "little")
-        return self._edit(diff.BLOOM, changes)
+        changes[n_words.to_bytes(4, "little")] = bloom.marker(bloom.gen_digest(gen_value), v6).to_bytes(8, "little")
+        return self._edit(name, changes)
 
     def direct(self, contents: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
         from pepc import direct

@@ -36,11 +36,14 @@ def read_snapshot(pin_dir: str | os.PathLike, interfaces: Iterable[str] = ()) ->
             RuleCounters(rid, slot, **stats.get(slot, zero)) for slot, rid in sorted(names.items(), key=lambda kv: kv[1])
         )
         raw_gen = inst.map("pepc_gen").lookup(dataplane.u32(gen))
-        g = layout.GEN.unpack(raw_gen) if raw_gen else {"n_masks": 0, "n_rules": 0, "policy_digest": b""}
+        g = layout.GEN.unpack(raw_gen) if raw_gen else {"n_masks": 0, "n_masks6": 0, "n_rules": 0, "policy_digest": b""}
         rules_map = inst.map(f"pepc_rules_{gen}")
+        rules6_map = inst.map(f"pepc_rules6_{gen}")
         usage = {
             "pepc_rules": (len(rules_map.keys()), rules_map.max_entries),
             "pepc_masks": (g["n_masks"], inst.map(f"pepc_masks_{gen}").max_entries),
+            "pepc_rules6": (len(rules6_map.keys()), rules6_map.max_entries),
+            "pepc_masks6": (g["n_masks6"], inst.map(f"pepc_masks6_{gen}").max_entries),
             "pepc_slots": (len(names), inst.map(f"pepc_slots_{gen}").max_entries),
         }
         attached = {}
