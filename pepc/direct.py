@@ -27,6 +27,12 @@ element: the generation's policy digest ^ SCHEME in its first word) belongs
 to the generation's current policy digest, so a writer that does not know
 about the table can make it useless, never wrong. Sizing: 2 homes per
 rule-map entry (at most half full), DEPTH + 1 entries of 40 bytes probed.
+
+IPv6 has its own table, `pepc_direct6_<gen>` over `pepc_rules6_<gen>`: the
+same layout rule, sizing and flags, entries of `layout.DIRECT6` (the 48-byte
+key, the flags padded to 8, the value), homes from the IPv6 prefilter's
+hash (`bloom.hash64_6`) and a marker of its own (`SCHEME6`). Every function
+here takes `v6` to pick the family.
 """
 
 from __future__ import annotations
@@ -40,10 +46,12 @@ from pepc import bloom, layout
 
 #: Bump when the hash, layout, sizing or marker changes (mirrored in bpf/pepc_xdp.c).
 SCHEME = 0x70657063_64697201  # "pepcdir" v1
+SCHEME6 = 0x70657063_64693601  # "pepcdi6" v1: the IPv6 table
 DEPTH = layout.DIRECT_DEPTH  # entries probed after the home (the program unrolls DEPTH + 1 compares)
 USED = 1
 OVERFLOW = 2  # some key whose home is this entry lives only in the rule map
 MAP_NAME = "pepc_direct"  # kernel maps pepc_direct_0 and pepc_direct_1
+MAP_NAME6 = "pepc_direct6"  # kernel maps pepc_direct6_0 and pepc_direct6_1
 
 # An entry is the key's 20 bytes, the flags (padded to 4), then the rule-map
 # value verbatim: packing one is two concatenations.
@@ -55,6 +63,30 @@ _FLAGS = tuple(bytes([f, 0, 0, 0]) for f in range(4))
 _M32 = 0xFFFFFFFF
 _MARKER_PAD = bytes(_ENTRY.size - 8)
 _U32 = struct.Struct("<I").pack
+
+
+class _Family:
+    """What differs between the IPv4 and the IPv6 table."""
+
+    def __init__(self, entry: layout.Struct, key: layout.Struct, scheme: int, hash64, hashes) -> None:
+        self.key_size = key.size
+        self.flags_at = entry.offsets["flags"]
+        self.value_at = entry.offsets["rank"]
+        assert self.flags_at == key.size and entry.size == self.value_at + layout.RULE_VAL.size
+        self.flags = tuple(bytes([f]) + bytes(self.value_at - self.flags_at - 1) for f in range(4))
+        self.marker_pad = bytes(entry.size - 8)
+        self.scheme = scheme
+        self.hash64 = hash64
+        self.hashes = hashes
+
+
+_V4 = _Family(layout.DIRECT, layout.RULE_KEY, SCHEME, bloom.hash64, bloom.hashes)
+_V6 = _Family(layout.DIRECT6, layout.RULE6_KEY, SCHEME6, bloom.hash64_6, bloom.hashes6)
+assert _V4.flags == _FLAGS
+
+
+def _fam(v6: bool) -> _Family:
+    return _V6 if v6 else _V4
 
 
 def map_entries(caps: layout.Capacities) -> int:
@@ -73,32 +105,35 @@ def homes(caps: layout.Capacities) -> int:
 
 
 def home(key: bytes, n_homes: int) -> int:
-    """The entry where the probe for `key` starts (low half of the prefilter's hash)."""
-    return ((bloom.hash64(key) & _M32) * n_homes) >> 32
+    """The entry where the probe for `key` starts (low half of the
+    prefilter's hash; an IPv6 key is told by its size)."""
+    h = bloom.hash64_6(key) if len(key) == _V6.key_size else bloom.hash64(key)
+    return ((h & _M32) * n_homes) >> 32
 
 
-def marker(policy_digest: bytes) -> int:
-    return int.from_bytes(policy_digest[:8], "little") ^ SCHEME
+def marker(policy_digest: bytes, v6: bool = False) -> int:
+    return int.from_bytes(policy_digest[:8], "little") ^ _fam(v6).scheme
 
 
-def marker_element(gen_value: bytes) -> bytes:
-    return marker(bloom.gen_digest(gen_value)).to_bytes(8, "little") + _MARKER_PAD
+def marker_element(gen_value: bytes, v6: bool = False) -> bytes:
+    return marker(bloom.gen_digest(gen_value), v6).to_bytes(8, "little") + _fam(v6).marker_pad
 
 
-def _homes(keys: list[bytes], n_homes: int, hashes: list[int] | None = None) -> list[int]:
-    """home() of every key, from their bloom.hashes() when the caller has them."""
+def _homes(keys: list[bytes], n_homes: int, hashes: list[int] | None = None, v6: bool = False) -> list[int]:
+    """home() of every key, from their bloom hashes when the caller has them."""
     if hashes is None:
-        hashes = bloom.hashes(keys)
+        hashes = _fam(v6).hashes(keys)
     return [((h & _M32) * n_homes) >> 32 for h in hashes]
 
 
 def entry(key: bytes, value: bytes, flags: int = USED) -> bytes:
-    """The table element holding rule-map `key` with rule-map `value`."""
-    return key + _FLAGS[flags] + value
+    """The table element holding rule-map `key` (of either family) with rule-map `value`."""
+    return key + (_V6 if len(key) == _V6.key_size else _V4).flags[flags] + value
 
 
 def _place(
-    rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None, by_home: dict[int, list[bytes]] | None = None
+    rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None, by_home: dict[int, list[bytes]] | None = None,
+    v6: bool = False,
 ) -> tuple[list[int], list[bytes], set[int]]:
     """The canonical layout: (positions, the keys there, homes with a key
     that did not fit). Keys in (home, key) order, each at its home or the
@@ -111,7 +146,7 @@ def _place(
     placed: list[bytes] = []
     over: set[int] = set()
     nxt = 0
-    for h, k in sorted(zip(_homes(keys, n_homes, hashes), keys)):
+    for h, k in sorted(zip(_homes(keys, n_homes, hashes, v6), keys)):
         if by_home is not None:
             by_home.setdefault(h, []).append(k)
         if h >= nxt:
@@ -125,9 +160,9 @@ def _place(
     return pos, placed, over
 
 
-def _elements(rules: Mapping[bytes, bytes], pos: list[int], placed: list[bytes], over: set[int]) -> dict[bytes, bytes]:
+def _elements(rules: Mapping[bytes, bytes], pos: list[int], placed: list[bytes], over: set[int], v6: bool = False) -> dict[bytes, bytes]:
     # C-level loops: this runs for 10^5 keys on a first apply
-    used = _FLAGS[USED]
+    used = _fam(v6).flags[USED]
     out = dict(zip(map(_U32, pos), map(bytes.__add__, map(bytes.__add__, placed, repeat(used)), map(rules.__getitem__, placed))))
     if over:
         at = dict(zip(pos, placed))
@@ -142,14 +177,16 @@ class Table:
     omitted, no marker); `update()` applies rule-map changes and returns the
     elements that changed (None: now empty)."""
 
-    def __init__(self, rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None = None) -> None:
-        """`hashes`: bloom.hashes() of the keys of `rules` in its order, when the caller has them."""
+    def __init__(self, rules: Mapping[bytes, bytes], n_homes: int, hashes: list[int] | None = None, v6: bool = False) -> None:
+        """`hashes`: bloom.hashes() of the keys of `rules` in its order, when
+        the caller has them. `v6`: the IPv6 table (keys of pepc_rules6)."""
         self.n = n_homes
+        self.v6 = v6
         self._vals: dict[bytes, bytes] = dict(rules)  # a copy: the caller edits its map before update()
         self._by_home: dict[int, list[bytes]] = {}  # home -> its keys, sorted
-        pos, placed, self._over = _place(self._vals, n_homes, hashes, self._by_home)
+        pos, placed, self._over = _place(self._vals, n_homes, hashes, self._by_home, v6)
         self._at: dict[int, bytes] = dict(zip(pos, placed))  # position -> key
-        self._elem = _elements(self._vals, pos, placed, self._over)
+        self._elem = _elements(self._vals, pos, placed, self._over, v6)
 
     def elements(self) -> dict[bytes, bytes]:
         """The table's elements. Shared: do not modify."""
@@ -233,11 +270,13 @@ class Table:
         return out
 
 
-def contents(rules: Mapping[bytes, bytes], gen_value: bytes, n_homes: int, hashes: list[int] | None = None) -> dict[bytes, bytes]:
+def contents(
+    rules: Mapping[bytes, bytes], gen_value: bytes, n_homes: int, hashes: list[int] | None = None, v6: bool = False
+) -> dict[bytes, bytes]:
     """The table of one generation as array elements, the marker of its
     policy digest (from its pepc_gen value) included."""
-    out = _elements(rules, *_place(rules, n_homes, hashes))
-    out[(n_homes + DEPTH).to_bytes(4, "little")] = marker_element(gen_value)
+    out = _elements(rules, *_place(rules, n_homes, hashes, None, v6), v6)
+    out[(n_homes + DEPTH).to_bytes(4, "little")] = marker_element(gen_value, v6)
     return out
 
 
@@ -246,20 +285,27 @@ def for_contents(generation: Mapping[str, Mapping[bytes, bytes]], n_homes: int, 
     return contents(generation["pepc_rules"], generation["pepc_gen"][(0).to_bytes(4, "little")], n_homes, hashes)
 
 
+def for_contents6(generation: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
+    """The IPv6 table (pepc_direct6, over pepc_rules6) for a generation given as Program.map_contents()."""
+    return contents(generation.get("pepc_rules6", {}), generation["pepc_gen"][(0).to_bytes(4, "little")], n_homes, None, True)
+
+
 def lookup(elements: Mapping[bytes, bytes], key: bytes, n_homes: int) -> tuple[str, bytes | None]:
     """What the XDP program concludes from a table: ("hit", rule-map value),
     ("absent", None) or ("hash", None) -- ask the rule map. The reference for
     the C code and for the tests."""
+    fam = _V6 if len(key) == _V6.key_size else _V4
     h = home(key, n_homes)
     first = None
+    at, ks, vs = fam.flags_at, fam.key_size, fam.value_at
     for j in range(DEPTH + 1):
         e = elements.get((h + j).to_bytes(4, "little"))
         if j == 0:
             first = e
-        if e is None or not e[_FLAGS_AT] & USED:
+        if e is None or not e[at] & USED:
             break
-        if e[:20] == key:
-            return "hit", e[24:]
-    if first is not None and first[_FLAGS_AT] & OVERFLOW:
+        if e[:ks] == key:
+            return "hit", e[vs:]
+    if first is not None and first[at] & OVERFLOW:
         return "hash", None
     return "absent", None

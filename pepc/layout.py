@@ -363,6 +363,23 @@ DIRECT = Struct(
     "one entry of the direct table (pepc/direct.py): a rule-map key and its value",
 )
 
+DIRECT6 = Struct(
+    "pepc_direct6",
+    (
+        Field("key_shape", "u64", doc="the IPv6 rule-map key's bytes 0-7, as the program reads them"),
+        Field("key_src", "u64", 2, doc="key bytes 8-23"),
+        Field("key_dst", "u64", 2, doc="key bytes 24-39"),
+        Field("key_ports", "u64", doc="key bytes 40-47 (ports, padding)"),
+        Field("flags", "u8", doc="bit 0: in use; bit 1: a key with this home is in the rule map only"),
+        Field("_pad0", "u8", 7),
+        Field("rank", "u64"),
+        Field("slot", "u32"),
+        Field("action", "u8"),
+        Field("_pad1", "u8", 3),
+    ),
+    "one entry of the IPv6 direct table (pepc/direct.py): an IPv6 rule-map key and its value",
+)
+
 RULE_ID_LEN = 64
 
 SLOT = Struct(
@@ -423,7 +440,7 @@ EVENT = Struct(
     "a ring-buffer record for a LOG_ONLY hit",
 )
 
-STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, MASK6, RULE6_KEY, RULE_VAL, DIRECT, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
+STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, MASK6, RULE6_KEY, RULE_VAL, DIRECT, DIRECT6, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
 
 #: Global counters (per-CPU array indexed by these). Order is ABI.
 COUNTERS: tuple[str, ...] = (
@@ -546,6 +563,15 @@ MAPS: tuple[MapDef, ...] = (
         "direct",
         True,
         "the rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
+    ),
+    MapDef(
+        "pepc_direct6",
+        "ARRAY",
+        U32_KEY,
+        DIRECT6,
+        "direct",
+        True,
+        "the IPv6 rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
     ),
     MapDef("pepc_stats", "PERCPU_ARRAY", U32_KEY, RULE_STATS, "max_rules", doc="per-rule counters by slot"),
     MapDef("pepc_rl", "ARRAY", U32_KEY, RL_STATE, "max_rules", doc="token buckets by slot"),

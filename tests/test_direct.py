@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pepc import direct, layout
 
-KEYS = st.binary(min_size=20, max_size=20)
+# 48 bytes: an IPv6 rule-map key; an IPv4 test takes the first 20 (FAMILY)
+KEYS = st.binary(min_size=48, max_size=48)
+FAMILY = pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+
+
+def key(b: bytes, v6: bool) -> bytes:
+    return b if v6 else b[:20]
+
+
+def entry_struct(v6: bool) -> layout.Struct:
+    return layout.DIRECT6 if v6 else layout.DIRECT
 
 
 def val(i: int) -> bytes:
@@ -30,39 +41,48 @@ def answer(elements, rules, key, n):
     return v
 
 
+@FAMILY
 @given(st.dictionaries(KEYS, st.integers(0, 2**40), max_size=120), st.integers(1, 64), st.lists(KEYS, max_size=30))
 @settings(max_examples=300)
-def test_lookups_equal_the_rule_map(raw, n, probes):
+def test_lookups_equal_the_rule_map(v6, raw, n, probes):
     # small tables on purpose: full clusters and overflow happen often
-    rules = {k: val(i) for k, i in raw.items()}
-    el = direct.Table(rules, n).elements()
+    rules = {key(k, v6): val(i) for k, i in raw.items()}
+    probes = [key(k, v6) for k in probes]
+    el = direct.Table(rules, n, v6=v6).elements()
     for k in list(rules) + probes:
         assert answer(el, rules, k, n) == rules.get(k)
     assert all(0 <= int.from_bytes(p, "little") < n + direct.DEPTH for p in el)
-    held = [e[:20] for e in el.values() if e[layout.DIRECT.offsets["flags"]] & direct.USED]
+    es = entry_struct(v6)
+    assert all(len(e) == es.size for e in el.values())
+    ks = (layout.RULE6_KEY if v6 else layout.RULE_KEY).size
+    held = [e[:ks] for e in el.values() if e[es.offsets["flags"]] & direct.USED]
     assert sorted(held) == sorted(k for k in rules if direct.lookup(el, k, n)[0] == "hit")
+    assert el == {k: v for k, v in direct.contents(rules, gen_value(bytes(32)), n, v6=v6).items() if int.from_bytes(k, "little") < n + direct.DEPTH}
 
 
+@FAMILY
 @given(st.lists(KEYS, max_size=60, unique=True), st.integers(1, 40), st.randoms(use_true_random=False))
-def test_layout_depends_on_the_key_set_only(keys, n, rnd):
-    rules = {k: val(i) for i, k in enumerate(keys)}
+def test_layout_depends_on_the_key_set_only(v6, keys, n, rnd):
+    rules = {key(k, v6): val(i) for i, k in enumerate(keys)}
     shuffled = list(rules.items())
     rnd.shuffle(shuffled)
-    assert direct.Table(rules, n).elements() == direct.Table(dict(shuffled), n).elements()
+    assert direct.Table(rules, n, v6=v6).elements() == direct.Table(dict(shuffled), n, v6=v6).elements()
 
 
 EDIT = st.tuples(st.integers(0, 2), st.integers(0, 10**6), KEYS)
 
 
+@FAMILY
 @given(st.dictionaries(KEYS, st.integers(0, 2**40), max_size=60), st.integers(1, 48), st.lists(st.lists(EDIT, max_size=6), max_size=12))
 @settings(max_examples=300)
-def test_update_equals_a_fresh_build(raw, n, batches):
-    rules = {k: val(i) for k, i in raw.items()}
-    table = direct.Table(rules, n)
+def test_update_equals_a_fresh_build(v6, raw, n, batches):
+    rules = {key(k, v6): val(i) for k, i in raw.items()}
+    table = direct.Table(rules, n, v6=v6)
     mirror = dict(table.elements())
     for batch in batches:
         changes: dict[bytes, bytes | None] = {}
         for op, i, k in batch:
+            k = key(k, v6)
             live = sorted(rules)
             if op == 0 or not live:  # add (or change, when the key exists)
                 changes[k] = val(i)
@@ -80,7 +100,7 @@ def test_update_equals_a_fresh_build(raw, n, batches):
                 mirror.pop(p)
             else:
                 mirror[p] = e
-        fresh = direct.Table(rules, n)
+        fresh = direct.Table(rules, n, v6=v6)
         assert mirror == fresh.elements() == table.elements()
         assert table.overflowed() == fresh.overflowed()
 
@@ -104,6 +124,10 @@ def test_marker_and_sizing():
     assert c == {(10 + direct.DEPTH).to_bytes(4, "little"): direct.marker_element(gen_value(digest))}
     assert int.from_bytes(c[(10 + direct.DEPTH).to_bytes(4, "little")][:8], "little") == direct.marker(digest)
     assert direct.marker(bytes(32)) == direct.SCHEME
+    c6 = direct.contents({}, gen_value(digest), 10, v6=True)
+    assert int.from_bytes(c6[(10 + direct.DEPTH).to_bytes(4, "little")][:8], "little") == direct.marker(digest, True)
+    assert direct.marker(bytes(32), True) == direct.SCHEME6 != direct.SCHEME
+    assert len(c6[(10 + direct.DEPTH).to_bytes(4, "little")]) == layout.DIRECT6.size
 
 
 def test_overflow_is_rare_at_full_capacity():

@@ -284,6 +284,8 @@ def test_direct_constants_match_the_c_source():
         "OVERFLOW": str(direct.OVERFLOW),
     }
     assert direct.homes(SMALL) == 2 * SMALL.max_entries
+    (scheme6,) = re.findall(r"#define PEPC_DIRECT6_SCHEME (0x[0-9A-Fa-f]+)ULL", src)
+    assert int(scheme6, 16) == direct.SCHEME6 != direct.SCHEME
 
 
 def test_direct_table_is_read_inline_and_trusted_only_with_its_marker():
@@ -336,6 +338,58 @@ def test_direct_table_is_read_inline_and_trusted_only_with_its_marker():
         stale = bytearray(full[mark])
         stale[0] ^= 1
         dataplane.write_derived(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: bytes(stale)})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+
+
+def test_ipv6_hits_are_read_from_the_ipv6_direct_table_and_prefilter():
+    """The IPv6 walk finds a key where pepc.direct puts it in pepc_direct6
+    (the table, not pepc_rules6, answers), an empty home means no entry, a
+    stale marker disables the table; a clear pepc_bloom6 bit skips the key."""
+    from pepc.frames import build_frame6
+    from pepc.kernel import dataplane
+    from pepc.kernel.testrun import test_run
+    from pepc.compiler import pack
+
+    rule = Rule("blk6", Action.BLOCK, LOC, src=(Prefix.parse("2001:db8::7/128"),), dst=(Prefix.parse("::/0"),))
+    _, prog = compile_policy([rule], SMALL)
+    frame = build_frame6("2001:db8::7", "2001:db8::8")
+    with pinned_instance(SMALL) as inst:
+        dataplane.load_program(inst, prog, gen=0)
+        dm, bm = inst.map("pepc_direct6_0"), inst.map("pepc_bloom6_0")
+        n = direct.homes_of_map(dm.max_entries)
+        contents = pack.map_contents(prog)
+        ((key, value),) = contents["pepc_rules6"].items()
+        gen_value = contents["pepc_gen"][dataplane.u32(0)]
+        full = direct.contents(contents["pepc_rules6"], gen_value, n, v6=True)
+        mark = dataplane.u32(n + direct.DEPTH)
+        h = direct.home(key, n)
+        assert set(full) == {dataplane.u32(h), mark}
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+
+        allow = layout.RULE_VAL.pack({**layout.RULE_VAL.unpack(value), "action": int(Action.ALLOW)})
+        dataplane.write_derived(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        filler = [direct.entry(bytes([0xEE, j]) + bytes(46), value, direct.USED) for j in range(direct.DEPTH)]
+        row = {dataplane.u32(h + j): e for j, e in enumerate(filler)}
+        dataplane.write_derived(dm, {**row, dataplane.u32(h + direct.DEPTH): direct.entry(key, allow, direct.USED), mark: full[mark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        dataplane.write_derived(dm, {mark: full[mark]})  # an empty home: no entry
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        stale = bytearray(full[mark])
+        stale[0] ^= 1
+        dataplane.write_derived(dm, {dataplane.u32(h): direct.entry(key, allow, direct.USED), mark: bytes(stale)})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP  # the table ignored: pepc_rules6 answers
+
+        nb = bm.max_entries - 1
+        bfull = bloom.contents([key], gen_value, nb, v6=True)
+        word, bit = bloom.position(key, nb)
+        bmark = dataplane.u32(nb)
+        dataplane.write_derived(bm, {bmark: bfull[bmark]})  # the marker, no bits: skipped
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_PASS
+        dataplane.write_derived(bm, {dataplane.u32(word): bit.to_bytes(8, "little"), bmark: bfull[bmark]})
+        assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
+        # the IPv4 filter's marker is not the IPv6 one's
+        dataplane.write_derived(bm, {bmark: bloom.marker(bloom.gen_digest(gen_value)).to_bytes(8, "little")})
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
 
 

@@ -148,7 +148,7 @@ def test_mixed_families_first_apply_noop_and_a_v6_change_writes_only_v6_entries(
     untouched, its prefilter and direct table only get their new marker);
     the IPv6 prefilter follows pepc_rules6 and a word cleared by hand is
     drift that apply repairs."""
-    from pepc import bloom
+    from pepc import bloom, direct
 
     with host_env(tmp_path) as h:
         pol = policy(*base_policy().rules, *many_rules(40), *many_rules6(40))
@@ -179,6 +179,7 @@ def test_mixed_families_first_apply_noop_and_a_v6_change_writes_only_v6_entries(
             assert f"pepc_rules_{g}" not in r3.per_map and f"pepc_masks_{g}" not in r3.per_map
             assert r3.per_map[f"pepc_bloom_{g}"] == 1 and r3.per_map[f"pepc_direct_{g}"] == 1  # the markers
             assert 1 <= r3.per_map[f"pepc_bloom6_{g}"] <= 3 + 1
+            assert 1 <= r3.per_map[f"pepc_direct6_{g}"] <= 3 * 8 + 1
         inst = _open(h)
         try:
             assert _verdict6(inst.prog_fd, "2001:db8:60::1", dport=443) == XDP_DROP
@@ -195,6 +196,7 @@ def test_mixed_families_first_apply_noop_and_a_v6_change_writes_only_v6_entries(
         live = _live(h)
         for g in (0, 1):
             assert live.gens[g]["pepc_bloom6"] == bloom.for_contents6(live.gens[g], live.bloom_words)
+            assert live.gens[g]["pepc_direct6"] == direct.for_contents6(live.gens[g], live.direct_homes)
         inst = _open(h)
         try:
             assert _verdict6(inst.prog_fd, "2001:db8:50::7") == XDP_DROP

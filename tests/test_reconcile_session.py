@@ -255,13 +255,15 @@ def test_incremental_contents_equal_map_contents_and_bloom():
         assert got[diff.BLOOM6] == bloom.for_contents6(want, bloom.words(cfg.capacities)), step
         got[diff.DIRECT] = inc.direct(got, direct.homes(cfg.capacities))
         assert got[diff.DIRECT] == direct.for_contents(want, direct.homes(cfg.capacities)), step
+        got[diff.DIRECT6] = inc.direct(got, direct.homes(cfg.capacities), v6=True)
+        assert got[diff.DIRECT6] == direct.for_contents6(want, direct.homes(cfg.capacities)), step
         if step:
             for name, view in views.items():
                 assert dict(view) == applied[name] and len(view) == len(applied[name]), (step, name)
                 assert diff.diff_map(name, got[name], view) == diff.diff_map(name, dict(got[name]), applied[name]), (step, name)
         if step % 3 != 2:  # an apply (a refused one, every third step, takes no snapshot)
             views = {k: v for k, v in inc.snapshot(got).items() if isinstance(v, diff.Overlay)}
-            assert set(views) == {"pepc_rules", "pepc_rules6", "pepc_slots", diff.BLOOM, diff.BLOOM6, diff.DIRECT}
+            assert set(views) == {"pepc_rules", "pepc_rules6", "pepc_slots", diff.BLOOM, diff.BLOOM6, diff.DIRECT, diff.DIRECT6}
             applied = {k: dict(got[k]) for k in views}
         # its own contents: given another session's maps it would rebuild every time
         got97 = inc97.map_contents(program)
@@ -270,3 +272,4 @@ def test_incremental_contents_equal_map_contents_and_bloom():
         if step % 4 != 1:  # (a step where the table is not asked for: the next one rebuilds it)
             # crowded homes: long clusters and keys left to the rule map
             assert inc97.direct(got97, 23) == direct.for_contents(want, 23), step
+            assert inc97.direct(got97, 23, v6=True) == direct.for_contents6(want, 23), step

@@ -83,8 +83,11 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
     masks6 = inst.maps.get(f"pepc_masks6_{gen}")
     rules6 = inst.maps.get(f"pepc_rules6_{gen}")
     bloom6_map = inst.maps.get(f"{bloom.MAP_NAME6}_{gen}")
+    direct6_map = inst.maps.get(f"{direct.MAP_NAME6}_{gen}")
     if bloom6_map is not None:
         bloom6_map.update(u32(bloom6_map.max_entries - 1), bytes(bloom6_map.value_size))
+    if direct6_map is not None:
+        direct6_map.update(u32(direct6_map.max_entries - 1), bytes(direct6_map.value_size))
     if masks6 is not None:
         vals6 = [contents["pepc_masks6"].get(u32(i), bytes(masks6.value_size)) for i in range(masks6.max_entries)]
         masks6.update_batch([u32(i) for i in range(masks6.max_entries)], vals6)
@@ -104,6 +107,8 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
         write_derived(bloom_map, bloom.contents(r, gen_value, bloom_map.max_entries - 1))
     if bloom6_map is not None:
         write_derived(bloom6_map, bloom.contents(r6, gen_value, bloom6_map.max_entries - 1, v6=True))
+    if direct6_map is not None:
+        write_derived(direct6_map, direct.contents(r6, gen_value, direct.homes_of_map(direct6_map.max_entries), v6=True))
     if direct_map is not None:
         write_derived(direct_map, direct.contents(r, gen_value, direct.homes_of_map(direct_map.max_entries)))
 

@@ -366,6 +366,7 @@ def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveSta
         contents[diff.BLOOM6] = bloom.for_contents6(contents, words)
     if homes:
         contents[diff.DIRECT] = direct.for_contents(contents, homes, hashes)
+        contents[diff.DIRECT6] = direct.for_contents6(contents, homes)
     return program, contents
 
 

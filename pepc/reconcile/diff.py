@@ -23,13 +23,16 @@ from pepc.model import Action
 #: direct table, pepc/direct.py) are derived from the rules and the policy
 #: digest rather than carried by Program, and tolerated as absent so that an
 #: instance loaded by an older pepc still reads. IPv6 has its own rule and
-#: mask maps and its own prefilter (`pepc_bloom6`, derived like pepc_bloom).
+#: mask maps and its own prefilter and direct table (`pepc_bloom6`,
+#: `pepc_direct6`, derived from pepc_rules6 like their IPv4 twins).
 GEN_MAPS: tuple[str, ...] = (
-    "pepc_rules", "pepc_rules6", "pepc_masks", "pepc_masks6", "pepc_slots", "pepc_gen", "pepc_bloom", "pepc_bloom6", "pepc_direct",
+    "pepc_rules", "pepc_rules6", "pepc_masks", "pepc_masks6", "pepc_slots", "pepc_gen",
+    "pepc_bloom", "pepc_bloom6", "pepc_direct", "pepc_direct6",
 )
 BLOOM = "pepc_bloom"
 BLOOM6 = "pepc_bloom6"
 DIRECT = "pepc_direct"
+DIRECT6 = "pepc_direct6"
 #: the rule maps of both families (a rule's entries may be in either)
 RULE_MAPS: tuple[str, ...] = ("pepc_rules", "pepc_rules6")
 

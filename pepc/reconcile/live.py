@@ -79,9 +79,10 @@ def read_generation(maps: Mapping[str, Any], gen: int) -> dict[str, dict[bytes, 
         bloom_map = maps.get(f"{name}_{gen}")
         if bloom_map is not None:
             out[name] = _array_nonzero(bloom_map)
-    direct_map = maps.get(f"{diff.DIRECT}_{gen}")
-    if direct_map is not None:
-        out[diff.DIRECT] = _array_nonzero(direct_map)
+    for name in (diff.DIRECT, diff.DIRECT6):
+        direct_map = maps.get(f"{name}_{gen}")
+        if direct_map is not None:
+            out[name] = _array_nonzero(direct_map)
     return out
 
 
@@ -105,6 +106,10 @@ def direct_homes(maps: Mapping[str, Any]) -> int | None:
     d0, d1 = maps.get(f"{diff.DIRECT}_0"), maps.get(f"{diff.DIRECT}_1")
     if d0 is None or d1 is None or d0.max_entries != d1.max_entries or d0.value_size != layout.DIRECT.size:
         return None
+    for name in (f"{diff.DIRECT6}_0", f"{diff.DIRECT6}_1"):  # the IPv6 table: the same number of homes
+        d6 = maps.get(name)
+        if d6 is not None and (d6.max_entries != d0.max_entries or d6.value_size != layout.DIRECT6.size):
+            return None
     n = direct.homes_of_map(d0.max_entries)
     return n if n >= 1 else None
 

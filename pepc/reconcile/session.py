@@ -128,6 +128,7 @@ class _Compiler:
             contents[diff.BLOOM6] = self._contents.bloom(contents, words, v6=True)
         if homes:
             contents[diff.DIRECT] = self._contents.direct(contents, homes)
+            contents[diff.DIRECT6] = self._contents.direct(contents, homes, v6=True)
         return program, contents
 
 
@@ -147,7 +148,7 @@ class IncrementalContents:
     so they keep showing what was applied, and the planner's diff of the
     desired map against the view compares the touched keys only."""
 
-    BIG = ("pepc_rules", "pepc_rules6", "pepc_slots", diff.BLOOM, diff.BLOOM6, diff.DIRECT)
+    BIG = ("pepc_rules", "pepc_rules6", "pepc_slots", diff.BLOOM, diff.BLOOM6, diff.DIRECT, diff.DIRECT6)
 
     def __init__(self) -> None:
         self._last: tuple[int, int] | None = None  # (delta source, serial) of the last program
@@ -160,7 +161,7 @@ class IncrementalContents:
         self._unfed: set[str] = set()
         #: (words, members per word) of each prefilter, by its map name
         self._blooms: dict[str, tuple[int, dict[int, dict[bytes, int]]] | None] = {}
-        self._table: Any = None  # pepc.direct.Table of the last direct() call
+        self._tables: dict[str, Any] = {}  # pepc.direct.Table of the last direct() call, by map name
 
     def _edit(self, name: str, changes: Mapping[bytes, bytes | None]) -> diff.Derived:
         cur = self._cur[name]
@@ -207,9 +208,10 @@ class IncrementalContents:
         for name in (diff.BLOOM, diff.BLOOM6):
             if name in self._unfed:
                 self._blooms[name] = None
-        if diff.DIRECT in self._unfed:
-            self._table = None
-        self._unfed = {diff.BLOOM, diff.BLOOM6, diff.DIRECT}
+        for name in (diff.DIRECT, diff.DIRECT6):
+            if name in self._unfed:
+                self._tables[name] = None
+        self._unfed = {diff.BLOOM, diff.BLOOM6, diff.DIRECT, diff.DIRECT6}
         if (
             d is not None and d.rules is not None and d.slots is not None and d.rules6 is not None
             and self._last == (d.source, d.serial - 1)
@@ -240,7 +242,7 @@ class IncrementalContents:
         it must be rebuilt from `rules`. (The IPv6 prefilter follows
         pepc_rules6, the others pepc_rules.)"""
         self._unfed.discard(name)
-        source, delta = ("pepc_rules6", self._delta6) if name == diff.BLOOM6 else ("pepc_rules", self._delta)
+        source, delta = ("pepc_rules6", self._delta6) if name in (diff.BLOOM6, diff.DIRECT6) else ("pepc_rules", self._delta)
         if delta is None or self._cur.get(name) is None or rules is not self._cur.get(source):
             return None
         return delta
@@ -284,22 +286,24 @@ class IncrementalContents:
         changes[n_words.to_bytes(4, "little")] = bloom.marker(bloom.gen_digest(gen_value), v6).to_bytes(8, "little")
         return self._edit(name, changes)
 
-    def direct(self, contents: Mapping[str, Mapping[bytes, bytes]], n_homes: int) -> dict[bytes, bytes]:
+    def direct(self, contents: Mapping[str, Mapping[bytes, bytes]], n_homes: int, v6: bool = False) -> dict[bytes, bytes]:
+        """The direct table (with v6, the IPv6 one over pepc_rules6)."""
         from pepc import direct
 
-        rules = contents["pepc_rules"]
+        name = diff.DIRECT6 if v6 else diff.DIRECT
+        rules = contents["pepc_rules6" if v6 else "pepc_rules"]
         gen_value = contents["pepc_gen"][diff.u32(0)]
         mark = (n_homes + direct.DEPTH).to_bytes(4, "little")
-        table = self._table
-        delta = self._take_delta(diff.DIRECT, rules)
+        table = self._tables.get(name)
+        delta = self._take_delta(name, rules)
         if table is None or table.n != n_homes or delta is None:
-            table = self._table = direct.Table(rules, n_homes)
+            table = self._tables[name] = direct.Table(rules, n_homes, v6=v6)
             elements = dict(table.elements())
-            elements[mark] = direct.marker_element(gen_value)
-            return self._fresh(diff.DIRECT, elements)
+            elements[mark] = direct.marker_element(gen_value, v6)
+            return self._fresh(name, elements)
         changes = table.update(delta)
-        changes[mark] = direct.marker_element(gen_value)
-        return self._edit(diff.DIRECT, changes)
+        changes[mark] = direct.marker_element(gen_value, v6)
+        return self._edit(name, changes)
 
 
 def settle_heap(collect: bool) -> None:

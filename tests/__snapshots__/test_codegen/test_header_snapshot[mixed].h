@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 5abb680c250347108371deda59712325
+ * layout digest: deec2593e74ca1e87e9cfe075d9ba539
  * policy digest: 1789a6ad8089f5964cd059628f293a6d206bfa9a26bd3e5a8abe12af06b23247
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "5abb680c250347108371deda59712325"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x5a, 0xbb, 0x68, 0x0c, 0x25, 0x03, 0x47, 0x10, 0x83, 0x71, 0xde, 0xda, 0x59, 0x71, 0x23, 0x25 }
+#define PEPC_LAYOUT_DIGEST "deec2593e74ca1e87e9cfe075d9ba539"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xde, 0xec, 0x25, 0x93, 0xe7, 0x4c, 0xa1, 0xe8, 0x7e, 0x9c, 0xfe, 0x07, 0x5d, 0x9b, 0xa5, 0x39 }
 #define PEPC_POLICY_DIGEST "1789a6ad8089f5964cd059628f293a6d206bfa9a26bd3e5a8abe12af06b23247"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -98,6 +98,7 @@ enum pepc_counter {
  *   pepc_bloom: ARRAY, __u32, __u64, 131073 (x2 generations)
  *   pepc_bloom6: ARRAY, __u32, __u64, 131073 (x2 generations)
  *   pepc_direct: ARRAY, __u32, struct pepc_direct, 262148 (x2 generations)
+ *   pepc_direct6: ARRAY, __u32, struct pepc_direct6, 262148 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 16384
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 16384
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 16384
@@ -281,6 +282,31 @@ _Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 32, "offset of pepc_direct.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, action) == 36, "offset of pepc_direct.action differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, _pad1) == 37, "offset of pepc_direct._pad1 differs from pepc/layout.py");
+
+/* one entry of the IPv6 direct table (pepc/direct.py): an IPv6 rule-map key and its value */
+struct pepc_direct6 {
+	__u64 key_shape; /* the IPv6 rule-map key's bytes 0-7, as the program reads them */
+	__u64 key_src[2]; /* key bytes 8-23 */
+	__u64 key_dst[2]; /* key bytes 24-39 */
+	__u64 key_ports; /* key bytes 40-47 (ports, padding) */
+	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
+	__u8 _pad0[7];
+	__u64 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 _pad1[3];
+};
+_Static_assert(sizeof(struct pepc_direct6) == 72, "sizeof(struct pepc_direct6) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_shape) == 0, "offset of pepc_direct6.key_shape differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_src) == 8, "offset of pepc_direct6.key_src differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_dst) == 24, "offset of pepc_direct6.key_dst differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_ports) == 40, "offset of pepc_direct6.key_ports differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, flags) == 48, "offset of pepc_direct6.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, _pad0) == 49, "offset of pepc_direct6._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, rank) == 56, "offset of pepc_direct6.rank differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, slot) == 64, "offset of pepc_direct6.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, action) == 68, "offset of pepc_direct6.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, _pad1) == 69, "offset of pepc_direct6._pad1 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {

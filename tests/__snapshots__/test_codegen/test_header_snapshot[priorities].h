@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 4d66d8fe7d5153cd594118fb3ca128b9
+ * layout digest: 92d5bc414a929708d01c35c7bdc67b87
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "4d66d8fe7d5153cd594118fb3ca128b9"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x4d, 0x66, 0xd8, 0xfe, 0x7d, 0x51, 0x53, 0xcd, 0x59, 0x41, 0x18, 0xfb, 0x3c, 0xa1, 0x28, 0xb9 }
+#define PEPC_LAYOUT_DIGEST "92d5bc414a929708d01c35c7bdc67b87"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x92, 0xd5, 0xbc, 0x41, 0x4a, 0x92, 0x97, 0x08, 0xd0, 0x1c, 0x35, 0xc7, 0xbd, 0xc6, 0x7b, 0x87 }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
@@ -98,6 +98,7 @@ enum pepc_counter {
  *   pepc_bloom: ARRAY, __u32, __u64, 4097 (x2 generations)
  *   pepc_bloom6: ARRAY, __u32, __u64, 4097 (x2 generations)
  *   pepc_direct: ARRAY, __u32, struct pepc_direct, 8196 (x2 generations)
+ *   pepc_direct6: ARRAY, __u32, struct pepc_direct6, 8196 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 64
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 64
  *   pepc_evbudget: PERCPU_ARRAY, __u32, struct pepc_evbudget, 64
@@ -281,6 +282,31 @@ _Static_assert(__builtin_offsetof(struct pepc_direct, rank) == 24, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_direct, slot) == 32, "offset of pepc_direct.slot differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, action) == 36, "offset of pepc_direct.action differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_direct, _pad1) == 37, "offset of pepc_direct._pad1 differs from pepc/layout.py");
+
+/* one entry of the IPv6 direct table (pepc/direct.py): an IPv6 rule-map key and its value */
+struct pepc_direct6 {
+	__u64 key_shape; /* the IPv6 rule-map key's bytes 0-7, as the program reads them */
+	__u64 key_src[2]; /* key bytes 8-23 */
+	__u64 key_dst[2]; /* key bytes 24-39 */
+	__u64 key_ports; /* key bytes 40-47 (ports, padding) */
+	__u8 flags; /* bit 0: in use; bit 1: a key with this home is in the rule map only */
+	__u8 _pad0[7];
+	__u64 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 _pad1[3];
+};
+_Static_assert(sizeof(struct pepc_direct6) == 72, "sizeof(struct pepc_direct6) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_shape) == 0, "offset of pepc_direct6.key_shape differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_src) == 8, "offset of pepc_direct6.key_src differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_dst) == 24, "offset of pepc_direct6.key_dst differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, key_ports) == 40, "offset of pepc_direct6.key_ports differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, flags) == 48, "offset of pepc_direct6.flags differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, _pad0) == 49, "offset of pepc_direct6._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, rank) == 56, "offset of pepc_direct6.rank differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, slot) == 64, "offset of pepc_direct6.slot differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, action) == 68, "offset of pepc_direct6.action differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_direct6, _pad1) == 69, "offset of pepc_direct6._pad1 differs from pepc/layout.py");
 
 /* per-generation, per-rule settings, indexed by slot */
 struct pepc_slot {
