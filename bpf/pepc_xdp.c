@@ -786,23 +786,27 @@ static __always_inline long lookup_mask6(__u32 i, struct pepc_lookup *lk, void *
 	return 0;
 }
 
-/* IPv6 unrolls half as many masks: with 8, the verifier's search over the
- * unrolled probes of the direct table outgrows its limits (E2BIG, measured
- * on kernel 6.18: 4 verify in ~4 s, 5 or more fail). Masks past the 4th go
- * through bpf_loop, like IPv4's past the 8th. */
-#define PEPC_UNROLL6 4
 
 static long lookup6_gen0(__u32 i, void *ctx)
 {
-	return lookup_mask6(i + PEPC_UNROLL6, ctx, &pepc_masks6_0, &pepc_rules6_0, &pepc_bloom6_0, &pepc_direct6_0);
+	return lookup_mask6(i + PEPC_UNROLL, ctx, &pepc_masks6_0, &pepc_rules6_0, &pepc_bloom6_0, &pepc_direct6_0);
 }
 
 static long lookup6_gen1(__u32 i, void *ctx)
 {
-	return lookup_mask6(i + PEPC_UNROLL6, ctx, &pepc_masks6_1, &pepc_rules6_1, &pepc_bloom6_1, &pepc_direct6_1);
+	return lookup_mask6(i + PEPC_UNROLL, ctx, &pepc_masks6_1, &pepc_rules6_1, &pepc_bloom6_1, &pepc_direct6_1);
 }
 
-static __always_inline void walk6(struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *direct, void *more)
+/*
+ * The IPv6 walks are global functions, which the verifier checks once
+ * each, for any argument; a static one it checks again for every state the
+ * caller reaches it in, and the IPv6 parser (extension headers, fragments,
+ * ICMPv6 types) reaches it in many: with the direct-table probes unrolled
+ * over 8 masks that is past the verifier's limits (E2BIG), where the global
+ * form verifies in a few seconds.
+ */
+/* Flags, then the first PEPC_UNROLL masks; 1 when the walk is over. */
+static __always_inline int walk6(struct pepc_lookup *lk, void *masks, void *rules, void *bloom, void *direct)
 {
 	__u32 at = PEPC_BLOOM_WORDS;
 	__u64 *mark = bpf_map_lookup_elem(bloom, &at);
@@ -813,23 +817,37 @@ static __always_inline void walk6(struct pepc_lookup *lk, void *masks, void *rul
 	dmark = bpf_map_lookup_elem(direct, &at);
 	lk->direct = dmark && dmark->key_shape == (lk->digest ^ PEPC_DIRECT6_SCHEME);
 #pragma unroll
-	for (__u32 i = 0; i < PEPC_UNROLL6; i++) {
+	for (__u32 i = 0; i < PEPC_UNROLL; i++) {
 		if (i >= lk->n_masks || lookup_mask6(i, lk, masks, rules, bloom, direct))
-			return;
+			return 1;
 	}
-	if (lk->n_masks > PEPC_UNROLL6)
-		bpf_loop(lk->n_masks - PEPC_UNROLL6, more, lk, 0);
+	return lk->n_masks <= PEPC_UNROLL;
 }
 
-static __noinline int walk6_gen0(struct pepc_lookup *lk)
+/* The masks past the unrolled ones: bpf_loop wants its context on the
+ * stack, so the lookup state is copied there and the result back. */
+static __always_inline void walk6_more(struct pepc_lookup *in, void *more)
 {
-	walk6(lk, &pepc_masks6_0, &pepc_rules6_0, &pepc_bloom6_0, &pepc_direct6_0, lookup6_gen0);
+	struct pepc_lookup lk;
+
+	__builtin_memcpy(&lk, in, sizeof(lk));
+	bpf_loop(lk.n_masks - PEPC_UNROLL, more, &lk, 0);
+	in->best_rank = lk.best_rank;
+	in->slot = lk.slot;
+	in->action = lk.action;
+}
+
+__noinline int walk6_gen0(struct pepc_lookup *lk)
+{
+	if (lk && !walk6(lk, &pepc_masks6_0, &pepc_rules6_0, &pepc_bloom6_0, &pepc_direct6_0))
+		walk6_more(lk, lookup6_gen0);
 	return 0;
 }
 
-static __noinline int walk6_gen1(struct pepc_lookup *lk)
+__noinline int walk6_gen1(struct pepc_lookup *lk)
 {
-	walk6(lk, &pepc_masks6_1, &pepc_rules6_1, &pepc_bloom6_1, &pepc_direct6_1, lookup6_gen1);
+	if (lk && !walk6(lk, &pepc_masks6_1, &pepc_rules6_1, &pepc_bloom6_1, &pepc_direct6_1))
+		walk6_more(lk, lookup6_gen1);
 	return 0;
 }
 

@@ -137,34 +137,43 @@ def _ext(rng: random.Random) -> Ext:
     return e
 
 
-def random_frame6(rng: random.Random) -> bytes:
-    proto = rng.choice([6, 6, 6, 17, 17, 58, 58, 58, 59, 47, 0, 132])
+def _common(rng: random.Random, protos: list[int]) -> dict:
+    """The frame parameters both families share: protocol, ports, VLAN tags, payload."""
     vl = rng.choice([0, 0, 0, 1, 2, 3])
-    r = rng.random()
-    n_ext = 0 if r < 0.5 else rng.randint(1, 3) if r < 0.9 else rng.randint(4, MAX_IP6_EXT + 2)
-    kw = dict(
-        src=_addr6(rng),
-        dst=_addr6(rng),
-        proto=proto,
+    return dict(
+        proto=rng.choice(protos),
         sport=rng.choice(PORTS) if rng.random() < 0.6 else rng.randrange(65536),
         dport=rng.choice(PORTS) if rng.random() < 0.7 else rng.randrange(65536),
-        icmp_type=rng.choice(ICMP6_TYPES) if rng.random() < 0.9 else rng.randrange(256),
         vlans=[rng.randrange(4096) for _ in range(vl)],
         vlan_tpids=[rng.choice([ETH_P_8021Q, ETH_P_8021AD]) for _ in range(vl)],
-        ext=[_ext(rng) for _ in range(n_ext)],
         payload=rng.choice([0, 0, 6, 64, 200, 1400]),
+    )
+
+
+def _cut_or_pad(rng: random.Random, frame: bytes) -> bytes:
+    if rng.random() < 0.15:
+        return frame[: rng.randint(14, len(frame))]  # test runs need an Ethernet header
+    if rng.random() < 0.2:
+        return frame + bytes(max(0, 60 - len(frame)))  # Ethernet minimum-size padding
+    return frame
+
+
+def random_frame6(rng: random.Random) -> bytes:
+    r = rng.random()
+    n_ext = 0 if r < 0.5 else rng.randint(1, 3) if r < 0.9 else rng.randint(4, MAX_IP6_EXT + 2)
+    kw = _common(rng, [6, 6, 6, 17, 17, 58, 58, 58, 59, 47, 0, 132])
+    kw.update(
+        src=_addr6(rng),
+        dst=_addr6(rng),
+        icmp_type=rng.choice(ICMP6_TYPES) if rng.random() < 0.9 else rng.randrange(256),
+        ext=[_ext(rng) for _ in range(n_ext)],
     )
     m = rng.random()
     if m < 0.03:
         kw["version"] = rng.choice([0, 4, 5, 15])
     elif m < 0.08:
         kw["payload_len"] = rng.choice([0, 1, 3, 7, 8, 20, 65535])
-    frame = build_frame6(**kw)
-    if rng.random() < 0.15:
-        frame = frame[: rng.randint(14, len(frame))]
-    elif rng.random() < 0.2:
-        frame += bytes(max(0, 60 - len(frame)))
-    return frame
+    return _cut_or_pad(rng, build_frame6(**kw))
 
 
 def random_frame(rng: random.Random) -> bytes:
@@ -173,23 +182,14 @@ def random_frame(rng: random.Random) -> bytes:
         return build_frame(ethertype=rng.choice([ETH_P_ARP, 0x88CC, 0x8847]), payload=rng.randint(0, 60), vlans=[7] * rng.randint(0, 2))
     if kind < 0.5:
         return random_frame6(rng)
-    proto = rng.choice([6, 6, 6, 17, 17, 17, 1, 1, 47, 0, 132])
-    vl = rng.choice([0, 0, 0, 1, 2, 3])
-    vlans = [rng.randrange(4096) for _ in range(vl)]
-    tpids = [rng.choice([ETH_P_8021Q, ETH_P_8021AD]) for _ in range(vl)]
     frag = rng.random()
-    kw = dict(
+    kw = _common(rng, [6, 6, 6, 17, 17, 17, 1, 1, 47, 0, 132])
+    kw.update(
         src=_addr(rng),
         dst=_addr(rng),
-        proto=proto,
-        sport=rng.choice(PORTS) if rng.random() < 0.6 else rng.randrange(65536),
-        dport=rng.choice(PORTS) if rng.random() < 0.7 else rng.randrange(65536),
-        vlans=vlans,
-        vlan_tpids=tpids,
         ip_options=bytes(rng.choice([0, 0, 0, 4, 12, 40])),
         more_fragments=frag < 0.1,
         frag_offset=rng.choice([1, 100, 8191]) if 0.1 <= frag < 0.18 else 0,
-        payload=rng.choice([0, 0, 6, 64, 200, 1400]),
     )
     m = rng.random()
     if m < 0.03:
@@ -198,12 +198,7 @@ def random_frame(rng: random.Random) -> bytes:
         kw["ihl"] = rng.choice([0, 1, 4, 15])
     elif m < 0.09:
         kw["tot_len"] = rng.choice([0, 19, 20, 21, 23, 24, 28, 65535])
-    frame = build_frame(**kw)
-    if rng.random() < 0.15:
-        frame = frame[: rng.randint(14, len(frame))]  # test runs need an Ethernet header
-    elif rng.random() < 0.2:
-        frame += bytes(max(0, 60 - len(frame)))  # Ethernet minimum-size padding
-    return frame
+    return _cut_or_pad(rng, build_frame(**kw))
 
 
 def expected_counters(parsed, decision) -> Counter:

@@ -393,6 +393,28 @@ def test_ipv6_hits_are_read_from_the_ipv6_direct_table_and_prefilter():
         assert test_run(inst.prog_fd, frame).retval == layout.XDP_DROP
 
 
+def test_ipv6_walk_goes_past_the_unrolled_masks_in_both_generations():
+    """12 IPv6 masks: a packet only the last one matches is found by the
+    bpf_loop part of the IPv6 walk (the first 8 are unrolled), from either
+    generation's maps."""
+    from pepc.frames import build_frame6
+    from pepc.kernel import dataplane
+    from pepc.kernel.testrun import test_run
+
+    rules = [
+        Rule(f"r{plen:03d}", Action.ALLOW, LOC, src=(Prefix.parse(f"2001:db8:ffff::/{plen}"),), dst=(Prefix.parse("::/0"),))
+        for plen in (128, 124, 120, 112, 104, 96, 88, 80, 72, 64, 56)
+    ] + [Rule("last", Action.BLOCK, LOC, src=(Prefix.parse("2001:db8::/32"),), dst=(Prefix.parse("::/0"),))]
+    _, prog = compile_policy(rules, SMALL)
+    assert len(prog.masks6) == 12 and prog.masks6[-1].shape.src_plen == 32
+    with pinned_instance(SMALL) as inst:
+        for gen in (0, 1):
+            dataplane.load_program(inst, prog, gen=gen)
+            assert test_run(inst.prog_fd, build_frame6("2001:db8:1::1", "2001:db8::2")).retval == layout.XDP_DROP
+            assert test_run(inst.prog_fd, build_frame6("2001:db8:ffff::1", "2001:db8::2")).retval == layout.XDP_PASS
+            assert test_run(inst.prog_fd, build_frame6("2001:db9::1", "2001:db8::2")).retval == layout.XDP_PASS
+
+
 def test_without_privileges_the_message_says_what_is_needed():
     """As an unprivileged user (setpriv to nobody), loading fails with the
     EPERM message, not a traceback or a bare errno."""

@@ -40,20 +40,23 @@ RULES = [
     Rule("block-tcp-8002", Action.BLOCK, LOC, protocol=Protocol.TCP, dports=one(8002)),
 ]
 
-# Runs inside the namespace: UDP datagrams and TCP connects, results as JSON.
+# Runs inside the namespace: UDP datagrams and TCP connects (to the ports
+# given as comma lists, either family), results as JSON.
 CLIENT = textwrap.dedent(
     """
     import json, socket, sys
     host, src = sys.argv[1], sys.argv[2]
+    udp, tcp = ([int(p) for p in a.split(",") if p] for a in sys.argv[3:5])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     out = {}
-    for port in (7001, 7002):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for port in udp:
+        s = socket.socket(family, socket.SOCK_DGRAM)
         s.bind((src, 0))
         for i in range(3):
             s.sendto(b"pepc-%d-%d" % (port, i), (host, port))
         s.close()
-    for port in (8001, 8002):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    for port in tcp:
+        s = socket.socket(family, socket.SOCK_STREAM)
         s.settimeout(1.5)
         s.bind((src, 0))
         try:
@@ -117,7 +120,7 @@ def test_real_traffic_through_a_veth_pair():
             with EventReader(inst.map("pepc_events")) as events:
                 assert _ping(v, GOOD)
                 assert not _ping(v, BAD)
-                r = v.python(CLIENT, HOST, GOOD, timeout=60)
+                r = v.python(CLIENT, HOST, GOOD, "7001,7002", "8001,8002", timeout=60)
                 assert r.returncode == 0, r.stderr
                 client = json.loads(r.stdout)
                 got = {p: _received(s) for p, s in udp.items()}
@@ -171,29 +174,8 @@ RULES6 = [
     Rule("block-bad6", Action.BLOCK, LOC, priority=10, src=(Prefix.parse(f"{BAD6}/128"),), dst=(ANY6,)),
     Rule("allow-tcp6-8001", Action.ALLOW, LOC, protocol=Protocol.TCP, src=(ANY6,), dst=_host6(64), dports=one(8001)),
     Rule("block-tcp6-8002", Action.BLOCK, LOC, protocol=Protocol.TCP, src=(ANY6,), dst=_host6(64), dports=one(8002)),
+    Rule("log-udp6-7001", Action.LOG_ONLY, LOC, protocol=Protocol.UDP, src=(ANY6,), dst=_host6(), dports=one(7001)),
 ]
-
-CLIENT6 = textwrap.dedent(
-    """
-    import json, socket, sys
-    host, src = sys.argv[1], sys.argv[2]
-    out = {}
-    for port in (8001, 8002, 8003):
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        s.settimeout(1.5)
-        s.bind((src, 0))
-        try:
-            s.connect((host, port))
-            s.sendall(b"hello")
-            out[str(port)] = "connected"
-        except OSError as e:
-            out[str(port)] = type(e).__name__
-        finally:
-            s.close()
-    print(json.dumps(out))
-    """
-)
-
 
 def _ping6(v, src: str) -> bool:
     r = v.run(["ping", "-6", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "-I", src, HOST6], timeout=20)
@@ -201,9 +183,12 @@ def _ping6(v, src: str) -> bool:
 
 
 def test_real_ipv6_traffic_default_block_keeps_neighbour_discovery():
+    import ipaddress
     import subprocess
 
     from pepc.kernel import dataplane, netlink
+    from pepc.kernel.ringbuf import EventReader
+    from pepc.watch.events import Event
 
     _, prog = compile_policy(RULES6, CAPS, default=Action.BLOCK)
     slot = {r.id: prog.slot_of(r.id) for r in RULES6}
@@ -216,7 +201,10 @@ def test_real_ipv6_traffic_default_block_keeps_neighbour_discovery():
         v.run(["ip", "-6", "neigh", "flush", "dev", v.peer], check=True)
         subprocess.run(["ip", "-6", "neigh", "flush", "dev", v.host], check=True)
 
-        servers = []
+        udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        udp.bind((HOST6, 7001))
+        udp.settimeout(0.2)
+        servers = [udp]
         for p in (8001, 8002, 8003):
             t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
             t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -228,10 +216,13 @@ def test_real_ipv6_traffic_default_block_keeps_neighbour_discovery():
             # BAD6 is blocked by a protocol-ANY rule, yet it resolved the host
             neigh = v.run(["ip", "-6", "neigh", "show", HOST6, "dev", v.peer]).stdout
             good_ping = _ping6(v, GOOD6)
-            r = v.python(CLIENT6, HOST6, GOOD6, timeout=60)
-            assert r.returncode == 0, r.stderr
-            good = json.loads(r.stdout)
-            r = v.python(CLIENT6, HOST6, BAD6, timeout=60)
+            with EventReader(inst.map("pepc_events")) as events:
+                r = v.python(CLIENT, HOST6, GOOD6, "7001", "8001,8002,8003", timeout=60)
+                assert r.returncode == 0, r.stderr
+                good = json.loads(r.stdout)
+                datagrams = _received(udp)
+                logged = events.poll(500) + events.drain()
+            r = v.python(CLIENT, HOST6, BAD6, "", "8001,8002,8003", timeout=60)
             assert r.returncode == 0, r.stderr
             bad = json.loads(r.stdout)
         finally:
@@ -244,6 +235,14 @@ def test_real_ipv6_traffic_default_block_keeps_neighbour_discovery():
         assert good["8002"] in ("timeout", "TimeoutError")  # block-tcp6-8002
         assert good["8003"] in ("timeout", "TimeoutError")  # unlisted: default BLOCK
         assert all(bad[p] in ("timeout", "TimeoutError") for p in ("8001", "8002", "8003"))  # block-bad6
+        # LOG_ONLY passes and reports the IPv6 addresses
+        assert sorted(datagrams) == [b"pepc-7001-0", b"pepc-7001-1", b"pepc-7001-2"]
+        mine = [e for e in logged if e["slot"] == slot["log-udp6-7001"]]
+        assert len(mine) == 3
+        assert all(e["family"] == 6 and e["dport"] == 7001 and e["src"] == e["dst"] == 0 for e in mine)
+        assert all((e["src6"], e["dst6"]) == (int(ipaddress.IPv6Address(GOOD6)), int(ipaddress.IPv6Address(HOST6))) for e in mine)
+        text = Event.from_record(mine[0], "log-udp6-7001").text()
+        assert f"UDP [{GOOD6}]:" in text and f"-> [{HOST6}]:7001" in text
 
         stats = {rid: dataplane.read_rule_stats(inst, s) for rid, s in slot.items()}
         c = dataplane.read_counters(inst)

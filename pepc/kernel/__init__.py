@@ -59,7 +59,8 @@ pepc.kernel.ringbuf
 
 pepc.kernel.dataplane (whole-generation helpers)
     write_generation(inst, gen, program)   full rewrite of one generation (masks, rules, slots, gen,
-                                     the prefilter pepc_bloom_<gen> and the direct table pepc_direct_<gen>)
+                                     the prefilter pepc_bloom_<gen> and the direct table pepc_direct_<gen>,
+                                     and their IPv6 twins pepc_masks6/rules6/bloom6/direct6_<gen>)
     write_derived(array, elements)   a whole marker-guarded array, the marker last: the prefilter
                                      (pepc.bloom.contents) or the direct table (pepc.direct.contents)
     set_active(inst, gen)            one write of pepc_ctrl[0] (only active_gen changes)
@@ -73,7 +74,8 @@ pepc.kernel.errors
     KernelError(message, hint, errno, applied), kernel_error(op, errno, what=...)
 
 Maps of an instance (layout.MAPS): pepc_ctrl, pepc_gen, pepc_masks_{0,1},
-pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_bloom_{0,1}, pepc_direct_{0,1}, pepc_stats, pepc_rl,
+pepc_rules_{0,1}, pepc_slots_{0,1}, pepc_bloom_{0,1}, pepc_direct_{0,1}, the IPv6 maps
+pepc_masks6_{0,1}, pepc_rules6_{0,1}, pepc_bloom6_{0,1}, pepc_direct6_{0,1}, pepc_stats, pepc_rl,
 pepc_evbudget, pepc_counters, pepc_events. pepc_bloom is the mask prefilter
 (ARRAY of u64, max_entries + 1): its contents are derived from the rules,
 and a writer that ignores it leaves its marker stale, which only disables it.

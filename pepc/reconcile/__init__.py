@@ -74,7 +74,8 @@ The mask prefilter and the direct table
 ---------------------------------------
 ``pepc_bloom_<gen>`` (pepc/bloom.py) and ``pepc_direct_<gen>``
 (pepc/direct.py) are derived from a generation's rule map and policy
-digest. The reconciler treats them as two more generation maps (in
+digest (``pepc_bloom6_<gen>`` and ``pepc_direct6_<gen>`` from its IPv6 rule
+map ``pepc_rules6_<gen>``). The reconciler treats them as two more generation maps (in
 diff.GEN_MAPS): recomputed for the desired contents, diffed element by
 element, written with the rest of the generation before the flip. The
 policy digest does not cover them, so when the stored digest is the

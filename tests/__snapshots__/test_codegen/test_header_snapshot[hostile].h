@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: deec2593e74ca1e87e9cfe075d9ba539
+ * layout digest: 9134c0a24079ca4a087f085019b99372
  * policy digest: 117311427014c7e01b16173554144694172f130ae2f0a0f8e4273b44328e719f
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "deec2593e74ca1e87e9cfe075d9ba539"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xde, 0xec, 0x25, 0x93, 0xe7, 0x4c, 0xa1, 0xe8, 0x7e, 0x9c, 0xfe, 0x07, 0x5d, 0x9b, 0xa5, 0x39 }
+#define PEPC_LAYOUT_DIGEST "9134c0a24079ca4a087f085019b99372"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x91, 0x34, 0xc0, 0xa2, 0x40, 0x79, 0xca, 0x4a, 0x08, 0x7f, 0x08, 0x50, 0x19, 0xb9, 0x93, 0x72 }
 #define PEPC_POLICY_DIGEST "117311427014c7e01b16173554144694172f130ae2f0a0f8e4273b44328e719f"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

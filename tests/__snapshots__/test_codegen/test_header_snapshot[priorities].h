@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 92d5bc414a929708d01c35c7bdc67b87
+ * layout digest: d0b11e6794baa12f89ea47eda69dee51
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "92d5bc414a929708d01c35c7bdc67b87"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x92, 0xd5, 0xbc, 0x41, 0x4a, 0x92, 0x97, 0x08, 0xd0, 0x1c, 0x35, 0xc7, 0xbd, 0xc6, 0x7b, 0x87 }
+#define PEPC_LAYOUT_DIGEST "d0b11e6794baa12f89ea47eda69dee51"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xd0, 0xb1, 0x1e, 0x67, 0x94, 0xba, 0xa1, 0x2f, 0x89, 0xea, 0x47, 0xed, 0xa6, 0x9d, 0xee, 0x51 }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
