@@ -9,7 +9,7 @@
  * safe ASCII subset (anything else is written as %XX).
  *
  * layout digest: 058cd5eede29793fe866cf99ae94d242
- * policy digest: eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad
+ * policy digest: 35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -84,7 +84,7 @@ enum pepc_counter {
 
 #define PEPC_LAYOUT_DIGEST "058cd5eede29793fe866cf99ae94d242"
 #define PEPC_LAYOUT_DIGEST_BYTES { 0x05, 0x8c, 0xd5, 0xee, 0xde, 0x29, 0x79, 0x3f, 0xe8, 0x66, 0xcf, 0x99, 0xae, 0x94, 0xd2, 0x42 }
-#define PEPC_POLICY_DIGEST "eabf1dcd7ceedb0a3a4dd4b8bd69501c1621cc977b76ad9e384bc8486d1d09ad"
+#define PEPC_POLICY_DIGEST "35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):
@@ -396,20 +396,22 @@ _Static_assert(__builtin_offsetof(struct pepc_event, src6) == 32, "offset of pep
 _Static_assert(__builtin_offsetof(struct pepc_event, dst6) == 48, "offset of pepc_event.dst6 differs from pepc/layout.py");
 
 /*
- * Rules of this plan: 11 live rule(s), 26 map entries, 21 masks.
+ * Rules of this plan: 13 live rule(s), 26 map entries, 21 masks; IPv6: 21 map entries, 18 masks.
  *
  *   slot  action      priority  id  (source)
  *      0  RATE_LIMIT       100  api_rate_limit  (10-web.yaml:18)
  *      1  BLOCK           1000  block_abuser  (20-blocklist.yaml:4)
- *      2  ALLOW             10  dns_replies  (10-web.yaml:44)
- *      3  ALLOW             10  icmp  (10-web.yaml:50)
- *      4  ALLOW              0  legacy_backup_ssh  (legacy/pepctl-export.json:2)
- *      5  ALLOW              0  legacy_ntp_replies  (legacy/pepctl-export.json:11)
- *      6  LOG_ONLY         100  log_smtp_probes  (10-web.yaml:32)
- *      7  ALLOW            100  metrics_from_monitoring  (10-web.yaml:26)
- *      8  ALLOW            200  ssh_admins  (10-web.yaml:4)
- *      9  ALLOW             10  tcp_replies  (10-web.yaml:38)
- *     10  ALLOW            100  web_public  (10-web.yaml:12)
+ *      2  BLOCK           1000  block_abuser_v6  (20-blocklist.yaml:13)
+ *      3  ALLOW             10  dns_replies  (10-web.yaml:44)
+ *      4  ALLOW             10  icmp  (10-web.yaml:50)
+ *      5  ALLOW             10  icmpv6  (10-web.yaml:57)
+ *      6  ALLOW              0  legacy_backup_ssh  (legacy/pepctl-export.json:2)
+ *      7  ALLOW              0  legacy_ntp_replies  (legacy/pepctl-export.json:11)
+ *      8  LOG_ONLY         100  log_smtp_probes  (10-web.yaml:32)
+ *      9  ALLOW            100  metrics_from_monitoring  (10-web.yaml:26)
+ *     10  ALLOW            200  ssh_admins  (10-web.yaml:4)
+ *     11  ALLOW             10  tcp_replies  (10-web.yaml:38)
+ *     12  ALLOW            100  web_public  (10-web.yaml:12)
  */
 
 #endif /* PEPC_POLICY_H */
