@@ -50,6 +50,9 @@ PAIR_CAP = 5
 PROBES = 16
 #: Pieces the search for related rules of one finding may visit.
 PIECE_CAP = 20000
+#: Atoms ranked before a shadowed atom beyond which its winners are named
+#: from probes instead of an exhaustive partition.
+BETTER_CAP = 256
 #: How many rule ids a message names before "and N more" (related
 #: locations list them all).
 _NAMES_IN_MESSAGE = 4
@@ -260,6 +263,11 @@ class Analysis:
         s = self.s
         akeys, boxes, own = s.akeys, s.boxes, s.rule_atoms[ri]
         mykey, dkey = akeys[ri], self.default_key
+        if all(s.cover_of(a) is not None for a in own):
+            # every atom inside one box of another rule ranked before it:
+            # shadowed, decided without the atoms around it (a wide rule
+            # under a catch-all meets every rule of the policy)
+            return "shadowed"
         # without a later atom of another action, and the default acting
         # alike, no packet the rule wins can change: skip the search
         if worse_diff or dkey != mykey:
@@ -283,7 +291,12 @@ class Analysis:
         winners: set[int] = set()
         witness = None
         pieces = 0
-        for a in s.rule_atoms[ri]:
+        if any(s.better_exceeds(a, BETTER_CAP) for a in s.rule_atoms[ri]):
+            # Too many rules around it to name every winner: name those of
+            # a few probes, and say the list is cut short.
+            winners, witness = self._probe_winners(ri)
+            pieces = PIECE_CAP
+        for a in s.rule_atoms[ri] if witness is None else ():
             for piece, winner, _ in regions.partition(s.boxes[a], s.better(a), [], ri):
                 if winner is None:
                     raise AssertionError(f"rule {rule.id} is shadowed but wins a piece")
@@ -313,6 +326,28 @@ class Analysis:
             on=(rule.id,),
             partners=tuple(ids),
         )
+
+    def _probe_winners(self, ri: int) -> tuple[set[int], tuple]:
+        """For a shadowed rule: the rules winning a few of its packets (a
+        readable one, the corners of each atom, and one inside the box of
+        the atom covering it, if any), and the first as (point, rule)."""
+        s = self.s
+        winners: set[int] = set()
+        witness = None
+        for a in s.rule_atoms[ri]:
+            b = s.boxes[a]
+            points = [pick_point(b), (b[0], b[2], b[4], b[6], b[8]), (b[1], b[3], b[5], b[7], b[9])]
+            cover = s.cover_of(a)
+            if cover is not None:
+                points.append(pick_point(intersection(b, s.boxes[cover])))  # type: ignore[arg-type]
+            for point in points:
+                win = s.arule[s.winner(point)]  # type: ignore[index]
+                if win == ri:
+                    raise AssertionError(f"rule {s.rules[ri].id} is shadowed but wins {point}")
+                winners.add(win)
+                if witness is None:
+                    witness = (point, win)
+        return winners, witness  # type: ignore[return-value]
 
     def _redundant(self, ri: int, known: tuple) -> Raw:
         """`known`: a point the rule wins, the witness if the search for

@@ -76,6 +76,7 @@ class DynamicSpace:
         s.index.complete()  # type: ignore[union-attr]  # edits query boxes: build it all now
         self.gone: set[int] = set()
         s.index = _LiveIndex(s.index, self.gone)  # type: ignore[assignment]
+        s.ranked_lists = False  # edits add atoms out of rank order
         self.rule_idx = {r.id: i for i, r in enumerate(s.rules)}
         self.ranked = [(rank_key(s.atoms[i]), i) for i in s.order]
         for pos, (_, i) in enumerate(self.ranked):

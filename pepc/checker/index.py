@@ -30,6 +30,10 @@ from pepc.checker.geometry import N_CLASSES, PORT_MAX, Box
 #: (a parameter, so that a test can make every level kick in).
 _SCAN = 16
 
+#: Point queries find a group's port ranges by block of 2^_BLOCK_BITS ports.
+_BLOCK_BITS = 10
+_BLOCKS = (PORT_MAX >> _BLOCK_BITS) + 1
+
 _MASKS = [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)]
 _SIZES = [1 << (32 - n) for n in range(33)]
 
@@ -37,16 +41,22 @@ _SIZES = [1 << (32 - n) for n in range(33)]
 class _Group:
     """Atoms with one (primary, secondary) prefix pair, by destination port."""
 
-    __slots__ = ("members", "wide", "single", "scan")
+    __slots__ = ("members", "wide", "single", "scan", "blocks", "boxes")
 
     def __init__(self, scan: int) -> None:
         self.members: list[int] = []
         self.wide: list[int] | None = None
         self.single: dict[int, list[int]] = {}
         self.scan = scan
+        # the wide members by block of destination ports they overlap, for
+        # point queries (built on the first one after an add)
+        self.blocks: list[list[int]] | None = None
+        self.boxes: list | None = None
 
     def add(self, i: int, box: Box, boxes: list) -> None:
         self.members.append(i)
+        self.blocks = None
+        self.boxes = boxes
         if self.wide is not None:
             self._put(i, box)
         elif len(self.members) > self.scan:
@@ -59,6 +69,19 @@ class _Group:
             self.single.setdefault(box[8], []).append(i)
         else:
             self.wide.append(i)  # type: ignore[union-attr]
+
+    def wide_at(self, port: int) -> list[int]:
+        """The wide members whose destination ports may hold `port` (in
+        the order they were added)."""
+        blocks = self.blocks
+        if blocks is None:
+            blocks = self.blocks = [[] for _ in range(_BLOCKS)]
+            boxes = self.boxes
+            for j in self.wide:  # type: ignore[union-attr]
+                b = boxes[j]  # type: ignore[index]
+                for k in range(b[8] >> _BLOCK_BITS, (b[9] >> _BLOCK_BITS) + 1):
+                    blocks[k].append(j)
+        return blocks[port >> _BLOCK_BITS]
 
     def query(self, lo: int, hi: int) -> list[int]:
         wide = self.wide
@@ -225,38 +248,45 @@ class _Index:
                         ):
                             yield j
 
-    def stab(self, point: tuple, out: list[int]) -> None:
-        """Append the atoms containing the point to `out`."""
-        boxes, buckets, masks = self.boxes, self.buckets, _MASKS
-        cls, src, dst, sport, dport = point
-        prim, sec_addr = (dst, src) if self.field == 4 else (src, dst)
+    def stab_lists(self, point: tuple, lists: list[list[int]]) -> None:
+        """Append to `lists` the candidate lists for the atoms containing
+        the point (a superset; each list in the order atoms were added)."""
+        buckets, masks = self.buckets, _MASKS
+        dport = point[4]
+        prim, sec_addr = (point[2], point[1]) if self.field == 4 else (point[1], point[2])
         for p in self.plens:
             b = buckets.get((prim & masks[p]) << 6 | p)
             if b is None:
                 continue
             sec = b.sec
             if sec is None:
-                lists = (b.members,)
-            else:
-                lists = []
-                for sp in b.plens:
-                    g = sec.get((sec_addr & masks[sp]) << 6 | sp)
-                    if g is not None:
-                        if g.wide is None:
-                            lists.append(g.members)
-                        else:
-                            lists.append(g.wide)
-                            got = g.single.get(dport)
-                            if got:
-                                lists.append(got)
-            for members in lists:
-                for j in members:
-                    o = boxes[j]
-                    if (
-                        o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
-                        and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
-                    ):
-                        out.append(j)
+                lists.append(b.members)
+                continue
+            for sp in b.plens:
+                g = sec.get((sec_addr & masks[sp]) << 6 | sp)
+                if g is not None:
+                    if g.wide is None:
+                        lists.append(g.members)
+                    else:
+                        lists.append(g.wide_at(dport))
+                        got = g.single.get(dport)
+                        if got:
+                            lists.append(got)
+
+    def stab(self, point: tuple, out: list[int]) -> None:
+        """Append the atoms containing the point to `out`."""
+        boxes = self.boxes
+        cls, src, dst, sport, dport = point
+        lists: list[list[int]] = []
+        self.stab_lists(point, lists)
+        for members in lists:
+            for j in members:
+                o = boxes[j]
+                if (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    out.append(j)
 
 
 class BoxIndex:
@@ -324,6 +354,17 @@ class BoxIndex:
                 part[0].stab(point, out)
         return out
 
+    def stab_lists(self, point: tuple) -> list[list[int]]:
+        """Candidate lists that hold every atom containing the point, each
+        in the order the atoms were added: a caller that added them best
+        first can stop a list at its first atom that qualifies."""
+        lists: list[list[int]] = []
+        cls = point[0]
+        for (c0, c1), part in self.parts.items():
+            if c0 <= cls <= c1:
+                part[0].stab_lists(point, lists)
+        return lists
+
 
 class ScanIndex:
     """BoxIndex's interface as a scan of everything added (O(n) a query)."""
@@ -345,6 +386,9 @@ class ScanIndex:
                 and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0
             ):
                 yield j
+
+    def stab_lists(self, point: tuple) -> list[list[int]]:
+        return [self.members]
 
     def stab(self, point: tuple) -> list[int]:
         cls, src, dst, sport, dport = point

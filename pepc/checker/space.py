@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pepc.checker.geometry import Box, atom_box, contains_point, packet_of
+from pepc.checker.geometry import Box, atom_box, contains_point, covers, packet_of
 from pepc.checker.index import BoxIndex, ScanIndex
 from pepc.model import Action, Rule
 from pepc.semantics import Atom, atom_matches, atoms_of, rank_key
@@ -53,8 +53,13 @@ class Space:
 
     def __post_init__(self) -> None:
         self.index = self.index_type(self.boxes, self.dsts, self.srcs, classes=False)
-        for i in range(len(self.boxes)):
+        # added best first, so that every candidate list of a point query is
+        # in rank order and the searches for the best atoms stop early
+        for i in self.order:
             self.index.add(i)
+        #: whether the index's candidate lists are in rank order (a
+        #: DynamicSpace adds atoms out of order)
+        self.ranked_lists = True
         self._stabs: dict[tuple, list[int]] = {}
 
     def new_index(self) -> BoxIndex | ScanIndex:
@@ -135,6 +140,50 @@ class Space:
             self._lists[key] = got
         return got
 
+    def better_exceeds(self, a: int, limit: int) -> bool:
+        """Whether more than `limit` atoms meeting atom a rank before it,
+        found without materializing them all (a wide atom low in the
+        rank order meets a whole block list)."""
+        ra, arank, n = self.arank[a], self.arank, 0
+        for j in self.meeting(a):
+            if arank[j] < ra:
+                n += 1
+                if n > limit:
+                    return True
+        return False
+
+    def _candidates(self, point: tuple) -> list[list[int]]:
+        """Lists holding every atom containing the point, in rank order
+        when `ranked_lists` (else one list of exactly those atoms)."""
+        if self.ranked_lists:
+            return self.index.stab_lists(point)
+        return [self.stab(point)]
+
+    def cover_of(self, a: int) -> int | None:
+        """The best-ranked atom of another rule, ranked before atom a,
+        whose box contains a's whole box; None if there is none. A box
+        containing a's contains its lowest corner, so one point query
+        finds the candidates."""
+        b, ra, ri, arank, arule, boxes = self.boxes[a], self.arank[a], self.arule[a], self.arank, self.arule, self.boxes
+        best, br = None, ra
+        stop = self.ranked_lists
+        for members in self._candidates((b[0], b[2], b[4], b[6], b[8])):
+            for j in members:
+                r = arank[j]
+                if r >= br:
+                    if stop:
+                        break
+                    continue
+                o = boxes[j]
+                if (
+                    arule[j] != ri and o[0] <= b[0] and o[1] >= b[1] and o[2] <= b[2] and o[3] >= b[3]
+                    and o[4] <= b[4] and o[5] >= b[5] and o[6] <= b[6] and o[7] >= b[7] and o[8] <= b[8] and o[9] >= b[9]
+                ):
+                    best, br = j, r
+                    if stop:
+                        break
+        return best
+
     def worse(self, a: int) -> list[tuple]:
         """Other rules' atoms meeting atom a ranked after it, best first."""
         key = ("w", a)
@@ -150,22 +199,52 @@ class Space:
     def decide(self, point: tuple, ri: int) -> tuple[int, int | None]:
         """At a point: the winning atom, and the first atom of another rule
         than `ri` (None: no other rule matches)."""
-        arank, arule = self.arank, self.arule
+        arank, arule, boxes = self.arank, self.arule, self.boxes
+        cls, src, dst, sport, dport = point
         best = nxt = None
         br = nr = 1 << 62
-        for j in self.stab(point):
-            r = arank[j]
-            if r < br:
-                best, br = j, r
-            if r < nr and arule[j] != ri:
-                nxt, nr = j, r
+        stop = self.ranked_lists
+        for members in self._candidates(point):
+            for j in members:
+                r = arank[j]
+                if r >= nr:
+                    if stop:
+                        break  # the rest of the list ranks after both
+                    continue
+                o = boxes[j]
+                if not (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    continue
+                if r < br:
+                    best, br = j, r
+                if arule[j] != ri:
+                    nxt, nr = j, r
+                    if stop:
+                        break
         return best, nxt  # type: ignore[return-value]
 
     def winner(self, point: tuple) -> int | None:
+        arank, boxes = self.arank, self.boxes
+        cls, src, dst, sport, dport = point
         best, br = None, 1 << 62
-        for j in self.stab(point):
-            if self.arank[j] < br:
-                best, br = j, self.arank[j]
+        stop = self.ranked_lists
+        for members in self._candidates(point):
+            for j in members:
+                r = arank[j]
+                if r >= br:
+                    if stop:
+                        break
+                    continue
+                o = boxes[j]
+                if (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    best, br = j, r
+                    if stop:
+                        break
         return best
 
     # --- witnesses, checked against pepc.semantics ------------------------
