@@ -38,7 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pepc.checker import regions
-from pepc.checker.geometry import FULL, N_CLASSES, contains_point, covers, intersection, intersects, packet_of, pick_point
+from pepc.checker.geometry import (
+    FULL, N_CLASSES, contains_point, covers, intersection, intersects, packet_of, pick_point, sample_points,
+)
 from pepc.checker.space import ActionKey, Space
 from pepc.diagnostics import Finding, Related
 from pepc.model import Action, Location, Rule
@@ -48,10 +50,12 @@ from pepc.semantics import rank_key, specificity
 PAIR_CAP = 5
 #: Later atoms with another action a rule's probes try before the exact search.
 PROBES = 16
+#: Random points per atom its first probes try besides the readable one.
+SAMPLES = 4
 #: Pieces the search for related rules of one finding may visit.
 PIECE_CAP = 20000
-#: Atoms ranked before a shadowed atom beyond which its winners are named
-#: from probes instead of an exhaustive partition.
+#: Atoms meeting a shadowed atom beyond which its winners are named from
+#: probes instead of an exhaustive partition.
 BETTER_CAP = 256
 #: How many rule ids a message names before "and N more" (related
 #: locations list them all).
@@ -203,13 +207,16 @@ class Analysis:
                             overflow[ri] = True
                             break
                         probes[ri] -= 1
-                        point = pick_point(intersection(boxes[a], boxes[w]))  # type: ignore[arg-type]
-                        win, nxt = s.decide(point, ri)
-                        if arule[win] == ri:
-                            free[ri] = free[ri] or point
-                            if (akeys[arule[nxt]] if nxt is not None else dkey) != mykey:
-                                pending.discard(ri)
-                                break
+                        meet = intersection(boxes[a], boxes[w])
+                        for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
+                            win, nxt = s.decide(point, ri)
+                            if arule[win] == ri:
+                                free[ri] = free[ri] or point
+                                if (akeys[arule[nxt]] if nxt is not None else dkey) != mykey:
+                                    pending.discard(ri)
+                                    break
+                        if ri not in pending:
+                            break
                     if ri not in pending or overflow[ri]:
                         break
             self._insert(later, act, a)
@@ -248,13 +255,15 @@ class Analysis:
         """Step 1: whether a readable packet shows that rule ri matters."""
         s = self.s
         akeys, arule, mykey = s.akeys, s.arule, s.akeys[ri]
-        for a in s.rule_atoms[ri]:
-            point = pick_point(s.boxes[a])
-            win, nxt = s.decide(point, ri)
-            if arule[win] == ri:
-                free[ri] = free[ri] or point
-                if (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
-                    return True
+        for sampled in (False, True):
+            for a in s.rule_atoms[ri]:
+                points = sample_points(s.boxes[a], SAMPLES) if sampled else (pick_point(s.boxes[a]),)
+                for point in points:
+                    win, nxt = s.decide(point, ri)
+                    if arule[win] == ri:
+                        free[ri] = free[ri] or point
+                        if (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
+                            return True
         return False
 
     def _exact(self, ri: int, free: tuple | None, worse_diff: bool) -> tuple | str | None:
@@ -268,6 +277,16 @@ class Analysis:
             # shadowed, decided without the atoms around it (a wide rule
             # under a catch-all meets every rule of the policy)
             return "shadowed"
+        if free is None:
+            # no probe saw it win: most such rules are shadowed, which the
+            # search for a free piece proves faster than find_bad
+            for a in own:
+                piece = regions.find_free(boxes[a], s.better(a))
+                if piece is not None:
+                    free = pick_point(piece)
+                    break
+            else:
+                return "shadowed"
         # without a later atom of another action, and the default acting
         # alike, no packet the rule wins can change: skip the search
         if worse_diff or dkey != mykey:
@@ -291,7 +310,7 @@ class Analysis:
         winners: set[int] = set()
         witness = None
         pieces = 0
-        if any(s.better_exceeds(a, BETTER_CAP) for a in s.rule_atoms[ri]):
+        if any(s.meeting_exceeds(a, BETTER_CAP) for a in s.rule_atoms[ri]):
             # Too many rules around it to name every winner: name those of
             # a few probes, and say the list is cut short.
             winners, witness = self._probe_winners(ri)

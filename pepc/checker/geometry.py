@@ -149,3 +149,22 @@ def packet_of(point: tuple[int, int, int, int, int]) -> Packet:
     if cls == ICMP:
         return Packet(src, dst, Protocol.ICMP.value)
     return Packet(src, dst, OTHER_PROTO)
+
+
+def sample_points(region: Box, k: int) -> list[tuple[int, int, int, int, int]]:
+    """k points spread over `region` pseudo-randomly, the same for the
+    same region on every run. A block list covers thousands of thin slices
+    of a wide region and almost none of its volume: a random point falls
+    between them where the readable one (pick_point) may not."""
+    x = hash(region) & _MASK64
+    out = []
+    for _ in range(k):
+        point = []
+        for d in range(0, 10, 2):
+            x = (x * 6364136223846793005 + 1442695040888963407) & _MASK64  # an LCG: cheap and deterministic
+            point.append(region[d] + (x >> 16) % (region[d + 1] - region[d] + 1))
+        out.append(tuple(point))
+    return out  # type: ignore[return-value]
+
+
+_MASK64 = (1 << 64) - 1

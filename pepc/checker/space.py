@@ -140,16 +140,14 @@ class Space:
             self._lists[key] = got
         return got
 
-    def better_exceeds(self, a: int, limit: int) -> bool:
-        """Whether more than `limit` atoms meeting atom a rank before it,
-        found without materializing them all (a wide atom low in the
-        rank order meets a whole block list)."""
-        ra, arank, n = self.arank[a], self.arank, 0
-        for j in self.meeting(a):
-            if arank[j] < ra:
-                n += 1
-                if n > limit:
-                    return True
+    def meeting_exceeds(self, a: int, limit: int) -> bool:
+        """Whether more than `limit` atoms meet atom a, counted without
+        materializing them all."""
+        n = 0
+        for _ in self.meeting(a):
+            n += 1
+            if n > limit:
+                return True
         return False
 
     def _candidates(self, point: tuple) -> list[list[int]]:
@@ -251,25 +249,38 @@ class Space:
 
     def judge(self, point: tuple, also: tuple[int, ...] = ()) -> list[int]:
         """The atoms matching `point` by the semantics (atom_matches), best
-        first by rank_key.
+        first by rank_key: a prefix long enough to hold the first atom, and
+        for each rule of `also` its first atom and the first of another
+        rule (what `first_of` is asked).
 
-        The candidates are the index's, plus every atom of the rules they
-        belong to and of `also`; the decision is the semantics': a witness
-        is only reported when they confirm it, and an atom whose box
-        disagrees with atom_matches (or one the index missed) is a bug.
+        The candidates are the index's, plus every atom of the rules in
+        `also`; the decision is the semantics': a witness is only reported
+        when they confirm it, and an atom whose box disagrees with
+        atom_matches (or one the index missed) is a bug.
         """
         pkt = packet_of(point)
         found = set(self.stab(point))
-        rules = {self.arule[j] for j in found} | set(also)
+        cands = found | {j for r in also for j in self.rule_atoms[r]}
+        own = {r: False for r in also}  # rule -> its first atom seen
+        other = {r: False for r in also}  # rule -> a first atom of another rule seen
         matching = []
-        for j in found | {j for r in rules for j in self.rule_atoms[r]}:
+        for j in sorted(cands, key=self.arank.__getitem__):
             atom = self.atoms[j]
             matches = atom_matches(atom, pkt)
             if matches != contains_point(self.boxes[j], point) or matches != (j in found):
                 raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
-            if matches:
-                matching.append((rank_key(atom), j))
-        return [j for _, j in sorted(matching)]
+            if not matches:
+                continue
+            matching.append(j)
+            r = self.arule[j]
+            for x in also:
+                if r == x:
+                    own[x] = True
+                else:
+                    other[x] = True
+            if all(own.values()) and all(other.values()):
+                break
+        return matching
 
     def first_of(self, judged: list[int], rule: int = -1, skip_rule: int = -1) -> int | None:
         for j in judged:
