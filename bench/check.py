@@ -370,6 +370,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("sizes", nargs="*", type=int, default=[1000, 10000, 20000, 100000])
     ap.add_argument("--shapes", default="a,b,c,d", help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--naive-cap", type=float, default=60.0, help="skip the naive baseline where it would take longer (s)")
+    ap.add_argument("--naive-max", type=int, default=10000, help="largest first size the naive baseline runs at unestimated")
     args = ap.parse_args(argv)
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
@@ -385,7 +386,7 @@ def main(argv: list[str]) -> int:
                 ok = False
                 continue
             naive_text, nrss, ratio = "-", "-", "-"
-            estimate = naive_rate * n * n if naive_rate else 0.0
+            estimate = naive_rate * n * n if naive_rate else (0.0 if n <= args.naive_max else float("inf"))
             if estimate <= args.naive_cap:
                 base = measure(shape, n, naive=True)
                 naive_rate = base["wall"] / (n * n)
@@ -394,7 +395,10 @@ def main(argv: list[str]) -> int:
                     ok = False
                     print(f"  !! the naive baseline reports different findings for shape {shape} at n={n}")
             else:
-                naive_text, ratio = f"~{estimate:.0f}", f"~{estimate / got['wall']:.0f}x"
+                if estimate == float("inf"):
+                    naive_text, ratio = "-", "-"
+                else:
+                    naive_text, ratio = f"~{estimate:.0f}", f"~{estimate / got['wall']:.0f}x"
             print(f"{shape:>6} {n:>7} {got['atoms']:>7} {got['wall']:7.2f} {got['cpu']:7.2f} {got['rss']:8.0f} "
                   f"{naive_text:>8} {nrss:>9} {ratio:>8}  {summary(got['counts'])}", flush=True)
     print("naive: same analysis, candidate index replaced by a scan of every atom (O(n^2));")

@@ -55,10 +55,21 @@ def _share(b: tuple, C: Box) -> float:
 
 
 def _by_share(bs: list, C: Box) -> list:
-    """bs, largest share of C first (for searches the order of whose
-    boxes does not matter): a few large boxes that cover C are found
-    and cut along before thousands of thin ones."""
-    return sorted(bs, key=lambda b: -_share(b, C))
+    """bs with the boxes that cover a fair share of C first, largest
+    first (for searches the order of whose boxes does not matter): a few
+    large boxes that cover C are found and cut along before thousands of
+    thin ones. Thin in an address is enough to be thin: most boxes of a
+    block list are rejected on one product."""
+    big, thin = [], []
+    s2, s4 = C[3] - C[2] + 1, C[5] - C[4] + 1
+    for b in bs:
+        f = ((b[3] if b[3] < C[3] else C[3]) - (b[2] if b[2] > C[2] else C[2]) + 1) / s2
+        f *= ((b[5] if b[5] < C[5] else C[5]) - (b[4] if b[4] > C[4] else C[4]) + 1) / s4
+        (big if f >= _BIG else thin).append(b)
+    if not big:
+        return bs
+    big.sort(key=lambda b: -_share(b, C))
+    return big + thin
 
 
 #: A box covering at least this share of a piece is cut along first.
