@@ -124,7 +124,25 @@ struct pepc_vlan_hdr {
 		__uint(max_entries, PEPC_DIRECT_HOMES + PEPC_DIRECT_DEPTH + 1); \
 		__type(key, __u32);                                     \
 		__type(value, struct pepc_direct);                      \
-	} pepc_direct_##n SEC(".maps");
+	} pepc_direct_##n SEC(".maps");                                 \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, PEPC_MAX_MASKS);                    \
+		__type(key, __u32);                                     \
+		__type(value, struct pepc_mask6);                       \
+	} pepc_masks6_##n SEC(".maps");                                 \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH);                        \
+		__uint(max_entries, PEPC_MAX_ENTRIES);                  \
+		__type(key, struct pepc_rule6_key);                     \
+		__type(value, struct pepc_rule_val);                    \
+	} pepc_rules6_##n SEC(".maps");                                 \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, PEPC_BLOOM_WORDS + 1);              \
+		__type(key, __u32);                                     \
+		__type(value, __u64);                                   \
+	} pepc_bloom6_##n SEC(".maps");
 
 PEPC_GENERATION_MAPS(0)
 PEPC_GENERATION_MAPS(1)
@@ -211,6 +229,10 @@ struct pepc_pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 has_ports;
+	__u8 v6; /* IPv6: the addresses are src6/dst6 (src/dst stay 0) */
+	__u8 guarded; /* the lockout guard protects it (pepc.semantics.GUARDED_ICMPV6_TYPES) */
+	__be32 src6[4];
+	__be32 dst6[4];
 } __attribute__((aligned(8)));
 
 /*

@@ -250,6 +250,8 @@ GEN = Struct(
         Field("event_cap", "u32", doc="LOG_ONLY events per rule per second per CPU"),
         Field("n_rules", "u32"),
         Field("policy_digest", "u8", 32),
+        Field("n_masks6", "u32", doc="masks in use in this generation's IPv6 masks map"),
+        Field("_pad1", "u8", 4),
     ),
     "per-generation settings",
 )
@@ -288,6 +290,47 @@ RULE_KEY = Struct(
         Field("dport", "be16"),
     ),
     "the mask's shape plus the packet fields under that mask",
+)
+
+# IPv6 has its own masks and rule maps (pepc_masks6_<gen>, pepc_rules6_<gen>)
+# rather than one key wide enough for both: the IPv4 key stays 20 bytes, so
+# IPv4 pays nothing for IPv6. Addresses and their masks are 16 network-order
+# bytes at 8-aligned offsets (the program reads them as two u64 words).
+MASK6 = Struct(
+    "pepc_mask6",
+    (
+        Field("best_rank", "u64", doc="smallest rank of any entry under this mask"),
+        Field("src_mask", "u8", 16),
+        Field("dst_mask", "u8", 16),
+        Field("sport_mask", "be16"),
+        Field("dport_mask", "be16"),
+        Field("src_plen", "u8"),
+        Field("dst_plen", "u8"),
+        Field("sport_plen", "u8"),
+        Field("dport_plen", "u8"),
+        Field("proto_plen", "u8", doc="8: the protocol is part of the key; 0: wildcard"),
+        Field("_pad0", "u8", 7),
+    ),
+    "one IPv6 tuple-space mask; masks are stored in ascending best_rank",
+)
+
+RULE6_KEY = Struct(
+    "pepc_rule6_key",
+    (
+        Field("src_plen", "u8"),
+        Field("dst_plen", "u8"),
+        Field("sport_plen", "u8"),
+        Field("dport_plen", "u8"),
+        Field("proto_plen", "u8"),
+        Field("proto", "u8"),
+        Field("_pad0", "u8", 2),
+        Field("src", "u8", 16),
+        Field("dst", "u8", 16),
+        Field("sport", "be16"),
+        Field("dport", "be16"),
+        Field("_pad1", "u8", 4),
+    ),
+    "the IPv6 mask's shape plus the packet fields under that mask",
 )
 
 RULE_VAL = Struct(
@@ -377,7 +420,7 @@ EVENT = Struct(
     "a ring-buffer record for a LOG_ONLY hit",
 )
 
-STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, RULE_VAL, DIRECT, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
+STRUCTS: tuple[Struct, ...] = (CTRL, GEN, MASK, RULE_KEY, MASK6, RULE6_KEY, RULE_VAL, DIRECT, SLOT, RULE_STATS, RL_STATE, EV_BUDGET, EVENT)
 
 #: Global counters (per-CPU array indexed by these). Order is ABI.
 COUNTERS: tuple[str, ...] = (
@@ -408,13 +451,13 @@ XDP_PASS = 2
 
 SLOT_FLAG_USED = 1
 
-# The rank is a u64: 16 bits (65535 - priority), 8 bits (255 - specificity),
-# 40 bits order key of the rule id. Positions in a dense order would change
+# The rank is a u64: 16 bits (65535 - priority), 9 bits (511 - specificity:
+# an IPv6 atom's reaches 296), 39 bits order key of the rule id. Positions in a dense order would change
 # for every rule behind an inserted one; these keys change only for the
 # rules that change, so a one-rule edit is a one-rule delta.
 RANK_PRIO_SHIFT = 48
-RANK_SPEC_SHIFT = 40
-ORDER_KEY_BITS = 40
+RANK_SPEC_SHIFT = 39
+ORDER_KEY_BITS = 39
 
 
 @dataclass(frozen=True)
@@ -465,6 +508,8 @@ MAPS: tuple[MapDef, ...] = (
     MapDef("pepc_gen", "ARRAY", U32_KEY, GEN, "2", doc="per-generation settings, indexed by generation"),
     MapDef("pepc_masks", "ARRAY", U32_KEY, MASK, "max_masks", True, "masks in ascending best rank"),
     MapDef("pepc_rules", "HASH", RULE_KEY, RULE_VAL, "max_entries", True, "(mask shape, masked fields) -> rank, slot, action"),
+    MapDef("pepc_masks6", "ARRAY", U32_KEY, MASK6, "max_masks", True, "IPv6 masks in ascending best rank"),
+    MapDef("pepc_rules6", "HASH", RULE6_KEY, RULE_VAL, "max_entries", True, "IPv6 (mask shape, masked fields) -> rank, slot, action"),
     MapDef("pepc_slots", "ARRAY", U32_KEY, SLOT, "max_rules", True, "per-rule settings by slot"),
     MapDef(
         "pepc_bloom",
@@ -474,6 +519,15 @@ MAPS: tuple[MapDef, ...] = (
         "bloom",
         True,
         "mask prefilter: Bloom words over the rule keys, then a marker (contents derived, pepc/bloom.py)",
+    ),
+    MapDef(
+        "pepc_bloom6",
+        "ARRAY",
+        U32_KEY,
+        U64_VALUE,
+        "bloom",
+        True,
+        "IPv6 mask prefilter over the IPv6 rule keys, then a marker (contents derived, pepc/bloom.py)",
     ),
     MapDef(
         "pepc_direct",
@@ -533,4 +587,4 @@ def layout_digest(caps: Capacities) -> str:
 
 
 def rank_of(priority: int, specificity: int, order_key: int) -> int:
-    return ((0xFFFF - priority) << RANK_PRIO_SHIFT) | ((0xFF - specificity) << RANK_SPEC_SHIFT) | order_key
+    return ((0xFFFF - priority) << RANK_PRIO_SHIFT) | ((0x1FF - specificity) << RANK_SPEC_SHIFT) | order_key

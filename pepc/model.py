@@ -36,16 +36,30 @@ class Verdict(enum.Enum):
 
 
 class Protocol(enum.IntEnum):
-    """Rule protocols; values are IP protocol numbers, ANY is 0 (a wildcard)."""
+    """Rule protocols; values are IP protocol numbers, ANY is 0 (a wildcard).
+
+    ICMP is ICMP for IPv4 (protocol 1) and ICMPV6 is ICMP for IPv6 (58):
+    each names one address family, so a rule with either applies to that
+    family only."""
 
     ANY = 0
     ICMP = 1
     TCP = 6
     UDP = 17
+    ICMPV6 = 58
 
     @property
     def carries_ports(self) -> bool:
         return self in (Protocol.TCP, Protocol.UDP)
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The address families (4, 6) a rule with this protocol can match."""
+        if self is Protocol.ICMP:
+            return (4,)
+        if self is Protocol.ICMPV6:
+            return (6,)
+        return (4, 6)
 
 
 @dataclass(frozen=True, order=True)
@@ -62,22 +76,43 @@ class Location:
         return self.file
 
 
+#: The unified address line the checker reasons on (see Prefix.line): IPv4
+#: addresses are the integers [0, 2^32), IPv6 addresses [2^128, 2^129). Both
+#: families' prefixes are then prefixes of one 129-bit space, so boxes stay
+#: 5-dimensional and a v4 prefix never meets a v6 one.
+LINE_BITS = 129
+V6_BASE = 1 << 128
+#: prefix length on the line of a family's /0
+LINE_PLEN0 = {4: LINE_BITS - 32, 6: LINE_BITS - 128}
+
+
 @dataclass(frozen=True, order=True)
 class Prefix:
-    """An IPv4 prefix: `addr` is the network address as an int, host bits zero."""
+    """An IPv4 or IPv6 prefix: `addr` is the network address as an int
+    (family-local: < 2^32 for v4, < 2^128 for v6), host bits zero."""
 
     addr: int
     plen: int
+    v6: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.plen <= 32:
+        if not 0 <= self.plen <= self.bits:
             raise ValueError(f"prefix length {self.plen} out of range")
-        if self.addr & ~self.mask & 0xFFFFFFFF:
+        if self.addr >> self.bits or self.addr & ~self.mask:
             raise ValueError("host bits set")
 
     @property
+    def family(self) -> int:
+        return 6 if self.v6 else 4
+
+    @property
+    def bits(self) -> int:
+        return 128 if self.v6 else 32
+
+    @property
     def mask(self) -> int:
-        return (0xFFFFFFFF << (32 - self.plen)) & 0xFFFFFFFF
+        b = self.bits
+        return ((1 << b) - 1) ^ ((1 << (b - self.plen)) - 1)
 
     @property
     def first(self) -> int:
@@ -85,21 +120,46 @@ class Prefix:
 
     @property
     def last(self) -> int:
-        return self.addr | (~self.mask & 0xFFFFFFFF)
+        return self.addr | ((1 << (self.bits - self.plen)) - 1)
 
-    def contains(self, ip: int) -> bool:
-        return (ip & self.mask) == self.addr
+    @property
+    def line(self) -> tuple[int, int]:
+        """(prefix length, address) of this prefix on the unified line."""
+        if self.v6:
+            return (LINE_BITS - 128 + self.plen, V6_BASE | self.addr)
+        return (LINE_BITS - 32 + self.plen, self.addr)
+
+    @property
+    def lo(self) -> int:
+        """First address of the prefix on the unified line."""
+        return V6_BASE | self.addr if self.v6 else self.addr
+
+    @property
+    def hi(self) -> int:
+        """Last address of the prefix on the unified line."""
+        return self.lo | ((1 << (self.bits - self.plen)) - 1)
+
+    def contains(self, ip: int, v6: bool = False) -> bool:
+        """Whether the address `ip` of family v6/v4 is in the prefix."""
+        return v6 == self.v6 and (ip & self.mask) == self.addr
 
     def __str__(self) -> str:
+        if self.v6:
+            return f"{ipaddress.IPv6Address(self.addr)}/{self.plen}"
         return f"{ipaddress.IPv4Address(self.addr)}/{self.plen}"
 
     @classmethod
     def parse(cls, text: str) -> "Prefix":
-        net = ipaddress.IPv4Network(text, strict=True)
-        return cls(int(net.network_address), net.prefixlen)
+        net = ipaddress.ip_network(text, strict=True)
+        return cls(int(net.network_address), net.prefixlen, net.version == 6)
 
 
-ANY_PREFIX = Prefix(0, 0)
+ANY4 = Prefix(0, 0)
+ANY6 = Prefix(0, 0, True)
+#: IPv4's "any" (kept under its old name for v4-only callers)
+ANY_PREFIX = ANY4
+#: "any" on a side of a rule: every address of both families
+ANY_BOTH = (ANY4, ANY6)
 
 
 @dataclass(frozen=True, order=True)
@@ -152,8 +212,11 @@ class Service:
 class Rule:
     """One policy rule, fully resolved: names replaced by prefixes and ports.
 
-    `src`/`dst` are never empty (any is ANY_PREFIX) and `sports`/`dports` are
-    never empty (any is ANY_PORT). `refs` keeps the names as written, for
+    `src`/`dst` are never empty and `sports`/`dports` are never empty (any
+    is ANY_PORT). "any" address is the /0 of each family the rule applies
+    to (ANY4, ANY6): the loader resolves it, so that every later stage sees
+    concrete prefixes. A rule's atoms pair only prefixes of one family
+    (`pepc.semantics.atoms_of`); `families` says which. `refs` keeps the names as written, for
     reports; `field_locs` maps a field path such as "dst.port" to where it
     was written so findings can point at the exact field.
     """
@@ -163,6 +226,7 @@ class Rule:
     loc: Location
     priority: int = 0
     protocol: Protocol = Protocol.ANY
+    # TODO(v6 loader): ANY_BOTH once the loader resolves "any" per family
     src: tuple[Prefix, ...] = (ANY_PREFIX,)
     dst: tuple[Prefix, ...] = (ANY_PREFIX,)
     sports: tuple[PortRange, ...] = (ANY_PORT,)
@@ -185,6 +249,15 @@ class Rule:
             if key == path:
                 return loc
         return self.loc
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The address families (4, 6) the rule matches packets of: those
+        named on both sides and allowed by the protocol. Empty: the rule
+        can match nothing (the loader reports `family-mismatch`)."""
+        src = {p.v6 for p in self.src}
+        dst = {p.v6 for p in self.dst}
+        return tuple(f for f in self.protocol.families if (f == 6) in src and (f == 6) in dst)
 
     @property
     def has_port_constraint(self) -> bool:

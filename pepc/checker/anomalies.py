@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from pepc.checker import regions
 from pepc.checker.geometry import (
-    FULL, N_CLASSES, contains_point, covers, intersection, intersects, packet_of, pick_point, sample_points,
+    FULL, N_CLASSES, OTHER, contains_point, covers, intersection, intersects, packet_of, pick_point, sample_points,
 )
 from pepc.checker.space import ActionKey, Space
 from pepc.diagnostics import Finding, Related
@@ -668,7 +668,7 @@ class Analysis:
             return []
         probes = [
             pick_point(FULL),
-            (N_CLASSES - 1, 0xFFFFFFFE, 0xFFFFFFFE, 0xFFFE, 0xFFFE),
+            (OTHER, 0xFFFFFFFE, 0xFFFFFFFE, 0xFFFE, 0xFFFE),  # TODO(v6 checker): and IPv6
             (0, 1, 1, 1, 1),
         ]
         if any(s.winner(p) is None for p in probes):

@@ -4,33 +4,52 @@ A packet is a point (class, src, dst, sport, dport). The protocol *class*
 captures everything `atom_matches` can tell apart about protocol and
 ports:
 
-    0 TCP without ports (a non-first fragment)   3 UDP without ports
-    1 TCP with ports                             4 ICMP
-    2 UDP with ports                             5 any other IP protocol
+    0 TCP without ports (a non-first fragment)   4 ICMP
+    1 TCP with ports                             5 any other IP protocol
+    2 UDP with ports                             6 ICMPv6, not guarded
+    3 UDP without ports                          7 ICMPv6 the lockout guard protects
 
 A port constraint matches only classes 1 and 2; a port-less rule matches
-every class of its protocol (ANY: all six). The order above makes every
-rule's class set an interval, so an atom is exactly one 5-D box:
+every class of its protocol (ANY: 0-6, ICMPV6: 6-7; class 7 only rules
+naming ICMPV6 match, see semantics.GUARDED_ICMPV6_TYPES). The order above
+makes every rule's class set an interval, so an atom is exactly one 5-D box:
 `(c0, c1, s0, s1, d0, d1, p0, p1, q0, q1)` with inclusive bounds (p: source
 port, q: destination port). In the port-less classes every box spans all
 ports, so the port dimensions are degenerate there and coverage questions
 have the same answer as if those classes had no ports at all.
+
+Addresses are coordinates on the unified line of `pepc.model` (IPv4 at
+[0, 2^32), IPv6 at [2^128, 2^129)): an atom's prefixes are of one family,
+so its box lies in one family's quarter of the plane, and the real packets
+are the points of UNIVERSE (class 7 exists in IPv6 only).
 """
 
 from __future__ import annotations
 
-from pepc.model import Protocol
+from pepc.model import LINE_BITS, V6_BASE, Protocol
 from pepc.semantics import Atom, Packet
 
 Box = tuple[int, int, int, int, int, int, int, int, int, int]
 
-TCP_FRAG, TCP_PORTS, UDP_PORTS, UDP_FRAG, ICMP, OTHER = range(6)
-N_CLASSES = 6
+TCP_FRAG, TCP_PORTS, UDP_PORTS, UDP_FRAG, ICMP, OTHER, ICMPV6, ICMPV6_GUARD = range(8)
+N_CLASSES = 8
 #: The IP protocol a witness uses for class OTHER (GRE).
 OTHER_PROTO = 47
-ADDR_MAX = 0xFFFFFFFF
+#: The ICMPv6 type a witness uses for class ICMPV6_GUARD (neighbour solicitation).
+GUARD_ICMPV6_TYPE = 135
+ADDR_MAX = (1 << LINE_BITS) - 1
+V4_MAX = 0xFFFFFFFF
 PORT_MAX = 0xFFFF
-FULL: Box = (0, N_CLASSES - 1, 0, ADDR_MAX, 0, ADDR_MAX, 0, PORT_MAX, 0, PORT_MAX)
+#: Every IPv4 packet, every IPv6 packet: the packet space is their union.
+FULL4: Box = (0, ICMPV6, 0, V4_MAX, 0, V4_MAX, 0, PORT_MAX, 0, PORT_MAX)
+FULL6: Box = (0, ICMPV6_GUARD, V6_BASE, ADDR_MAX, V6_BASE, ADDR_MAX, 0, PORT_MAX, 0, PORT_MAX)
+UNIVERSE: tuple[Box, ...] = (FULL4, FULL6)
+#: The packets no rule but one naming ICMPV6 matches; unmatched, they pass.
+GUARDED: Box = (ICMPV6_GUARD, ICMPV6_GUARD, V6_BASE, ADDR_MAX, V6_BASE, ADDR_MAX, 0, PORT_MAX, 0, PORT_MAX)
+#: The packets the host's default action decides when no rule matches.
+DEFAULTED: tuple[Box, ...] = (FULL4, (0, ICMPV6, V6_BASE, ADDR_MAX, V6_BASE, ADDR_MAX, 0, PORT_MAX, 0, PORT_MAX))
+# TODO(v6 checker): callers of FULL must ask about UNIVERSE / DEFAULTED
+FULL: Box = FULL4
 
 _CLASSES_WITH_PORTS = {
     Protocol.ANY: (TCP_PORTS, UDP_PORTS),
@@ -38,16 +57,17 @@ _CLASSES_WITH_PORTS = {
     Protocol.UDP: (UDP_PORTS, UDP_PORTS),
 }
 _CLASSES_NO_PORTS = {
-    Protocol.ANY: (TCP_FRAG, OTHER),
+    Protocol.ANY: (TCP_FRAG, ICMPV6),
     Protocol.TCP: (TCP_FRAG, TCP_PORTS),
     Protocol.UDP: (UDP_PORTS, UDP_FRAG),
     Protocol.ICMP: (ICMP, ICMP),
+    Protocol.ICMPV6: (ICMPV6, ICMPV6_GUARD),
 }
 
 
 def atom_box(atom: Atom) -> Box | None:
     """The box of packets `atom` matches, or None when it matches none
-    (a port constraint on ICMP)."""
+    (a port constraint on ICMP or ICMPv6)."""
     if atom.has_port_constraint:
         cls = _CLASSES_WITH_PORTS.get(atom.protocol)
         if cls is None:
@@ -56,8 +76,8 @@ def atom_box(atom: Atom) -> Box | None:
         cls = _CLASSES_NO_PORTS[atom.protocol]
     return (
         cls[0], cls[1],
-        atom.src.first, atom.src.last,
-        atom.dst.first, atom.dst.last,
+        atom.src.lo, atom.src.hi,
+        atom.dst.lo, atom.dst.hi,
         atom.sport.lo, atom.sport.hi,
         atom.dport.lo, atom.dport.hi,
     )
@@ -104,11 +124,12 @@ def contains_point(b: Box, p: tuple[int, int, int, int, int]) -> bool:
 
 # Witnesses are read by people: inside a region, prefer documentation
 # addresses and familiar ports over the region's corner (0.0.0.0:0).
-_SRC_PREFERRED = (0xC6336407,)  # 198.51.100.7
-_DST_PREFERRED = (0xCB00710A,)  # 203.0.113.10
+_SRC_PREFERRED = (0xC6336407, V6_BASE | 0x20010DB8_0000_0000_0000_0000_0000_0007)  # 198.51.100.7, 2001:db8::7
+_DST_PREFERRED = (0xCB00710A, V6_BASE | 0x20010DB8_0000_0000_0000_0000_0000_0010)  # 203.0.113.10, 2001:db8::10
 _SPORT_PREFERRED = (40000,)
 _DPORT_PREFERRED = (443, 80)
-_CLASS_PREFERRED = (TCP_PORTS, UDP_PORTS, ICMP, TCP_FRAG, UDP_FRAG, OTHER)
+_CLASS_PREFERRED_V4 = (TCP_PORTS, UDP_PORTS, ICMP, TCP_FRAG, UDP_FRAG, OTHER, ICMPV6, ICMPV6_GUARD)
+_CLASS_PREFERRED_V6 = (TCP_PORTS, UDP_PORTS, ICMPV6, TCP_FRAG, UDP_FRAG, OTHER, ICMP, ICMPV6_GUARD)
 
 
 def _pick(lo: int, hi: int, preferred: tuple[int, ...], avoid_zero: bool) -> int:
@@ -124,8 +145,9 @@ def _pick(lo: int, hi: int, preferred: tuple[int, ...], avoid_zero: bool) -> int
 
 
 def pick_point(region: Box) -> tuple[int, int, int, int, int]:
-    """A readable point inside `region`."""
-    cls = next(c for c in _CLASS_PREFERRED if region[0] <= c <= region[1])
+    """A readable point inside `region` (a region of one family)."""
+    order = _CLASS_PREFERRED_V6 if region[2] >= V6_BASE else _CLASS_PREFERRED_V4
+    cls = next(c for c in order if region[0] <= c <= region[1])
     return (
         cls,
         _pick(region[2], region[3], _SRC_PREFERRED, True),
@@ -138,17 +160,24 @@ def pick_point(region: Box) -> tuple[int, int, int, int, int]:
 def packet_of(point: tuple[int, int, int, int, int]) -> Packet:
     """The packet a point stands for (its `str` is `pepc simulate` syntax)."""
     cls, src, dst, sport, dport = point
+    v6 = src >= V6_BASE
+    if v6:
+        src, dst = src - V6_BASE, dst - V6_BASE
     if cls == TCP_PORTS:
-        return Packet(src, dst, Protocol.TCP.value, sport, dport, has_ports=True)
+        return Packet(src, dst, Protocol.TCP.value, sport, dport, has_ports=True, v6=v6)
     if cls == UDP_PORTS:
-        return Packet(src, dst, Protocol.UDP.value, sport, dport, has_ports=True)
+        return Packet(src, dst, Protocol.UDP.value, sport, dport, has_ports=True, v6=v6)
     if cls == TCP_FRAG:
-        return Packet(src, dst, Protocol.TCP.value, fragment=True)
+        return Packet(src, dst, Protocol.TCP.value, fragment=True, v6=v6)
     if cls == UDP_FRAG:
-        return Packet(src, dst, Protocol.UDP.value, fragment=True)
+        return Packet(src, dst, Protocol.UDP.value, fragment=True, v6=v6)
     if cls == ICMP:
-        return Packet(src, dst, Protocol.ICMP.value)
-    return Packet(src, dst, OTHER_PROTO)
+        return Packet(src, dst, Protocol.ICMP.value, v6=v6)
+    if cls == ICMPV6:
+        return Packet(src, dst, Protocol.ICMPV6.value, v6=v6)
+    if cls == ICMPV6_GUARD:
+        return Packet(src, dst, Protocol.ICMPV6.value, v6=v6, icmp_type=GUARD_ICMPV6_TYPE)
+    return Packet(src, dst, OTHER_PROTO, v6=v6)
 
 
 def sample_points(region: Box, k: int) -> list[tuple[int, int, int, int, int]]:
@@ -157,10 +186,11 @@ def sample_points(region: Box, k: int) -> list[tuple[int, int, int, int, int]]:
     of a wide region and almost none of its volume: a random point falls
     between them where the readable one (pick_point) may not."""
     x = hash(region) & _MASK64
+    cls = pick_point(region)[0]  # a class real packets of the region's family have
     out = []
     for _ in range(k):
-        point = []
-        for d in range(0, 10, 2):
+        point = [cls]
+        for d in range(2, 10, 2):
             x = (x * 6364136223846793005 + 1442695040888963407) & _MASK64  # an LCG: cheap and deterministic
             point.append(region[d] + (x >> 16) % (region[d + 1] - region[d] + 1))
         out.append(tuple(point))

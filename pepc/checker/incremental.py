@@ -117,8 +117,8 @@ class DynamicSpace:
             s.boxes.append(box)
             s.items.append(box + (ri,))
             s.arule.append(ri)
-            s.dsts.append((atom.dst.plen, atom.dst.addr))
-            s.srcs.append((atom.src.plen, atom.src.addr))
+            s.dsts.append(atom.dst.line)
+            s.srcs.append(atom.src.line)
             s.arank.append(0)
             entry = (rank_key(atom), i)
             insort(self.ranked, entry)
@@ -154,7 +154,7 @@ class DynamicSpace:
             box = atom_box(atom)
             if box is None:
                 continue
-            for j in s.index.meeting(box, (atom.dst.plen, atom.dst.addr), (atom.src.plen, atom.src.addr)):
+            for j in s.index.meeting(box, atom.dst.line, atom.src.line):
                 yield s.arule[j]
 
 

@@ -25,6 +25,7 @@ from bisect import bisect_left, bisect_right, insort
 from typing import Iterator
 
 from pepc.checker.geometry import N_CLASSES, PORT_MAX, Box
+from pepc.model import LINE_BITS
 
 #: Buckets and groups at most this long are scanned instead of indexed
 #: (a parameter, so that a test can make every level kick in).
@@ -34,8 +35,11 @@ _SCAN = 16
 _BLOCK_BITS = 10
 _BLOCKS = (PORT_MAX >> _BLOCK_BITS) + 1
 
-_MASKS = [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)]
-_SIZES = [1 << (32 - n) for n in range(33)]
+# Prefixes are (length, address) on the unified line of pepc.model
+# (Prefix.line): both families in one 129-bit space.
+_MASKS = [((1 << LINE_BITS) - 1) ^ ((1 << (LINE_BITS - n)) - 1) for n in range(LINE_BITS + 1)]
+_SIZES = [1 << (LINE_BITS - n) for n in range(LINE_BITS + 1)]
+#: bucket keys are addr << 8 | plen
 
 
 class _Group:
@@ -138,7 +142,7 @@ class _Bucket:
 
     def __init__(self, scan: int) -> None:
         self.members: list[int] = []
-        self.sec: dict[int, _Group] | None = None  # key: addr << 6 | plen
+        self.sec: dict[int, _Group] | None = None  # key: addr << 8 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
         self.scan = scan
@@ -155,9 +159,9 @@ class _Bucket:
 
     def _put(self, i: int, key: tuple[int, int], box: Box, boxes: list) -> None:
         plen, addr = key
-        g = self.sec.get(addr << 6 | plen)  # type: ignore[union-attr]
+        g = self.sec.get(addr << 8 | plen)  # type: ignore[union-attr]
         if g is None:
-            g = self.sec[addr << 6 | plen] = _Group(self.scan)  # type: ignore[index]
+            g = self.sec[addr << 8 | plen] = _Group(self.scan)  # type: ignore[index]
             if plen not in self.addrs:
                 insort(self.plens, plen)
                 self.addrs[plen] = []
@@ -175,7 +179,7 @@ class _Bucket:
             self.pending = None
         for p in self.plens:
             if p <= plen:
-                g = sec.get((addr & _MASKS[p]) << 6 | p)
+                g = sec.get((addr & _MASKS[p]) << 8 | p)
                 if g is not None:
                     yield g.query(lo, hi)
             else:
@@ -183,7 +187,7 @@ class _Bucket:
                 # indices, not a slice: a caller that stops early must not
                 # pay for copying a long block list
                 for k in range(bisect_left(arr, addr), bisect_right(arr, last)):
-                    yield sec[arr[k] << 6 | p].query(lo, hi)
+                    yield sec[arr[k] << 8 | p].query(lo, hi)
 
 class _Index:
     """Atoms bucketed by one address prefix: field 4 (dst) or 2 (src)."""
@@ -194,16 +198,16 @@ class _Index:
         self.pkeys = pkeys
         self.skeys = skeys
         self.field = field
-        self.buckets: dict[int, _Bucket] = {}  # key: addr << 6 | plen
+        self.buckets: dict[int, _Bucket] = {}  # key: addr << 8 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
         self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
 
     def add(self, i: int) -> None:
         plen, addr = self.pkeys[i]
-        b = self.buckets.get(addr << 6 | plen)
+        b = self.buckets.get(addr << 8 | plen)
         if b is None:
-            b = self.buckets[addr << 6 | plen] = _Bucket(self.scan)
+            b = self.buckets[addr << 8 | plen] = _Bucket(self.scan)
             if plen not in self.addrs:
                 insort(self.plens, plen)
                 self.addrs[plen] = []
@@ -231,13 +235,13 @@ class _Index:
         slast = saddr + _SIZES[splen] - 1
         for p in self.plens:
             if p <= pplen:
-                b = buckets.get((paddr & _MASKS[p]) << 6 | p)
+                b = buckets.get((paddr & _MASKS[p]) << 8 | p)
                 if b is None:
                     continue
                 chosen: Iterator[_Bucket] = iter((b,))
             else:
                 arr = self.addrs[p]
-                chosen = (buckets[arr[k] << 6 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
+                chosen = (buckets[arr[k] << 8 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
             for b in chosen:
                 for members in b.query(splen, saddr, slast, q0, q1):
                     for j in members:
@@ -255,7 +259,7 @@ class _Index:
         dport = point[4]
         prim, sec_addr = (point[2], point[1]) if self.field == 4 else (point[1], point[2])
         for p in self.plens:
-            b = buckets.get((prim & masks[p]) << 6 | p)
+            b = buckets.get((prim & masks[p]) << 8 | p)
             if b is None:
                 continue
             sec = b.sec
@@ -263,7 +267,7 @@ class _Index:
                 lists.append(b.members)
                 continue
             for sp in b.plens:
-                g = sec.get((sec_addr & masks[sp]) << 6 | sp)
+                g = sec.get((sec_addr & masks[sp]) << 8 | sp)
                 if g is not None:
                     if g.wide is None:
                         lists.append(g.members)

@@ -92,8 +92,8 @@ class Space:
                 atoms.append(atom)
                 boxes.append(box)
                 arule.append(ri)
-                dsts.append((atom.dst.plen, atom.dst.addr))
-                srcs.append((atom.src.plen, atom.src.addr))
+                dsts.append(atom.dst.line)
+                srcs.append(atom.src.line)
         order = sorted(range(len(atoms)), key=lambda i: rank_key(atoms[i]))
         arank = [0] * len(atoms)
         for pos, i in enumerate(order):

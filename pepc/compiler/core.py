@@ -151,7 +151,7 @@ def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
         (port_spec, cs), = combos
         (src,), (dst,) = srcs, dsts
         sp, sa, dp, da = src.plen, src.addr, dst.plen, dst.addr
-        rank = base | ((0xFF - (sp + dp + port_spec)) << _SPEC_SHIFT)
+        rank = base | ((0x1FF - (sp + dp + port_spec)) << _SPEC_SHIFT)
         return tuple(
             (_KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval), rank)
             for pplen, pval, splen, sval, dplen, dval in cs
@@ -163,7 +163,7 @@ def _expand_rule(rule: Rule) -> tuple[tuple[bytes, int], ...]:
             sp, sa = src.plen, src.addr
             for dst in dsts:
                 dp, da = dst.plen, dst.addr
-                rank = base | ((0xFF - (sp + dp + port_spec)) << _SPEC_SHIFT)
+                rank = base | ((0x1FF - (sp + dp + port_spec)) << _SPEC_SHIFT)
                 for pplen, pval, splen, sval, dplen, dval in cs:
                     key = _KEY_PACK(sp, dp, splen, dplen, pplen, pval, sa, da, sval, dval)
                     cur = get(key)

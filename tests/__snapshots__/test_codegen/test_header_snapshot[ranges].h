@@ -8,8 +8,8 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: c7427ebf5d2d104b5635f8b743557a67
- * policy digest: 826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f
+ * layout digest: eea91de6319b6145a89223d4fd76b9a0
+ * policy digest: 87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d
  */
 #ifndef PEPC_POLICY_H
 #define PEPC_POLICY_H
@@ -67,8 +67,8 @@ enum pepc_counter {
 
 /* rank = (65535 - priority) << PRIO_SHIFT | (255 - specificity) << SPEC_SHIFT | order_key */
 #define PEPC_RANK_PRIO_SHIFT 48
-#define PEPC_RANK_SPEC_SHIFT 40
-#define PEPC_ORDER_KEY_BITS 40
+#define PEPC_RANK_SPEC_SHIFT 39
+#define PEPC_ORDER_KEY_BITS 39
 
 /* The host's default action for packets no rule matches. The data plane
  * reads the live value from pepc_gen.default_action; this is the value the
@@ -76,9 +76,9 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "c7427ebf5d2d104b5635f8b743557a67"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xc7, 0x42, 0x7e, 0xbf, 0x5d, 0x2d, 0x10, 0x4b, 0x56, 0x35, 0xf8, 0xb7, 0x43, 0x55, 0x7a, 0x67 }
-#define PEPC_POLICY_DIGEST "826023226be40744a0d4452d9d239971247efe789fac1fc0186d4c54a98db55f"
+#define PEPC_LAYOUT_DIGEST "eea91de6319b6145a89223d4fd76b9a0"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0xee, 0xa9, 0x1d, 0xe6, 0x31, 0x9b, 0x61, 0x45, 0xa8, 0x92, 0x23, 0xd4, 0xfd, 0x76, 0xb9, 0xa0 }
+#define PEPC_POLICY_DIGEST "87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
  * NAME_0 and NAME_1):
@@ -86,8 +86,11 @@ enum pepc_counter {
  *   pepc_gen: ARRAY, __u32, struct pepc_gen, 2
  *   pepc_masks: ARRAY, __u32, struct pepc_mask, 128 (x2 generations)
  *   pepc_rules: HASH, struct pepc_rule_key, struct pepc_rule_val, 131072 (x2 generations)
+ *   pepc_masks6: ARRAY, __u32, struct pepc_mask6, 128 (x2 generations)
+ *   pepc_rules6: HASH, struct pepc_rule6_key, struct pepc_rule_val, 131072 (x2 generations)
  *   pepc_slots: ARRAY, __u32, struct pepc_slot, 16384 (x2 generations)
  *   pepc_bloom: ARRAY, __u32, __u64, 131073 (x2 generations)
+ *   pepc_bloom6: ARRAY, __u32, __u64, 131073 (x2 generations)
  *   pepc_direct: ARRAY, __u32, struct pepc_direct, 262148 (x2 generations)
  *   pepc_stats: PERCPU_ARRAY, __u32, struct pepc_rule_stats, 16384
  *   pepc_rl: ARRAY, __u32, struct pepc_rl_state, 16384
@@ -115,14 +118,18 @@ struct pepc_gen {
 	__u32 event_cap; /* LOG_ONLY events per rule per second per CPU */
 	__u32 n_rules;
 	__u8 policy_digest[32];
+	__u32 n_masks6; /* masks in use in this generation's IPv6 masks map */
+	__u8 _pad1[4];
 };
-_Static_assert(sizeof(struct pepc_gen) == 48, "sizeof(struct pepc_gen) differs from pepc/layout.py");
+_Static_assert(sizeof(struct pepc_gen) == 56, "sizeof(struct pepc_gen) differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_gen, n_masks) == 0, "offset of pepc_gen.n_masks differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_gen, default_action) == 4, "offset of pepc_gen.default_action differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_gen, _pad0) == 5, "offset of pepc_gen._pad0 differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_gen, event_cap) == 8, "offset of pepc_gen.event_cap differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_gen, n_rules) == 12, "offset of pepc_gen.n_rules differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_gen, policy_digest) == 16, "offset of pepc_gen.policy_digest differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_gen, n_masks6) == 48, "offset of pepc_gen.n_masks6 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_gen, _pad1) == 52, "offset of pepc_gen._pad1 differs from pepc/layout.py");
 
 /* one tuple-space mask; masks are stored in ascending best_rank */
 struct pepc_mask {
@@ -177,6 +184,62 @@ _Static_assert(__builtin_offsetof(struct pepc_rule_key, src) == 8, "offset of pe
 _Static_assert(__builtin_offsetof(struct pepc_rule_key, dst) == 12, "offset of pepc_rule_key.dst differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_rule_key, sport) == 16, "offset of pepc_rule_key.sport differs from pepc/layout.py");
 _Static_assert(__builtin_offsetof(struct pepc_rule_key, dport) == 18, "offset of pepc_rule_key.dport differs from pepc/layout.py");
+
+/* one IPv6 tuple-space mask; masks are stored in ascending best_rank */
+struct pepc_mask6 {
+	__u64 best_rank; /* smallest rank of any entry under this mask */
+	__u8 src_mask[16];
+	__u8 dst_mask[16];
+	__be16 sport_mask;
+	__be16 dport_mask;
+	__u8 src_plen;
+	__u8 dst_plen;
+	__u8 sport_plen;
+	__u8 dport_plen;
+	__u8 proto_plen; /* 8: the protocol is part of the key; 0: wildcard */
+	__u8 _pad0[7];
+};
+_Static_assert(sizeof(struct pepc_mask6) == 56, "sizeof(struct pepc_mask6) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, best_rank) == 0, "offset of pepc_mask6.best_rank differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, src_mask) == 8, "offset of pepc_mask6.src_mask differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, dst_mask) == 24, "offset of pepc_mask6.dst_mask differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, sport_mask) == 40, "offset of pepc_mask6.sport_mask differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, dport_mask) == 42, "offset of pepc_mask6.dport_mask differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, src_plen) == 44, "offset of pepc_mask6.src_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, dst_plen) == 45, "offset of pepc_mask6.dst_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, sport_plen) == 46, "offset of pepc_mask6.sport_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, dport_plen) == 47, "offset of pepc_mask6.dport_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, proto_plen) == 48, "offset of pepc_mask6.proto_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_mask6, _pad0) == 49, "offset of pepc_mask6._pad0 differs from pepc/layout.py");
+
+/* the IPv6 mask's shape plus the packet fields under that mask */
+struct pepc_rule6_key {
+	__u8 src_plen;
+	__u8 dst_plen;
+	__u8 sport_plen;
+	__u8 dport_plen;
+	__u8 proto_plen;
+	__u8 proto;
+	__u8 _pad0[2];
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 _pad1[4];
+};
+_Static_assert(sizeof(struct pepc_rule6_key) == 48, "sizeof(struct pepc_rule6_key) differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, src_plen) == 0, "offset of pepc_rule6_key.src_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, dst_plen) == 1, "offset of pepc_rule6_key.dst_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, sport_plen) == 2, "offset of pepc_rule6_key.sport_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, dport_plen) == 3, "offset of pepc_rule6_key.dport_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, proto_plen) == 4, "offset of pepc_rule6_key.proto_plen differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, proto) == 5, "offset of pepc_rule6_key.proto differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, _pad0) == 6, "offset of pepc_rule6_key._pad0 differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, src) == 8, "offset of pepc_rule6_key.src differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, dst) == 24, "offset of pepc_rule6_key.dst differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, sport) == 40, "offset of pepc_rule6_key.sport differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, dport) == 42, "offset of pepc_rule6_key.dport differs from pepc/layout.py");
+_Static_assert(__builtin_offsetof(struct pepc_rule6_key, _pad1) == 44, "offset of pepc_rule6_key._pad1 differs from pepc/layout.py");
 
 struct pepc_rule_val {
 	__u64 rank; /* position in the total order: smaller wins */
