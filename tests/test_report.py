@@ -35,14 +35,14 @@ FINDINGS = [
 
 def test_json_shape():
     doc = json.loads(render_findings(FINDINGS, "json", summary={"files": 3, "rules": 7}))
-    assert set(doc) == {"ok", "findings", "summary"}
+    assert set(doc) == {"ok", "findings", "groups", "summary"}
     assert doc["ok"] is False  # there are errors
     keys = {"severity", "code", "message", "file", "line", "column", "rule", "related", "help", "witness"}
     assert all(set(f) == keys for f in doc["findings"])
     first = doc["findings"][0]
     assert (first["file"], first["line"], first["column"]) == ("/abs/elsewhere/p.yaml", 1, 1)
     dup = next(f for f in doc["findings"] if f["code"] == "duplicate-id")
-    assert dup["related"] == [{"message": "first rule 'web'", "file": "policies.d/a.yaml", "line": 2, "column": 9}]
+    assert dup["related"] == [{"message": "first rule 'web'", "file": "policies.d/a.yaml", "line": 2, "column": 9, "rule": None}]
     assert dup["severity"] == "error" and dup["rule"] == "web" and dup["help"]
     big = next(f for f in doc["findings"] if f["code"] == "file-too-large")
     assert big["line"] is None and big["column"] is None

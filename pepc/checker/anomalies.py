@@ -338,7 +338,7 @@ class Analysis:
             f"before it ({_names(ids)}){more}"
         )
         related = tuple(
-            Related(f"`{r.id}` ({describe(r)}, priority {r.priority}) wins packets of `{rule.id}`", r.loc) for r in cover
+            Related(f"`{r.id}` ({describe(r)}, priority {r.priority}) wins packets of `{rule.id}`", r.loc, r.id) for r in cover
         )
         return Raw(
             Finding("shadowed", msg, rule.loc, rule=rule.id, related=related, witness=str(packet_of(point))),
@@ -419,7 +419,7 @@ class Analysis:
             f"rule `{rule.id}` ({describe(rule)}) is redundant: removing it changes no packet's action; "
             f"the packets it wins would go to {' and to '.join(parts)}{more}"
         )
-        related = tuple(Related(f"`{r.id}` ({describe(r)}) would take its packets", r.loc) for r in others)
+        related = tuple(Related(f"`{r.id}` ({describe(r)}) would take its packets", r.loc, r.id) for r in others)
         return Raw(
             Finding("redundant", msg, rule.loc, rule=rule.id, related=related, witness=str(packet_of(witness))),
             on=(rule.id,),
@@ -626,7 +626,7 @@ class Analysis:
                 else:
                     notes.append(f"`{hi.id}` ({describe(hi)}, priority {hi.priority})")
                     text = f"`{hi.id}` ({describe(hi)}, priority {hi.priority}) takes some of its packets"
-                related.append(Related(text, hi.loc))
+                related.append(Related(text, hi.loc, hi.id))
             shown = ", ".join(notes[:_NAMES_IN_MESSAGE])
             if len(notes) > _NAMES_IN_MESSAGE:
                 shown += f" and {len(notes) - _NAMES_IN_MESSAGE} more"

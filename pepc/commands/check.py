@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 
 from pepc.commands._common import add_format_arg, add_output_arg, add_policy_args, load_all, now_of, write_output
 from pepc.diagnostics import ExitCode, Finding, PolicyError, Severity
 from pepc.loader import lifecycle_findings
-from pepc.report import render_findings
+from pepc.report import DEFAULT_MAX_FINDINGS, render_findings
 
 NAME = "check"
 HELP = "validate a policy directory and report problems (CI)"
@@ -31,6 +32,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="error",
         help="exit 1 if a finding has this severity or worse (default: error)",
     )
+    parser.add_argument(
+        "--max-findings",
+        type=int,
+        default=DEFAULT_MAX_FINDINGS,
+        metavar="N",
+        help=f"text: show at most N entries (a group of findings is one), 0 for all (default: {DEFAULT_MAX_FINDINGS}); "
+        "json/sarif/github always carry every finding",
+    )
     add_output_arg(parser)
 
 
@@ -46,6 +55,9 @@ def _analyze(policy, config, now) -> list[Finding]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_findings < 0:
+        print("pepc check: error: --max-findings must be 0 (all) or more", file=sys.stderr)
+        return ExitCode.INVALID
     try:
         policy, config = load_all(args)
     except PolicyError as err:
@@ -60,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
     fail_on = Severity.parse(args.fail_on)
     failing = any(f.severity >= fail_on for f in findings)
     summary = {"ok": not failing, "files": len(policy.files), "rules": len(policy.rules)}
-    write_output(render_findings(findings, args.format, summary=summary), args.output)
+    write_output(render_findings(findings, args.format, summary=summary, max_findings=args.max_findings), args.output)
     return ExitCode.FINDINGS if failing else ExitCode.OK
