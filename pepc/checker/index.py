@@ -171,7 +171,9 @@ class _Bucket:
     def query(self, plen: int, addr: int, last: int, lo: int, hi: int) -> Iterator[list[int]]:
         """Candidate lists whose secondary prefix meets (plen, addr)."""
         sec = self.sec
-        if sec is None:
+        if sec is None or (plen == 0 and lo == 0 and hi == PORT_MAX):
+            # (a query any secondary prefix meets: every group would be
+            # visited one by one for the same members)
             yield self.members
             return
         if self.pending:
