@@ -52,6 +52,9 @@ PAIR_CAP = 5
 PROBES = 16
 #: Random points per atom its first probes try besides the readable one.
 SAMPLES = 4
+#: Later atoms of another action probed (in rank order) before an exact
+#: search for a changed decision.
+EXACT_PROBES = 64
 #: Pieces the search for related rules of one finding may visit.
 PIECE_CAP = 20000
 #: Atoms meeting a shadowed atom beyond which its winners are named from
@@ -266,6 +269,29 @@ class Analysis:
                             return True
         return False
 
+    def _matters_at_successors(self, ri: int) -> bool:
+        """Whether a probe where a later atom of another action begins to
+        decide shows the rule matters: the first EXACT_PROBES of them in
+        rank order (the likeliest successors), a readable and a random
+        point in each. Far cheaper than find_bad over a wide atom's
+        thousands of better neighbours; where it fails, find_bad decides."""
+        s = self.s
+        arule, akeys, boxes, mykey = s.arule, s.akeys, s.boxes, s.akeys[ri]
+        for a in s.rule_atoms[ri]:
+            tried = 0
+            for w in s.worse(a):
+                if akeys[w[10]] == mykey:
+                    continue
+                tried += 1
+                if tried > EXACT_PROBES:
+                    break
+                meet = intersection(boxes[a], w)
+                for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
+                    win, nxt = s.decide(point, ri)
+                    if arule[win] == ri and (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
+                        return True
+        return False
+
     def _exact(self, ri: int, free: tuple | None, worse_diff: bool) -> tuple | str | None:
         """None (the rule decides some packet), "shadowed", or for a
         redundant rule a point where it wins."""
@@ -290,6 +316,8 @@ class Analysis:
         # without a later atom of another action, and the default acting
         # alike, no packet the rule wins can change: skip the search
         if worse_diff or dkey != mykey:
+            if self._matters_at_successors(ri):
+                return None
 
             def is_same(w: tuple) -> bool:
                 return akeys[w[10]] == mykey
