@@ -87,25 +87,27 @@ class _Group:
                     blocks[k].append(j)
         return blocks[port >> _BLOCK_BITS]
 
-    def query(self, lo: int, hi: int) -> list[int]:
+    def query(self, lo: int, hi: int) -> tuple[list[int], ...]:
+        """Candidate lists for destination ports [lo, hi], each in the order
+        atoms were added (so a rank-ordered index can skip a prefix)."""
         wide = self.wide
         if wide is None or (lo == 0 and hi == PORT_MAX):
-            return self.members
+            return (self.members,)
         single = self.single
         if lo == hi:
             got = single.get(lo)
-            return wide + got if got else wide
-        out = list(wide)
+            return (wide, got) if got else (wide,)
+        out = [wide]
         if hi - lo < len(single):
             for port in range(lo, hi + 1):
                 got = single.get(port)
                 if got:
-                    out += got
+                    out.append(got)
         else:
             for port, got in single.items():
                 if lo <= port <= hi:
-                    out += got
-        return out
+                    out.append(got)
+        return tuple(out)
 
 
 def _defer(pending: dict[int, list[int]] | None, plen: int, addr: int) -> dict[int, list[int]]:
@@ -183,13 +185,13 @@ class _Bucket:
             if p <= plen:
                 g = sec.get((addr & _MASKS[p]) << 8 | p)
                 if g is not None:
-                    yield g.query(lo, hi)
+                    yield from g.query(lo, hi)
             else:
                 arr = self.addrs[p]
                 # indices, not a slice: a caller that stops early must not
                 # pay for copying a long block list
                 for k in range(bisect_left(arr, addr), bisect_right(arr, last)):
-                    yield sec[arr[k] << 8 | p].query(lo, hi)
+                    yield from sec[arr[k] << 8 | p].query(lo, hi)
 
 class _Index:
     """Atoms bucketed by one address prefix: field 4 (dst) or 2 (src)."""
@@ -225,7 +227,10 @@ class _Index:
                 _settle(b.addrs, b.pending)
                 b.pending = None
 
-    def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int]) -> Iterator[int]:
+    def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
+        """Atoms whose boxes meet q. `after` = (ranks, r): only atoms
+        ranked after r are wanted, and every list is in rank order (atoms
+        were added best first), so each list is entered past r by bisection."""
         if self.pending:
             _settle(self.addrs, self.pending)
             self.pending = None
@@ -246,6 +251,9 @@ class _Index:
                 chosen = (buckets[arr[k] << 8 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
             for b in chosen:
                 for members in b.query(splen, saddr, slast, q0, q1):
+                    if after is not None:
+                        start = bisect_right(members, after[1], key=after[0].__getitem__)
+                        members = members[start:] if start else members
                     for j in members:
                         o = boxes[j]
                         if (
@@ -341,15 +349,16 @@ class BoxIndex:
             part[2] = None
         return bs
 
-    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> Iterator[int]:
-        """Atoms whose boxes meet box q, whose dst/src are these prefixes."""
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
+        """Atoms whose boxes meet box q, whose dst/src are these prefixes.
+        `after`: see _Index.meeting (a superset may come back without it)."""
         by_dst = dst[0] >= src[0]
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
                 if by_dst:
-                    yield from part[0].meeting(q, dst, src)
+                    yield from part[0].meeting(q, dst, src, after)
                 else:
-                    yield from self._by_src(part).meeting(q, src, dst)
+                    yield from self._by_src(part).meeting(q, src, dst, after)
 
     def stab(self, point: tuple) -> list[int]:
         """Atoms whose boxes contain the point."""
@@ -382,7 +391,7 @@ class ScanIndex:
     def add(self, i: int) -> None:
         self.members.append(i)
 
-    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> Iterator[int]:
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
         boxes = self.boxes
         for j in self.members:

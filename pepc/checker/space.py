@@ -188,9 +188,14 @@ class Space:
         got = self._lists.get(key)
         if got is None:
             ra, ri, arank, arule, items = self.arank[a], self.arule[a], self.arank, self.arule, self.items
-            got = [
-                items[j] for j in sorted(self.meeting(a), key=arank.__getitem__) if arank[j] > ra and arule[j] != ri
-            ]
+            # the lists of a rank-ordered index are entered past atom a: a
+            # wide atom low in the order need not walk the block list above it
+            met = (
+                self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, ra))  # type: ignore[call-arg]
+                if self.ranked_lists
+                else self.meeting(a)
+            )
+            got = [items[j] for j in sorted(met, key=arank.__getitem__) if arank[j] > ra and arule[j] != ri]
             self._lists[key] = got
         return got
 
