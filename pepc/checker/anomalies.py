@@ -54,9 +54,9 @@ PROBES = 16
 SAMPLES = 4
 #: Later atoms of another action probed (in rank order) before an exact
 #: search for a changed decision.
-EXACT_PROBES = 64
+EXACT_PROBES = 16
 #: Pieces the search for related rules of one finding may visit.
-PIECE_CAP = 20000
+PIECE_CAP = 2000
 #: Atoms meeting a shadowed atom beyond which its winners are named from
 #: probes instead of an exhaustive partition.
 BETTER_CAP = 256
@@ -272,8 +272,7 @@ class Analysis:
     def _matters_at_successors(self, ri: int) -> bool:
         """Whether a probe where a later atom of another action begins to
         decide shows the rule matters: the first EXACT_PROBES of them in
-        rank order (the likeliest successors), a readable and a random
-        point in each. Far cheaper than find_bad over a wide atom's
+        rank order (the likeliest successors), a readable point in each. Far cheaper than find_bad over a wide atom's
         thousands of better neighbours; where it fails, find_bad decides."""
         s = self.s
         arule, akeys, boxes, mykey = s.arule, s.akeys, s.boxes, s.akeys[ri]
@@ -286,7 +285,7 @@ class Analysis:
                 if tried > EXACT_PROBES:
                     break
                 meet = intersection(boxes[a], w)
-                for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
+                for point in (pick_point(meet),):  # type: ignore[arg-type]
                     win, nxt = s.decide(point, ri)
                     if arule[win] == ri and (akeys[arule[nxt]] if nxt is not None else self.default_key) != mykey:
                         return True
