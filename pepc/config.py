@@ -8,7 +8,7 @@ file with the same diagnostics as policies.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pepc.diagnostics import Severity
 from pepc.layout import Capacities
@@ -39,6 +39,9 @@ class Config:
     event_cap: int = 100  # LOG_ONLY events per rule per second (per CPU)
     metrics_listen: str = "127.0.0.1:9477"
     severity: tuple[tuple[str, Severity], ...] = ()  # per-code overrides for `check`
+    #: the finding codes that refuse `pepc apply`/`watch` (besides a policy
+    #: that does not load): by default only a program that does not fit
+    apply_gate: tuple[str, ...] = ("capacity",)
     source: str | None = None  # the file it came from, if any
 
     def severity_of(self, code: str, default: Severity) -> Severity:
@@ -46,3 +49,13 @@ class Config:
             if c == code:
                 return sev
         return default
+
+
+def gate_config(config: Config) -> Config:
+    """The config whose `check` errors are exactly the findings of the
+    codes in `config.apply_gate`: what the apply gate decides with."""
+    from pepc.diagnostics import CODES  # (a cycle at import time otherwise: diagnostics is light, but keep it local)
+
+    gated = set(config.apply_gate)
+    sev = tuple((c, Severity.ERROR if c in gated else Severity.INFO) for c, info in CODES.items() if not info.blocks_load)
+    return replace(config, severity=sev)

@@ -107,6 +107,7 @@ CODES: dict[str, CodeInfo] = {
 class Related:
     message: str
     loc: Location
+    rule: str | None = None  # the related rule's id, when the place is a rule (for tools: no message parsing)
 
 
 @dataclass(frozen=True)

@@ -364,6 +364,10 @@ def evaluate(program: Program, packet: Packet) -> Decision:
 # --------------------------------------------------------------------------
 # explanation over the rules
 
+#: Losing rules `explain`'s text shows per reason before "and N more".
+LOSERS_PER_REASON = 3
+
+
 @dataclass(frozen=True)
 class Match:
     atom: Atom
@@ -380,7 +384,10 @@ class Explanation:
     decision: Decision
     matches: tuple[Match, ...]  # best atom per matching rule, winner first
 
-    def lines(self, root: str) -> list[str]:
+    def lines(self, root: str, per_reason: int | None = LOSERS_PER_REASON) -> list[str]:
+        """The winner, then the losers grouped by why they lose (lower
+        priority; equal priority, lower specificity; the id tie-break), at
+        most `per_reason` of each (None: all) and "and N more"."""
         out = []
         if not self.matches:
             if self.packet.guarded:
@@ -389,17 +396,40 @@ class Explanation:
                 out.append("  no rule matches: the default action applies")
             return out
         win = self.matches[0]
-        for i, m in enumerate(self.matches):
-            r = m.atom.rule
-            head = "winner" if i == 0 else "loses "
-            desc = _atom_text(m.atom)
-            out.append(
-                f"  {head} {r.id} ({r.action.name}, priority {r.priority}, specificity {m.specificity}) "
-                f"at {display_location(r.loc, root)}: {desc}"
-            )
-            if i:
+        out.append(self._line("winner", win, root))
+        by_reason: dict[int, list[Match]] = {}
+        for m in self.matches[1:]:
+            by_reason.setdefault(_reason(win, m), []).append(m)
+        for reason in sorted(by_reason):
+            losers = by_reason[reason]
+            shown = losers if per_reason is None else losers[:per_reason]
+            for m in shown:
+                out.append(self._line("loses ", m, root))
                 out.append(f"         because {_why(win, m)}")
+            if len(shown) < len(losers):
+                out.append(f"  and {len(losers) - len(shown)} more {_REASONS[reason]} (--format json lists every match)")
         return out
+
+    @staticmethod
+    def _line(head: str, m: Match, root: str) -> str:
+        r = m.atom.rule
+        return (
+            f"  {head} {r.id} ({r.action.name}, priority {r.priority}, specificity {m.specificity}) "
+            f"at {display_location(r.loc, root)}: {_atom_text(m.atom)}"
+        )
+
+
+_REASONS = {
+    0: "rules lose on priority",
+    1: "rules lose on specificity at equal priority",
+    2: "rules lose on the id tie-break",
+}
+
+
+def _reason(win: Match, lose: Match) -> int:
+    if win.atom.rule.priority != lose.atom.rule.priority:
+        return 0
+    return 1 if win.specificity != lose.specificity else 2
 
 
 def _atom_text(a: Atom) -> str:

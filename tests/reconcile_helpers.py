@@ -124,7 +124,9 @@ class Host:
         return [*args, "--config", str(self.config_file), "--instance", self.instance]
 
 
-def make_host(tmp: Path, caps: Capacities = SMALL_CAPS, default: Action = Action.ALLOW, interfaces: tuple = ()) -> Host:
+def make_host(
+    tmp: Path, caps: Capacities = SMALL_CAPS, default: Action = Action.ALLOW, interfaces: tuple = (), apply_gate: tuple = ("capacity",)
+) -> Host:
     tag = secrets.token_hex(3)
     cfg = Config(
         default_action=default,
@@ -133,6 +135,7 @@ def make_host(tmp: Path, caps: Capacities = SMALL_CAPS, default: Action = Action
         state_dir=str(tmp / "state"),
         run_dir=str(tmp / "run"),
         interfaces=interfaces,
+        apply_gate=apply_gate,
     )
     f = tmp / "pepc.yaml"
     f.write_text(config_yaml(cfg))
@@ -149,6 +152,7 @@ def config_yaml(cfg: Config) -> str:
             "run_dir": cfg.run_dir,
             "interfaces": [{"name": i.name, "mode": i.mode.value} for i in cfg.interfaces],
             "capacities": {"max_rules": c.max_rules, "max_entries": c.max_entries, "max_masks": c.max_masks, "ring_bytes": c.ring_bytes},
+            "apply_gate": list(cfg.apply_gate),
         }
     )
 

@@ -452,3 +452,36 @@ def _random_rule(rng: random.Random, i: int) -> Rule:
         dports=dports,
         rate_limit_bps=1000 if action == Action.RATE_LIMIT else 0,
     )
+
+
+# --- at scale: related rule ids, crowded shadowed rules ------------------------------
+
+
+def test_related_entries_name_their_rule_by_id():
+    lo = rule("lo_half", Action.BLOCK, 1, priority=10, dst="10.0.0.0/25")
+    hi = rule("hi_half", Action.BLOCK, 2, priority=10, dst="10.0.0.128/25")
+    whole = rule("whole", Action.ALLOW, 3, priority=5, dst="10.0.0.0/24")
+    part = rule("part", Action.ALLOW, 4, priority=50, dst="10.0.0.0/30")
+    under = rule("under", Action.ALLOW, 5, priority=1, dst="10.0.0.0/8")
+    got = check(lo, hi, whole, part, under, default=Action.BLOCK)
+    for f in [f for fs in got.values() for f in fs]:
+        assert f.related, f
+        by_loc = {r.loc: r.id for r in (lo, hi, whole, part, under)}
+        for rel in f.related:
+            assert rel.rule == by_loc[rel.loc] and f"`{rel.rule}`" in rel.message
+
+
+def test_a_wide_rule_under_a_block_list_and_a_cover_is_shadowed_without_walking_the_list():
+    """300 /32 blocks and a wider port range above a wide range: shadowed,
+    decided from the covering rule; too many rules around it to name every
+    winner, so those of a few probes are named and the message says so."""
+    blocks = [rule(f"b{i:03d}", Action.BLOCK, 10 + i, priority=200, src=f"203.0.{i // 250}.{i % 250 + 1}/32") for i in range(300)]
+    cover = rule("cover", Action.ALLOW, 400, priority=50, protocol=Protocol.TCP, dports=(PortRange(1024, 65535),))
+    wide = rule("wide", Action.LOG_ONLY, 401, priority=10, protocol=Protocol.TCP, dports=(PortRange(32768, 60999),))
+    rules = [*blocks, cover, wide]
+    got = check(*rules, default=Action.BLOCK)
+    (f,) = [f for f in got["shadowed"] if f.rule == "wide"]
+    assert "cut short" in f.message and "`cover`" in f.message
+    named = {r.rule for r in f.related}
+    assert "cover" in named and named <= {r.id for r in rules} - {"wide"}
+    assert matches(wide, f.witness) and simulate(rules, f.witness, Action.BLOCK).rule_id in named

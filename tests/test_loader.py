@@ -646,6 +646,16 @@ def test_config_all_keys(tmp_path):
     assert cfg.severity_of("conflict", Severity.WARNING) is Severity.ERROR
 
 
+def test_apply_gate_defaults_to_capacity_and_is_read(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("default_action: allow\n")
+    assert load_config(p, tmp_path).apply_gate == ("capacity",)
+    p.write_text("apply_gate: [shadowed, capacity, shadowed]\n")
+    assert load_config(p, tmp_path).apply_gate == ("shadowed", "capacity")
+    p.write_text("apply_gate: []\n")
+    assert load_config(p, tmp_path).apply_gate == ()
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -656,6 +666,9 @@ def test_config_all_keys(tmp_path):
         ("severity: {yaml-syntax: info}\n", "cannot be changed"),
         ("interfaces: [{name: eth0, mode: turbo}]\n", "turbo"),
         ("metrics_listen: nowhere\n", "host:port"),
+        ("apply_gate: [shadowd]\n", "'shadowed'"),
+        ("apply_gate: [yaml-syntax]\n", "always refused"),
+        ("apply_gate: shadowed\n", "apply_gate"),
     ],
 )
 def test_bad_config(tmp_path, text, fragment):

@@ -255,7 +255,7 @@ def test_plan_without_instance_then_exit_codes(tmp_path, capsys):
 
 
 def test_apply_refuses_check_errors_and_leaves_live_untouched(tmp_path, capsys):
-    with host_env(tmp_path) as h:
+    with host_env(tmp_path, apply_gate=("shadowed", "capacity")) as h:
         d = write_policy_dir(tmp_path / "p", {"a.yaml": [rule_doc("one", "BLOCK", src="10.1.0.0/16")]})
         assert main(h.cli("apply", str(d))) == 0
         before = _live(h)
@@ -276,13 +276,33 @@ def test_apply_refuses_check_errors_and_leaves_live_untouched(tmp_path, capsys):
         assert _live(h).gens == before.gens
 
 
+def test_the_default_gate_lets_a_policy_with_a_shadowed_rule_go_live(tmp_path, capsys):
+    """apply_gate defaults to capacity: a block list whose rules shadow
+    one another is a `check` error for CI, not a reason to keep an urgent
+    block out of the kernel."""
+    with host_env(tmp_path) as h:
+        d = write_policy_dir(tmp_path / "p", {"a.yaml": [
+            rule_doc("urgent", "BLOCK", priority=100, src="10.0.0.0/8"),
+            rule_doc("shadowed_block", "BLOCK", priority=50, src="10.1.0.0/16"),
+        ]})
+        assert main(["check", str(d), "--config", str(h.config_file)]) == 1  # still an error where CI looks
+        assert "shadowed" in capsys.readouterr().out
+        assert main(h.cli("apply", str(d))) == 0
+        assert audit.last(h.config.state_dir, h.instance)["result"] != "refused"
+        inst = _open(h)
+        try:
+            assert _verdict(inst.prog_fd, "10.9.9.9") == XDP_DROP
+        finally:
+            inst.close()
+
+
 def test_a_first_apply_refused_by_the_gate_leaves_nothing_behind(tmp_path, capsys):
     """A load fills maps nobody sees yet and waits for the gate only before
     pinning them: a refusal must still leave no pins, no staged or
     prefetched set, no attachment."""
     from pepc.reconcile import prefetch
 
-    with host_env(tmp_path) as h:
+    with host_env(tmp_path, apply_gate=("shadowed",)) as h:
         d = write_policy_dir(tmp_path / "p", {"a.yaml": [rule_doc("all_block", "BLOCK", priority=100), rule_doc("shadowed_allow", "ALLOW", src="10.0.0.0/8")]})
         assert main(h.cli("apply", str(d))) == 2
         err = capsys.readouterr()

@@ -35,14 +35,14 @@ FINDINGS = [
 
 def test_json_shape():
     doc = json.loads(render_findings(FINDINGS, "json", summary={"files": 3, "rules": 7}))
-    assert set(doc) == {"ok", "findings", "summary"}
+    assert set(doc) == {"ok", "findings", "groups", "summary"}
     assert doc["ok"] is False  # there are errors
     keys = {"severity", "code", "message", "file", "line", "column", "rule", "related", "help", "witness"}
     assert all(set(f) == keys for f in doc["findings"])
     first = doc["findings"][0]
     assert (first["file"], first["line"], first["column"]) == ("/abs/elsewhere/p.yaml", 1, 1)
     dup = next(f for f in doc["findings"] if f["code"] == "duplicate-id")
-    assert dup["related"] == [{"message": "first rule 'web'", "file": "policies.d/a.yaml", "line": 2, "column": 9}]
+    assert dup["related"] == [{"message": "first rule 'web'", "file": "policies.d/a.yaml", "line": 2, "column": 9, "rule": None}]
     assert dup["severity"] == "error" and dup["rule"] == "web" and dup["help"]
     big = next(f for f in doc["findings"] if f["code"] == "file-too-large")
     assert big["line"] is None and big["column"] is None
@@ -136,3 +136,81 @@ def test_text_is_sorted_and_counts():
 def test_unknown_format():
     with pytest.raises(ValueError):
         render_findings([], "xml")
+
+
+# --- groups, the cap, related rules -------------------------------------------------
+
+from pepc.diagnostics import Related  # noqa: E402
+from pepc.report import group_findings  # noqa: E402
+
+
+def _shadowed(rid: str, line: int, by: tuple[str, ...]) -> Finding:
+    related = tuple(Related(f"`{b}` wins packets of `{rid}`", Location("p/feed.yaml", 1 + i, 5), b) for i, b in enumerate(by))
+    return Finding("shadowed", f"rule `{rid}` can never win", Location("p/a.yaml", line, 5), rule=rid, related=related,
+                   witness="tcp 198.51.100.7:40000 > 203.0.113.10:443")
+
+
+def _block_list(n: int) -> list[Finding]:
+    """n rules under one /16, 3 under another pair of rules, one alone."""
+    out = [_shadowed(f"b{i:04d}", 10 + i, ("net16",)) for i in range(n)]
+    out += [_shadowed(f"c{i}", 5000 + i, ("x", "y")) for i in range(3)]
+    out += [_shadowed("d", 6000, ("y", "x"))]  # the same causes, named in another order: same group
+    out.append(Finding("never-matches", "rule `e` can never match", Location("p/a.yaml", 7000, 5), rule="e"))
+    out.append(Finding("never-matches", "rule `f` can never match", Location("p/a.yaml", 7001, 5), rule="f"))
+    return out
+
+
+def test_findings_of_one_code_with_the_same_causes_are_one_group():
+    findings = sorted(_block_list(200), key=Finding.sort_key)
+    groups = group_findings(findings)
+    sizes = sorted((g.code, g.related, len(g.members)) for g in groups)
+    # never-matches names no causing rule: each stands alone
+    assert sizes == [("never-matches", (), 1), ("never-matches", (), 1), ("shadowed", ("net16",), 200), ("shadowed", ("x", "y"), 4)]
+    assert [f for g in groups for f in g.members] != [] and sum(len(g.members) for g in groups) == len(findings)
+    text = render_findings(findings, "text")
+    lines = text.splitlines()
+    assert lines[0].startswith("summary: 206 errors, 0 warnings, 0 infos: shadowed 204, never-matches 2")
+    assert "206 findings in 4 entries" in lines[1]
+    entry = next(line for line in lines if "[shadowed]" in line and "200 rules" in line)
+    assert entry.startswith("p/a.yaml:10:5: error: 200 rules like this (first `b0000`): rule `b0000` can never win")
+    assert "  = note: the 200 rules: `b0000`, `b0001`, `b0002`, `b0003`, `b0004`, `b0005`, `b0006`, `b0007` and 192 more" in lines
+    assert text.count("[shadowed]") == 2 and text.count("[never-matches]") == 2
+    assert lines[-1] == "206 errors, 0 warnings, 0 infos"
+
+
+def test_json_and_sarif_keep_every_member_of_a_group():
+    findings = _block_list(30)
+    doc = json.loads(render_findings(findings, "json"))
+    assert len(doc["findings"]) == len(findings)
+    big = next(g for g in doc["groups"] if g["count"] == 30)
+    assert big["code"] == "shadowed" and big["related_rules"] == ["net16"] and len(big["rules"]) == 30
+    assert {doc["findings"][i]["rule"] for i in big["findings"]} == set(big["rules"])
+    assert all(g["count"] > 1 for g in doc["groups"])  # a finding alone is no group
+    sarif = json.loads(render_findings(findings, "sarif"))
+    results = sarif["runs"][0]["results"]
+    assert len(results) == len(findings)
+    grouped = [r["properties"].get("findingGroup") for r in results]
+    assert grouped.count(grouped[0]) == 30 and grouped[0] is not None
+    assert "findingGroup" not in next(r for r in results if r["ruleId"] == "never-matches")["properties"]
+
+
+def test_max_findings_caps_the_text_and_says_how_many_are_left_out():
+    findings = [_shadowed(f"r{i:03d}", 10 + i, (f"cover{i}",)) for i in range(120)]  # 120 groups of one
+    text = render_findings(findings, "text", max_findings=50)
+    assert text.count("[shadowed]") == 50
+    assert "showing the first 50 entries" in text.splitlines()[1]
+    assert "... 70 more entries (70 findings) not shown; --max-findings 0 shows all" in text
+    assert render_findings(findings, "text", max_findings=0).count("[shadowed]") == 120
+    assert render_findings(findings, "text").count("[shadowed]") == 120  # the renderer's default: all
+    small = render_findings(findings[:3], "text", max_findings=50)
+    assert not small.startswith("summary:")  # a short report needs no summary on top
+
+
+def test_related_entries_carry_the_rule_id():
+    f = _shadowed("a", 3, ("x", "y"))
+    doc = json.loads(render_findings([f], "json"))
+    assert [r["rule"] for r in doc["findings"][0]["related"]] == ["x", "y"]
+    sarif = json.loads(render_findings([f], "sarif"))
+    rel = sarif["runs"][0]["results"][0]["relatedLocations"]
+    assert [r["properties"]["policyRule"] for r in rel] == ["x", "y"]
+    assert "`x`" in rel[0]["message"]["text"]

@@ -202,6 +202,31 @@ def test_evaluate_and_explain_agree():
     assert (d.action, d.action_name, d.verdict, d.rule_id) == (None, "DEFAULT", "DROP", None)
 
 
+def test_explain_shows_the_first_losers_of_each_reason_and_counts_the_rest():
+    wide = [rule(f"w{i:02d}", Action.LOG_ONLY, priority=10, line=3 + i) for i in range(20)]  # lose on priority
+    ties = [  # the winner's twins: the id decides
+        rule(f"t{i:02d}", Action.BLOCK, priority=100, protocol=Protocol.TCP, src=["192.0.2.0/24"], dst=["10.0.0.10/32"], line=40 + i)
+        for i in range(6)
+    ]
+    pol = policy(
+        rule("a_win", priority=100, protocol=Protocol.TCP, src=["192.0.2.0/24"], dst=["10.0.0.10/32"], line=1),
+        rule("spec", Action.BLOCK, priority=100, dst=["10.0.0.10/32"], line=2),  # specificity
+        *wide, *ties,
+    )
+    program = compile_program(pol, Config(), NOW)
+    pkt = parse_packet("tcp 192.0.2.7:1000 > 10.0.0.10:80")
+    ex = explain(pol, program, pkt)
+    assert len(ex.matches) == 28
+    lines = ex.lines("p")
+    assert lines[0].startswith("  winner a_win ")
+    loses = [line for line in lines if line.startswith("  loses ")]
+    assert [line.split()[1] for line in loses] == ["w00", "w01", "w02", "spec", "t00", "t01", "t02"]
+    assert "  and 17 more rules lose on priority (--format json lists every match)" in lines
+    assert "  and 3 more rules lose on the id tie-break (--format json lists every match)" in lines
+    assert not any("more rules lose on specificity" in line for line in lines)
+    assert len([line for line in ex.lines("p", per_reason=None) if line.startswith("  loses ")]) == 27
+
+
 def test_fragments_and_other_protocols_skip_port_rules():
     program = compile_program(_pol(), Config(), NOW)
     assert evaluate(program, parse_packet("tcp 8.8.8.8 > 10.0.0.10 frag")).rule_id is None

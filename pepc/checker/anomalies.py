@@ -51,6 +51,7 @@ from pepc.checker.geometry import (
     is_guarded,
     packet_of,
     pick_point,
+    sample_points,
 )
 from pepc.checker.space import ActionKey, Space
 from pepc.checker.space import default_key as _key_of_default
@@ -62,8 +63,16 @@ from pepc.semantics import rank_key, specificity
 PAIR_CAP = 5
 #: Later atoms with another action a rule's probes try before the exact search.
 PROBES = 16
+#: Random points per atom its first probes try besides the readable one.
+SAMPLES = 4
+#: Later atoms of another action probed (in rank order) before an exact
+#: search for a changed decision.
+EXACT_PROBES = 16
 #: Pieces the search for related rules of one finding may visit.
-PIECE_CAP = 20000
+PIECE_CAP = 2000
+#: Atoms meeting a shadowed atom beyond which its winners are named from
+#: probes instead of an exhaustive partition.
+BETTER_CAP = 256
 #: How many rule ids a message names before "and N more" (related
 #: locations list them all).
 _NAMES_IN_MESSAGE = 4
@@ -225,13 +234,16 @@ class Analysis:
                             overflow[ri] = True
                             break
                         probes[ri] -= 1
-                        point = pick_point(intersection(boxes[a], boxes[w]))  # type: ignore[arg-type]
-                        win, nxt = s.decide(point, ri)
-                        if arule[win] == ri:
-                            free[ri] = free[ri] or point
-                            if (akeys[arule[nxt]] if nxt is not None else fallback(point)) != mykey:
-                                pending.discard(ri)
-                                break
+                        meet = intersection(boxes[a], boxes[w])
+                        for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
+                            win, nxt = s.decide(point, ri)
+                            if arule[win] == ri:
+                                free[ri] = free[ri] or point
+                                if (akeys[arule[nxt]] if nxt is not None else fallback(point)) != mykey:
+                                    pending.discard(ri)
+                                    break
+                        if ri not in pending:
+                            break
                     if ri not in pending or overflow[ri]:
                         break
             self._insert(later, act, a)
@@ -270,13 +282,37 @@ class Analysis:
         """Step 1: whether a readable packet shows that rule ri matters."""
         s = self.s
         akeys, arule, mykey = s.akeys, s.arule, s.akeys[ri]
+        for sampled in (False, True):
+            for a in s.rule_atoms[ri]:
+                points = sample_points(s.boxes[a], SAMPLES) if sampled else (pick_point(s.boxes[a]),)
+                for point in points:
+                    win, nxt = s.decide(point, ri)
+                    if arule[win] == ri:
+                        free[ri] = free[ri] or point
+                        if (akeys[arule[nxt]] if nxt is not None else self.fallback_key(point)) != mykey:
+                            return True
+        return False
+
+    def _matters_at_successors(self, ri: int) -> bool:
+        """Whether a probe where a later atom of another action begins to
+        decide shows the rule matters: the first EXACT_PROBES of them in
+        rank order (the likeliest successors), a readable point in each. Far cheaper than find_bad over a wide atom's
+        thousands of better neighbours; where it fails, find_bad decides."""
+        s = self.s
+        arule, akeys, boxes, mykey = s.arule, s.akeys, s.boxes, s.akeys[ri]
         for a in s.rule_atoms[ri]:
-            point = pick_point(s.boxes[a])
-            win, nxt = s.decide(point, ri)
-            if arule[win] == ri:
-                free[ri] = free[ri] or point
-                if (akeys[arule[nxt]] if nxt is not None else self.fallback_key(point)) != mykey:
-                    return True
+            tried = 0
+            for w in s.worse(a):
+                if akeys[w[10]] == mykey:
+                    continue
+                tried += 1
+                if tried > EXACT_PROBES:
+                    break
+                meet = intersection(boxes[a], w)
+                for point in (pick_point(meet),):  # type: ignore[arg-type]
+                    win, nxt = s.decide(point, ri)
+                    if arule[win] == ri and (akeys[arule[nxt]] if nxt is not None else self.fallback_key(point)) != mykey:
+                        return True
         return False
 
     def _exact(self, ri: int, free: tuple | None, worse_diff: bool) -> tuple | str | None:
@@ -285,12 +321,29 @@ class Analysis:
         s = self.s
         akeys, boxes, own = s.akeys, s.boxes, s.rule_atoms[ri]
         mykey, dkey = akeys[ri], self.default_key
+        if all(s.cover_of(a) is not None for a in own):
+            # every atom inside one box of another rule ranked before it:
+            # shadowed, decided without the atoms around it (a wide rule
+            # under a catch-all meets every rule of the policy)
+            return "shadowed"
+        if free is None:
+            # no probe saw it win: most such rules are shadowed, which the
+            # search for a free piece proves faster than find_bad
+            for a in own:
+                piece = regions.find_free(boxes[a], s.better(a))
+                if piece is not None:
+                    free = pick_point(piece)
+                    break
+            else:
+                return "shadowed"
         # without a later atom of another action, and the default acting
         # alike, no packet the rule wins can change: skip the search
         # (unmatched guarded ICMPv6 packets fall to the lockout guard, not
         # to the default: each part of a box is searched with its fallback)
         parts = [(a, part, (self.guard_key if guarded else dkey) == mykey) for a in own for part, guarded in by_fallback(boxes[a])]
         if worse_diff or not all(same for _, _, same in parts):
+            if self._matters_at_successors(ri):
+                return None
 
             def is_same(w: tuple) -> bool:
                 return akeys[w[10]] == mykey
@@ -311,7 +364,12 @@ class Analysis:
         winners: set[int] = set()
         witness = None
         pieces = 0
-        for a in s.rule_atoms[ri]:
+        if any(s.meeting_exceeds(a, BETTER_CAP) for a in s.rule_atoms[ri]):
+            # Too many rules around it to name every winner: name those of
+            # a few probes, and say the list is cut short.
+            winners, witness = self._probe_winners(ri)
+            pieces = PIECE_CAP
+        for a in s.rule_atoms[ri] if witness is None else ():
             for piece, winner, _ in regions.partition(s.boxes[a], s.better(a), [], ri):
                 if winner is None:
                     raise AssertionError(f"rule {rule.id} is shadowed but wins a piece")
@@ -334,13 +392,35 @@ class Analysis:
             f"before it ({_names(ids)}){more}"
         )
         related = tuple(
-            Related(f"`{r.id}` ({describe(r)}, priority {r.priority}) wins packets of `{rule.id}`", r.loc) for r in cover
+            Related(f"`{r.id}` ({describe(r)}, priority {r.priority}) wins packets of `{rule.id}`", r.loc, r.id) for r in cover
         )
         return Raw(
             Finding("shadowed", msg, rule.loc, rule=rule.id, related=related, witness=str(packet_of(point))),
             on=(rule.id,),
             partners=tuple(ids),
         )
+
+    def _probe_winners(self, ri: int) -> tuple[set[int], tuple]:
+        """For a shadowed rule: the rules winning a few of its packets (a
+        readable one, the corners of each atom, and one inside the box of
+        the atom covering it, if any), and the first as (point, rule)."""
+        s = self.s
+        winners: set[int] = set()
+        witness = None
+        for a in s.rule_atoms[ri]:
+            b = s.boxes[a]
+            points = [pick_point(b), (b[0], b[2], b[4], b[6], b[8]), (b[1], b[3], b[5], b[7], b[9])]
+            cover = s.cover_of(a)
+            if cover is not None:
+                points.append(pick_point(intersection(b, s.boxes[cover])))  # type: ignore[arg-type]
+            for point in points:
+                win = s.arule[s.winner(point)]  # type: ignore[index]
+                if win == ri:
+                    raise AssertionError(f"rule {s.rules[ri].id} is shadowed but wins {point}")
+                winners.add(win)
+                if witness is None:
+                    witness = (point, win)
+        return winners, witness  # type: ignore[return-value]
 
     def _redundant(self, ri: int, known: tuple) -> Raw:
         """`known`: a point the rule wins, the witness if the search for
@@ -400,7 +480,7 @@ class Analysis:
             f"rule `{rule.id}` ({describe(rule)}) is redundant: removing it changes no packet's action; "
             f"the packets it wins would go to {' and to '.join(parts)}{more}"
         )
-        related = tuple(Related(f"`{r.id}` ({describe(r)}) would take its packets", r.loc) for r in others)
+        related = tuple(Related(f"`{r.id}` ({describe(r)}) would take its packets", r.loc, r.id) for r in others)
         return Raw(
             Finding("redundant", msg, rule.loc, rule=rule.id, related=related, witness=str(packet_of(witness))),
             on=(rule.id,),
@@ -607,7 +687,7 @@ class Analysis:
                 else:
                     notes.append(f"`{hi.id}` ({describe(hi)}, priority {hi.priority})")
                     text = f"`{hi.id}` ({describe(hi)}, priority {hi.priority}) takes some of its packets"
-                related.append(Related(text, hi.loc))
+                related.append(Related(text, hi.loc, hi.id))
             shown = ", ".join(notes[:_NAMES_IN_MESSAGE])
             if len(notes) > _NAMES_IN_MESSAGE:
                 shown += f" and {len(notes) - _NAMES_IN_MESSAGE} more"

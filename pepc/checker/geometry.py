@@ -203,3 +203,23 @@ def packet_of(point: tuple[int, int, int, int, int]) -> Packet:
     if cls == ICMPV6_GUARD:
         return Packet(src, dst, Protocol.ICMPV6.value, v6=v6, icmp_type=GUARD_ICMPV6_TYPE)
     return Packet(src, dst, OTHER_PROTO, v6=v6)
+
+
+def sample_points(region: Box, k: int) -> list[tuple[int, int, int, int, int]]:
+    """k points spread over `region` pseudo-randomly, the same for the
+    same region on every run. A block list covers thousands of thin slices
+    of a wide region and almost none of its volume: a random point falls
+    between them where the readable one (pick_point) may not."""
+    x = hash(region) & _MASK64
+    cls = pick_point(region)[0]  # a class real packets of the region's family have
+    out = []
+    for _ in range(k):
+        point = [cls]
+        for d in range(2, 10, 2):
+            x = (x * 6364136223846793005 + 1442695040888963407) & _MASK64  # an LCG: cheap and deterministic
+            point.append(region[d] + (x >> 16) % (region[d + 1] - region[d] + 1))
+        out.append(tuple(point))
+    return out  # type: ignore[return-value]
+
+
+_MASK64 = (1 << 64) - 1

@@ -76,6 +76,7 @@ class DynamicSpace:
         s.index.complete()  # type: ignore[union-attr]  # edits query boxes: build it all now
         self.gone: set[int] = set()
         s.index = _LiveIndex(s.index, self.gone)  # type: ignore[assignment]
+        s.ranked_lists = False  # edits add atoms out of rank order
         self.rule_idx = {r.id: i for i, r in enumerate(s.rules)}
         self.ranked = [(rank_key(s.atoms[i]), i) for i in s.order]
         for pos, (_, i) in enumerate(self.ranked):
@@ -170,6 +171,9 @@ class _Gate:
         # a rule that wins some packet cannot be shadowed: when redundancy is
         # no error, that is all the gate needs to know about it
         self.redundant = is_error["redundant"]
+        # no code the analysis decides is an error (the default apply gate:
+        # capacity only, which the compiler raises): no analysis at all
+        self.nothing = not any(is_error[c] for c in CHECKER_CODES - {"capacity"})
 
 
 def _decide(space: Space, rule_idx: dict[str, int], by_id: Any, only: list[int], policy: Policy, config: Config,
@@ -188,6 +192,15 @@ def _decide(space: Space, rule_idx: dict[str, int], by_id: Any, only: list[int],
     return _errors(findings, config)
 
 
+def _decide_nothing(policy: Policy, config: Config, now: datetime, gate: _Gate) -> list[Finding]:
+    """The gate's errors when no checker code is one: lifecycle only."""
+    if not gate.lifecycle:
+        return []
+    from pepc.loader import lifecycle_findings
+
+    return _errors(lifecycle_findings(policy, now), config)
+
+
 def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
     """The errors of `pepc check` (lifecycle + checker, severities from the
     config): decided rule by rule for every live rule when the config
@@ -195,6 +208,13 @@ def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool
     compiled this policy with this config already (the compiler raises
     capacity errors itself)."""
     gate = _Gate(config)
+    if gate.nothing:
+        errors = _decide_nothing(policy, config, now, gate)
+        if capacity:
+            from pepc.checker import _capacity
+
+            errors += _errors(_capacity(policy, config, now) or [], config)
+        return errors
     if not gate.local:
         return _full_errors(policy, config, now, capacity=capacity)
     enabled = gc.isenabled()
@@ -246,7 +266,7 @@ class IncrementalChecker:
     def needs_baseline(self) -> bool:
         """Whether the next call decides every rule although the config lets
         this checker decide incrementally (first call, or after an error)."""
-        return self.local and self._dyn is None
+        return self.local and self._dyn is None and not self._gate.nothing
 
     def errors(self, policy: Policy, now: datetime) -> list[Finding]:
         enabled = gc.isenabled()
@@ -261,6 +281,11 @@ class IncrementalChecker:
                 gc.enable()
 
     def _errors(self, policy: Policy, now: datetime) -> list[Finding]:
+        if self._gate.nothing:
+            # nothing to decide rule by rule: no space to keep either
+            self.last_mode, self.last_focus = ("full" if self._policy is None else "unchanged"), 0
+            self._policy = policy
+            return _decide_nothing(policy, self.config, now, self._gate)
         live = policy.live_rules(now)
         if not self.local or self._dyn is None:
             return self._full_check(policy, now, live)

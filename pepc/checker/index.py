@@ -31,6 +31,10 @@ from pepc.model import LINE_BITS
 #: (a parameter, so that a test can make every level kick in).
 _SCAN = 16
 
+#: Point queries find a group's port ranges by block of 2^_BLOCK_BITS ports.
+_BLOCK_BITS = 10
+_BLOCKS = (PORT_MAX >> _BLOCK_BITS) + 1
+
 # Prefixes are (length, address) on the unified line of pepc.model
 # (Prefix.line): both families in one 129-bit space.
 _MASKS = [((1 << LINE_BITS) - 1) ^ ((1 << (LINE_BITS - n)) - 1) for n in range(LINE_BITS + 1)]
@@ -41,16 +45,22 @@ _SIZES = [1 << (LINE_BITS - n) for n in range(LINE_BITS + 1)]
 class _Group:
     """Atoms with one (primary, secondary) prefix pair, by destination port."""
 
-    __slots__ = ("members", "wide", "single", "scan")
+    __slots__ = ("members", "wide", "single", "scan", "blocks", "boxes")
 
     def __init__(self, scan: int) -> None:
         self.members: list[int] = []
         self.wide: list[int] | None = None
         self.single: dict[int, list[int]] = {}
         self.scan = scan
+        # the wide members by block of destination ports they overlap, for
+        # point queries (built on the first one after an add)
+        self.blocks: list[list[int]] | None = None
+        self.boxes: list | None = None
 
     def add(self, i: int, box: Box, boxes: list) -> None:
         self.members.append(i)
+        self.blocks = None
+        self.boxes = boxes
         if self.wide is not None:
             self._put(i, box)
         elif len(self.members) > self.scan:
@@ -64,25 +74,40 @@ class _Group:
         else:
             self.wide.append(i)  # type: ignore[union-attr]
 
-    def query(self, lo: int, hi: int) -> list[int]:
+    def wide_at(self, port: int) -> list[int]:
+        """The wide members whose destination ports may hold `port` (in
+        the order they were added)."""
+        blocks = self.blocks
+        if blocks is None:
+            blocks = self.blocks = [[] for _ in range(_BLOCKS)]
+            boxes = self.boxes
+            for j in self.wide:  # type: ignore[union-attr]
+                b = boxes[j]  # type: ignore[index]
+                for k in range(b[8] >> _BLOCK_BITS, (b[9] >> _BLOCK_BITS) + 1):
+                    blocks[k].append(j)
+        return blocks[port >> _BLOCK_BITS]
+
+    def query(self, lo: int, hi: int) -> tuple[list[int], ...]:
+        """Candidate lists for destination ports [lo, hi], each in the order
+        atoms were added (so a rank-ordered index can skip a prefix)."""
         wide = self.wide
         if wide is None or (lo == 0 and hi == PORT_MAX):
-            return self.members
+            return (self.members,)
         single = self.single
         if lo == hi:
             got = single.get(lo)
-            return wide + got if got else wide
-        out = list(wide)
+            return (wide, got) if got else (wide,)
+        out = [wide]
         if hi - lo < len(single):
             for port in range(lo, hi + 1):
                 got = single.get(port)
                 if got:
-                    out += got
+                    out.append(got)
         else:
             for port, got in single.items():
                 if lo <= port <= hi:
-                    out += got
-        return out
+                    out.append(got)
+        return tuple(out)
 
 
 def _defer(pending: dict[int, list[int]] | None, plen: int, addr: int) -> dict[int, list[int]]:
@@ -148,7 +173,9 @@ class _Bucket:
     def query(self, plen: int, addr: int, last: int, lo: int, hi: int) -> Iterator[list[int]]:
         """Candidate lists whose secondary prefix meets (plen, addr)."""
         sec = self.sec
-        if sec is None:
+        if sec is None or (plen == 0 and lo == 0 and hi == PORT_MAX):
+            # (a query any secondary prefix meets: every group would be
+            # visited one by one for the same members)
             yield self.members
             return
         if self.pending:
@@ -158,13 +185,13 @@ class _Bucket:
             if p <= plen:
                 g = sec.get((addr & _MASKS[p]) << 8 | p)
                 if g is not None:
-                    yield g.query(lo, hi)
+                    yield from g.query(lo, hi)
             else:
                 arr = self.addrs[p]
                 # indices, not a slice: a caller that stops early must not
                 # pay for copying a long block list
                 for k in range(bisect_left(arr, addr), bisect_right(arr, last)):
-                    yield sec[arr[k] << 8 | p].query(lo, hi)
+                    yield from sec[arr[k] << 8 | p].query(lo, hi)
 
 class _Index:
     """Atoms bucketed by one address prefix: field 4 (dst) or 2 (src)."""
@@ -200,7 +227,10 @@ class _Index:
                 _settle(b.addrs, b.pending)
                 b.pending = None
 
-    def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int]) -> Iterator[int]:
+    def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
+        """Atoms whose boxes meet q. `after` = (ranks, r): only atoms
+        ranked after r are wanted, and every list is in rank order (atoms
+        were added best first), so each list is entered past r by bisection."""
         if self.pending:
             _settle(self.addrs, self.pending)
             self.pending = None
@@ -221,6 +251,9 @@ class _Index:
                 chosen = (buckets[arr[k] << 8 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
             for b in chosen:
                 for members in b.query(splen, saddr, slast, q0, q1):
+                    if after is not None:
+                        start = bisect_right(members, after[1], key=after[0].__getitem__)
+                        members = members[start:] if start else members
                     for j in members:
                         o = boxes[j]
                         if (
@@ -229,38 +262,45 @@ class _Index:
                         ):
                             yield j
 
-    def stab(self, point: tuple, out: list[int]) -> None:
-        """Append the atoms containing the point to `out`."""
-        boxes, buckets, masks = self.boxes, self.buckets, _MASKS
-        cls, src, dst, sport, dport = point
-        prim, sec_addr = (dst, src) if self.field == 4 else (src, dst)
+    def stab_lists(self, point: tuple, lists: list[list[int]]) -> None:
+        """Append to `lists` the candidate lists for the atoms containing
+        the point (a superset; each list in the order atoms were added)."""
+        buckets, masks = self.buckets, _MASKS
+        dport = point[4]
+        prim, sec_addr = (point[2], point[1]) if self.field == 4 else (point[1], point[2])
         for p in self.plens:
             b = buckets.get((prim & masks[p]) << 8 | p)
             if b is None:
                 continue
             sec = b.sec
             if sec is None:
-                lists = (b.members,)
-            else:
-                lists = []
-                for sp in b.plens:
-                    g = sec.get((sec_addr & masks[sp]) << 8 | sp)
-                    if g is not None:
-                        if g.wide is None:
-                            lists.append(g.members)
-                        else:
-                            lists.append(g.wide)
-                            got = g.single.get(dport)
-                            if got:
-                                lists.append(got)
-            for members in lists:
-                for j in members:
-                    o = boxes[j]
-                    if (
-                        o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
-                        and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
-                    ):
-                        out.append(j)
+                lists.append(b.members)
+                continue
+            for sp in b.plens:
+                g = sec.get((sec_addr & masks[sp]) << 8 | sp)
+                if g is not None:
+                    if g.wide is None:
+                        lists.append(g.members)
+                    else:
+                        lists.append(g.wide_at(dport))
+                        got = g.single.get(dport)
+                        if got:
+                            lists.append(got)
+
+    def stab(self, point: tuple, out: list[int]) -> None:
+        """Append the atoms containing the point to `out`."""
+        boxes = self.boxes
+        cls, src, dst, sport, dport = point
+        lists: list[list[int]] = []
+        self.stab_lists(point, lists)
+        for members in lists:
+            for j in members:
+                o = boxes[j]
+                if (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    out.append(j)
 
 
 class BoxIndex:
@@ -309,15 +349,16 @@ class BoxIndex:
             part[2] = None
         return bs
 
-    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> Iterator[int]:
-        """Atoms whose boxes meet box q, whose dst/src are these prefixes."""
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
+        """Atoms whose boxes meet box q, whose dst/src are these prefixes.
+        `after`: see _Index.meeting (a superset may come back without it)."""
         by_dst = dst[0] >= src[0]
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
                 if by_dst:
-                    yield from part[0].meeting(q, dst, src)
+                    yield from part[0].meeting(q, dst, src, after)
                 else:
-                    yield from self._by_src(part).meeting(q, src, dst)
+                    yield from self._by_src(part).meeting(q, src, dst, after)
 
     def stab(self, point: tuple) -> list[int]:
         """Atoms whose boxes contain the point."""
@@ -327,6 +368,17 @@ class BoxIndex:
             if c0 <= cls <= c1:
                 part[0].stab(point, out)
         return out
+
+    def stab_lists(self, point: tuple) -> list[list[int]]:
+        """Candidate lists that hold every atom containing the point, each
+        in the order the atoms were added: a caller that added them best
+        first can stop a list at its first atom that qualifies."""
+        lists: list[list[int]] = []
+        cls = point[0]
+        for (c0, c1), part in self.parts.items():
+            if c0 <= cls <= c1:
+                part[0].stab_lists(point, lists)
+        return lists
 
 
 class ScanIndex:
@@ -339,7 +391,7 @@ class ScanIndex:
     def add(self, i: int) -> None:
         self.members.append(i)
 
-    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> Iterator[int]:
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
         boxes = self.boxes
         for j in self.members:
@@ -349,6 +401,9 @@ class ScanIndex:
                 and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0
             ):
                 yield j
+
+    def stab_lists(self, point: tuple) -> list[list[int]]:
+        return [self.members]
 
     def stab(self, point: tuple) -> list[int]:
         cls, src, dst, sport, dport = point

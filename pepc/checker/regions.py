@@ -44,6 +44,51 @@ def _meet(bs: list, C: Box) -> list:
     ]
 
 
+def _share(b: tuple, C: Box) -> float:
+    """The fraction of C's volume that box b covers."""
+    f = 1.0
+    for k in (0, 2, 4, 6, 8):
+        lo = b[k] if b[k] > C[k] else C[k]
+        hi = b[k + 1] if b[k + 1] < C[k + 1] else C[k + 1]
+        f *= (hi - lo + 1) / (C[k + 1] - C[k] + 1)
+    return f
+
+
+def _by_share(bs: list, C: Box) -> list:
+    """bs with the boxes that cover a fair share of C first, largest
+    first (for searches the order of whose boxes does not matter): a few
+    large boxes that cover C are found and cut along before thousands of
+    thin ones. Thin in an address is enough to be thin: most boxes of a
+    block list are rejected on one product."""
+    big, thin = [], []
+    s2, s4 = C[3] - C[2] + 1, C[5] - C[4] + 1
+    for b in bs:
+        f = ((b[3] if b[3] < C[3] else C[3]) - (b[2] if b[2] > C[2] else C[2]) + 1) / s2
+        f *= ((b[5] if b[5] < C[5] else C[5]) - (b[4] if b[4] > C[4] else C[4]) + 1) / s4
+        (big if f >= _BIG else thin).append(b)
+    if not big:
+        return bs
+    big.sort(key=lambda b: -_share(b, C))
+    return big + thin
+
+
+#: A box covering at least this share of a piece is cut along first.
+_BIG = 1 / 64
+
+
+def _cut_big(C: Box, bs: list) -> tuple[int, int] | None:
+    """A cut along the first box of bs (largest first) if it is big in C."""
+    b = bs[0]
+    if _share(b, C) < _BIG:
+        return None
+    for k in (4, 8, 2, 6, 0):
+        if b[k] > C[k]:
+            return k, b[k]
+        if b[k + 1] < C[k + 1]:
+            return k, b[k + 1] + 1
+    return None
+
+
 def _cut(C: Box, bs: list) -> tuple[int, int]:
     """A cut (field index of a lower bound, value) strictly inside C, at a
     boundary of one of bs (boxes that meet C without containing it).
@@ -84,17 +129,18 @@ def _split(C: Box, k: int, v: int) -> tuple[Box, Box]:
     return left, right  # type: ignore[return-value]
 
 
-def find_free(C: Box, boxes: list) -> Box | None:
+def find_free(C: Box, boxes: list, *, by_share: bool = False) -> Box | None:
     """A piece of C that no box of `boxes` meets; None when their union
-    covers C."""
-    stack = [(C, _meet(boxes, C))]
+    covers C. `by_share`: `boxes` are already largest first."""
+    met = _meet(boxes, C)
+    stack = [(C, met if by_share else _by_share(met, C))]
     while stack:
         C, bs = stack.pop()
         if not bs:
             return C
         if _covering(bs, C) >= 0:
             continue
-        k, v = _cut(C, bs)
+        k, v = _cut_big(C, bs) or _cut(C, bs)
         left, right = _split(C, k, v)
         lb = [b for b in bs if b[k] < v]
         rb = [b for b in bs if b[k + 1] >= v]
@@ -119,7 +165,10 @@ def find_bad(C: Box, blockers: list, worse: list, is_same: Callable[[tuple], boo
     Returns a uniform piece where the rule wins and that decision differs,
     or None when there is no such point.
     """
-    stack = [(C, _meet(blockers, C), _meet(worse, C))]
+    bl, wl = _by_share(_meet(blockers, C), C), _meet(worse, C)
+    if len(bl) > 4 * len(wl) + _SAMPLE:
+        return _find_bad_by_successor(C, bl, wl, is_same, default_same)
+    stack = [(C, bl, wl)]
     while stack:
         C, bl, wl = stack.pop()
         if bl and _covering(bl, C) >= 0:
@@ -141,10 +190,26 @@ def find_bad(C: Box, blockers: list, worse: list, is_same: Callable[[tuple], boo
                     max(C[8], first[8]), min(C[9], first[9]),
                 )
         cutting = bl + (wl[:-1] if i >= 0 else wl)
-        k, v = _cut(C, cutting)
+        k, v = (_cut_big(C, bl) if bl else None) or _cut(C, cutting)
         left, right = _split(C, k, v)
         stack.append((right, [b for b in bl if b[k + 1] >= v], [w for w in wl if w[k + 1] >= v]))
         stack.append((left, [b for b in bl if b[k] < v], [w for w in wl if w[k] < v]))
+    return None
+
+
+def _find_bad_by_successor(C: Box, bl: list, wl: list, is_same: Callable[[tuple], bool], default_same: bool) -> Box | None:
+    """find_bad for many blockers and few later boxes: the pieces of C
+    where the decision without the rule differs come from the later boxes
+    alone (few), and each is then searched for a place no blocker reaches.
+    Cutting by thousands of blockers first (a wide rule under a block list)
+    would visit a piece per blocker even where the decision is the same."""
+    by_tag = {w[10]: w for w in wl}
+    for piece, _, succ in partition(C, [], wl, -1):
+        if default_same if succ is None else is_same(by_tag[succ]):
+            continue
+        free = find_free(piece, bl, by_share=True)
+        if free is not None:
+            return free
     return None
 
 

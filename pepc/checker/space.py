@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pepc.checker.geometry import Box, atom_box, contains_point, packet_of
+from pepc.checker.geometry import Box, atom_box, contains_point, covers, packet_of
 from pepc.checker.index import BoxIndex, ScanIndex
 from pepc.model import Action, Rule
 from pepc.semantics import Atom, atom_matches, atoms_of, rank_key
@@ -53,8 +53,13 @@ class Space:
 
     def __post_init__(self) -> None:
         self.index = self.index_type(self.boxes, self.dsts, self.srcs, classes=False)
-        for i in range(len(self.boxes)):
+        # added best first, so that every candidate list of a point query is
+        # in rank order and the searches for the best atoms stop early
+        for i in self.order:
             self.index.add(i)
+        #: whether the index's candidate lists are in rank order (a
+        #: DynamicSpace adds atoms out of order)
+        self.ranked_lists = True
         self._stabs: dict[tuple, list[int]] = {}
 
     def new_index(self) -> BoxIndex | ScanIndex:
@@ -135,62 +140,152 @@ class Space:
             self._lists[key] = got
         return got
 
+    def meeting_exceeds(self, a: int, limit: int) -> bool:
+        """Whether more than `limit` atoms meet atom a, counted without
+        materializing them all."""
+        n = 0
+        for _ in self.meeting(a):
+            n += 1
+            if n > limit:
+                return True
+        return False
+
+    def _candidates(self, point: tuple) -> list[list[int]]:
+        """Lists holding every atom containing the point, in rank order
+        when `ranked_lists` (else one list of exactly those atoms)."""
+        if self.ranked_lists:
+            return self.index.stab_lists(point)
+        return [self.stab(point)]
+
+    def cover_of(self, a: int) -> int | None:
+        """The best-ranked atom of another rule, ranked before atom a,
+        whose box contains a's whole box; None if there is none. A box
+        containing a's contains its lowest corner, so one point query
+        finds the candidates."""
+        b, ra, ri, arank, arule, boxes = self.boxes[a], self.arank[a], self.arule[a], self.arank, self.arule, self.boxes
+        best, br = None, ra
+        stop = self.ranked_lists
+        for members in self._candidates((b[0], b[2], b[4], b[6], b[8])):
+            for j in members:
+                r = arank[j]
+                if r >= br:
+                    if stop:
+                        break
+                    continue
+                o = boxes[j]
+                if (
+                    arule[j] != ri and o[0] <= b[0] and o[1] >= b[1] and o[2] <= b[2] and o[3] >= b[3]
+                    and o[4] <= b[4] and o[5] >= b[5] and o[6] <= b[6] and o[7] >= b[7] and o[8] <= b[8] and o[9] >= b[9]
+                ):
+                    best, br = j, r
+                    if stop:
+                        break
+        return best
+
     def worse(self, a: int) -> list[tuple]:
         """Other rules' atoms meeting atom a ranked after it, best first."""
         key = ("w", a)
         got = self._lists.get(key)
         if got is None:
             ra, ri, arank, arule, items = self.arank[a], self.arule[a], self.arank, self.arule, self.items
-            got = [
-                items[j] for j in sorted(self.meeting(a), key=arank.__getitem__) if arank[j] > ra and arule[j] != ri
-            ]
+            # the lists of a rank-ordered index are entered past atom a: a
+            # wide atom low in the order need not walk the block list above it
+            met = (
+                self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, ra))  # type: ignore[call-arg]
+                if self.ranked_lists
+                else self.meeting(a)
+            )
+            got = [items[j] for j in sorted(met, key=arank.__getitem__) if arank[j] > ra and arule[j] != ri]
             self._lists[key] = got
         return got
 
     def decide(self, point: tuple, ri: int) -> tuple[int, int | None]:
         """At a point: the winning atom, and the first atom of another rule
         than `ri` (None: no other rule matches)."""
-        arank, arule = self.arank, self.arule
+        arank, arule, boxes = self.arank, self.arule, self.boxes
+        cls, src, dst, sport, dport = point
         best = nxt = None
         br = nr = 1 << 62
-        for j in self.stab(point):
-            r = arank[j]
-            if r < br:
-                best, br = j, r
-            if r < nr and arule[j] != ri:
-                nxt, nr = j, r
+        stop = self.ranked_lists
+        for members in self._candidates(point):
+            for j in members:
+                r = arank[j]
+                if r >= nr:
+                    if stop:
+                        break  # the rest of the list ranks after both
+                    continue
+                o = boxes[j]
+                if not (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    continue
+                if r < br:
+                    best, br = j, r
+                if arule[j] != ri:
+                    nxt, nr = j, r
+                    if stop:
+                        break
         return best, nxt  # type: ignore[return-value]
 
     def winner(self, point: tuple) -> int | None:
+        arank, boxes = self.arank, self.boxes
+        cls, src, dst, sport, dport = point
         best, br = None, 1 << 62
-        for j in self.stab(point):
-            if self.arank[j] < br:
-                best, br = j, self.arank[j]
+        stop = self.ranked_lists
+        for members in self._candidates(point):
+            for j in members:
+                r = arank[j]
+                if r >= br:
+                    if stop:
+                        break
+                    continue
+                o = boxes[j]
+                if (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    best, br = j, r
+                    if stop:
+                        break
         return best
 
     # --- witnesses, checked against pepc.semantics ------------------------
 
     def judge(self, point: tuple, also: tuple[int, ...] = ()) -> list[int]:
         """The atoms matching `point` by the semantics (atom_matches), best
-        first by rank_key.
+        first by rank_key: a prefix long enough to hold the first atom, and
+        for each rule of `also` its first atom and the first of another
+        rule (what `first_of` is asked).
 
-        The candidates are the index's, plus every atom of the rules they
-        belong to and of `also`; the decision is the semantics': a witness
-        is only reported when they confirm it, and an atom whose box
-        disagrees with atom_matches (or one the index missed) is a bug.
+        The candidates are the index's, plus every atom of the rules in
+        `also`; the decision is the semantics': a witness is only reported
+        when they confirm it, and an atom whose box disagrees with
+        atom_matches (or one the index missed) is a bug.
         """
         pkt = packet_of(point)
         found = set(self.stab(point))
-        rules = {self.arule[j] for j in found} | set(also)
+        cands = found | {j for r in also for j in self.rule_atoms[r]}
+        own = {r: False for r in also}  # rule -> its first atom seen
+        other = {r: False for r in also}  # rule -> a first atom of another rule seen
         matching = []
-        for j in found | {j for r in rules for j in self.rule_atoms[r]}:
+        for j in sorted(cands, key=self.arank.__getitem__):
             atom = self.atoms[j]
             matches = atom_matches(atom, pkt)
             if matches != contains_point(self.boxes[j], point) or matches != (j in found):
                 raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
-            if matches:
-                matching.append((rank_key(atom), j))
-        return [j for _, j in sorted(matching)]
+            if not matches:
+                continue
+            matching.append(j)
+            r = self.arule[j]
+            for x in also:
+                if r == x:
+                    own[x] = True
+                else:
+                    other[x] = True
+            if all(own.values()) and all(other.values()):
+                break
+        return matching
 
     def first_of(self, judged: list[int], rule: int = -1, skip_rule: int = -1) -> int | None:
         for j in judged:

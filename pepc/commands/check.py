@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 
 from pepc.commands._common import add_format_arg, add_output_arg, add_policy_args, load_what_loads, now_of, write_output
 from pepc.diagnostics import ExitCode, Finding, Severity
 from pepc.loader import lifecycle_findings
-from pepc.report import render_findings
+from pepc.report import DEFAULT_MAX_FINDINGS, render_findings
 
 NAME = "check"
 HELP = "validate a policy directory and report problems (CI)"
@@ -32,6 +33,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="error",
         help="exit 1 if a finding has this severity or worse (default: error)",
     )
+    parser.add_argument(
+        "--max-findings",
+        type=int,
+        default=DEFAULT_MAX_FINDINGS,
+        metavar="N",
+        help=f"text: show at most N entries (a group of findings is one), 0 for all (default: {DEFAULT_MAX_FINDINGS}); "
+        "json/sarif/github always carry every finding",
+    )
     add_output_arg(parser)
 
 
@@ -47,6 +56,9 @@ def _analyze(policy, config, now) -> list[Finding]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_findings < 0:
+        print("pepc check: error: --max-findings must be 0 (all) or more", file=sys.stderr)
+        return ExitCode.INVALID
     loaded = load_what_loads(args)
     policy, config = loaded.policy, loaded.config
     findings = list(loaded.findings)
@@ -64,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         if loaded.findings:
             summary["computed_without"] = list(loaded.without)
     if loaded.findings:
-        write_output(render_findings(findings, args.format, summary={"ok": False, **summary}), args.output)
+        write_output(render_findings(findings, args.format, summary={"ok": False, **summary}, max_findings=args.max_findings), args.output)
         return ExitCode.INVALID
     fail_on = Severity.parse(args.fail_on)
     failing = any(f.severity >= fail_on for f in findings)
-    write_output(render_findings(findings, args.format, summary={"ok": not failing, **summary}), args.output)
+    write_output(render_findings(findings, args.format, summary={"ok": not failing, **summary}, max_findings=args.max_findings), args.output)
     return ExitCode.FINDINGS if failing else ExitCode.OK

@@ -13,7 +13,7 @@ import argparse
 from pepc.commands._common import add_policy_args, load_all, now_of
 from pepc.commands._host import add_iface_arg, add_instance_arg, add_text_json, print_json
 from pepc.diagnostics import ExitCode, PolicyError
-from pepc.reconcile.apply import check_errors, pin_dir, plan_policy
+from pepc.reconcile.apply import apply_gate_errors, pin_dir, plan_policy
 from pepc.reconcile.render import render_plan
 
 NAME = "plan"
@@ -38,7 +38,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     policy, config = load_all(args)
     now = now_of(args)
-    errors = check_errors(policy, config, now)
+    errors = apply_gate_errors(policy, config, now)
     if errors:
         raise PolicyError(errors)  # apply would refuse: say why, exit 2
     planned = plan_policy(policy, config, now, args.instance, args.iface)

@@ -119,6 +119,21 @@ def load_config(path: str | os.PathLike | None, policy_dir: str | os.PathLike | 
             )
             continue
         severity.append((code, Severity.parse(level)))
+    gate = []
+    for i, code in enumerate(data.get("apply_gate", Config.apply_gate) or []):
+        where = marks.loc(marks.path_pos(data, pos, ["apply_gate", i]))
+        if code not in CODES:
+            guess = did_you_mean(code, CODES)
+            problems.append(
+                Finding("bad-config", f"apply_gate: {code!r} is not a finding code" + (f"; did you mean {guess!r}?" if guess else ""), where)
+            )
+        elif CODES[code].blocks_load:
+            problems.append(
+                Finding("bad-config", f"apply_gate: {code!r} is a load error; a policy with one is always refused", where,
+                        help="list only codes of findings about a policy that loads (shadowed, capacity, ...)")
+            )
+        elif code not in gate:
+            gate.append(code)
     if problems:
         raise PolicyError(problems)
 
@@ -132,6 +147,7 @@ def load_config(path: str | os.PathLike | None, policy_dir: str | os.PathLike | 
         event_cap=data.get("event_cap", Config.event_cap),
         metrics_listen=listen,
         severity=tuple(severity),
+        apply_gate=tuple(gate),
         source=display,
     )
 

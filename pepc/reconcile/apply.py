@@ -109,6 +109,16 @@ def check_errors(policy: Policy, config: Config, now: datetime, *, capacity: boo
     return gate_errors(policy, config, now, capacity=capacity)
 
 
+def apply_gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
+    """The findings that refuse an apply: those of the codes pepc.yaml's
+    `apply_gate` lists (default: capacity), whatever their severity in
+    `check`. A shadowed rule in a long block list is a CI error, not a
+    reason to keep an urgent block from going live."""
+    from pepc.config import gate_config
+
+    return check_errors(policy, gate_config(config), now, capacity=capacity)
+
+
 # --- write accounting and the crash test hook ------------------------------------
 
 
@@ -571,11 +581,11 @@ def apply_policy(
     `check=False` only for callers that have just run `check_errors` on
     this very policy and config themselves (the benchmark times the checker
     apart): the gate is never skipped silently."""
-    early = _ForkedGate.start(lambda: check_errors(policy, config, now, capacity=False)) if check else None
+    early = _ForkedGate.start(lambda: apply_gate_errors(policy, config, now, capacity=False)) if check else None
 
     def gate(planned: Planned) -> Sequence[Finding]:
         got = early.result() if early is not None else None
-        return got if got is not None else check_errors(policy, config, now, capacity=False)
+        return got if got is not None else apply_gate_errors(policy, config, now, capacity=False)
 
     try:
         return converge(

@@ -373,8 +373,9 @@ class ReconcileSession:
     @staticmethod
     def _new_checker(config: Config) -> Any:
         from pepc.checker.incremental import IncrementalChecker
+        from pepc.config import gate_config
 
-        return IncrementalChecker(config)
+        return IncrementalChecker(gate_config(config))  # the codes of apply_gate, see apply.apply_gate_errors
 
     def _gate(self, policy: Policy, now: datetime) -> list[Finding]:
         errors = self._checker.errors(policy, now)  # an unchanged policy costs it next to nothing
