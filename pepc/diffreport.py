@@ -50,15 +50,13 @@ def protocol_text(lo: int, hi: int, v6: bool = False) -> str:
     if set(range(0, ICMPV6 + 1)) <= cls:
         return fam + "any" + (" (with the guarded icmpv6 types)" if ICMPV6_GUARD in cls else "")
     parts = []
-    if {TCP_FRAG, TCP_PORTS} <= cls:
-        parts.append("tcp")
-    elif TCP_PORTS in cls:
+    # with ports (fragments or not) it reads as the protocol; fragments
+    # alone are said so
+    if TCP_PORTS in cls:
         parts.append("tcp")
     elif TCP_FRAG in cls:
         parts.append("tcp fragments")
-    if {UDP_PORTS, UDP_FRAG} <= cls:
-        parts.append("udp")
-    elif UDP_PORTS in cls:
+    if UDP_PORTS in cls:
         parts.append("udp")
     elif UDP_FRAG in cls:
         parts.append("udp fragments")

@@ -82,8 +82,6 @@ class Location:
 #: 5-dimensional and a v4 prefix never meets a v6 one.
 LINE_BITS = 129
 V6_BASE = 1 << 128
-#: prefix length on the line of a family's /0
-LINE_PLEN0 = {4: LINE_BITS - 32, 6: LINE_BITS - 128}
 
 
 @dataclass(frozen=True, order=True)

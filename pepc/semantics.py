@@ -25,7 +25,6 @@ SPEC_PROTOCOL = 8
 #: + protocol (an IPv4 atom at most /32 + /32 + ...). Atoms of different
 #: families never compete for a packet, so their scales need not agree.
 MAX_SPECIFICITY = 128 + 128 + 2 * SPEC_SINGLE_PORT + SPEC_PROTOCOL
-MAX_SPECIFICITY_V4 = 32 + 32 + 2 * SPEC_SINGLE_PORT + SPEC_PROTOCOL
 
 #: ICMPv6 types that a host needs to stay reachable over IPv6: Packet Too
 #: Big (2, path MTU discovery), MLD (130-132, 143) and neighbour discovery
