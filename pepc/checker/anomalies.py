@@ -70,7 +70,7 @@ SAMPLES = 4
 EXACT_PROBES = 16
 #: Pieces the search for related rules of one finding may visit.
 PIECE_CAP = 2000
-#: Atoms meeting a shadowed atom beyond which its winners are named from
+#: Atoms ranked before a shadowed atom and meeting it beyond which its winners are named from
 #: probes instead of an exhaustive partition.
 BETTER_CAP = 256
 #: How many rule ids a message names before "and N more" (related
@@ -198,11 +198,11 @@ class Analysis:
 
         1. One readable packet per atom: where the rule wins it and the
            next rule (or the default) acts differently, the rule matters.
-        2. For the rules still open, a sweep up from the worst rank keeps
-           one index per action of the atoms ranked *after* the current
-           one, so each open atom sees exactly the later atoms with another
-           action, the only ones that can make it matter; a packet in each
-           of the first PROBES of them is tried.
+        2. For the rules still open, the later atoms of another action
+           meeting theirs (up to the first later atom that hides the whole
+           atom: nothing after it decides there), the only ones that can
+           make them matter; a packet in each of the first PROBES of them
+           is tried.
         3. Exact region search (regions.py) for what is still open.
         """
         s = self.s
@@ -215,38 +215,29 @@ class Analysis:
             if s.rule_atoms[ri] and not self._probe_atoms(ri, free):
                 pending.add(ri)
         worse_diff = [False] * n
-        overflow = [False] * n
         probes = dict.fromkeys(pending, PROBES)
-        later: dict[Action, object] = {}
-        for a in reversed(s.order):
-            ri = arule[a]
-            act = rules[ri].action
-            if ri in pending and not overflow[ri]:
-                mykey = akeys[ri]
-                for other, idx in later.items():
-                    if other is act and act is not Action.RATE_LIMIT:
+        for ri in sorted(pending):
+            mykey = akeys[ri]
+            for a in s.rule_atoms[ri]:
+                for w in s.later(a):
+                    if akeys[arule[w]] == mykey:
                         continue
-                    for w in idx.meeting(boxes[a], s.dsts[a], s.srcs[a]):  # type: ignore[attr-defined]
-                        if akeys[arule[w]] == mykey:
-                            continue
-                        worse_diff[ri] = True
-                        if probes[ri] <= 0:
-                            overflow[ri] = True
-                            break
-                        probes[ri] -= 1
-                        meet = intersection(boxes[a], boxes[w])
-                        for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
-                            win, nxt = s.decide(point, ri)
-                            if arule[win] == ri:
-                                free[ri] = free[ri] or point
-                                if (akeys[arule[nxt]] if nxt is not None else fallback(point)) != mykey:
-                                    pending.discard(ri)
-                                    break
-                        if ri not in pending:
-                            break
-                    if ri not in pending or overflow[ri]:
+                    worse_diff[ri] = True
+                    if probes[ri] <= 0:
                         break
-            self._insert(later, act, a)
+                    probes[ri] -= 1
+                    meet = intersection(boxes[a], boxes[w])
+                    for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
+                        win, nxt = s.decide(point, ri)
+                        if arule[win] == ri:
+                            free[ri] = free[ri] or point
+                            if (akeys[arule[nxt]] if nxt is not None else fallback(point)) != mykey:
+                                pending.discard(ri)
+                                break
+                    if ri not in pending:
+                        break
+                if ri not in pending or probes[ri] <= 0:
+                    break
         out: list[Raw] = []
         for ri in sorted(pending):
             self._settle(ri, free[ri], worse_diff[ri], out)
@@ -364,7 +355,7 @@ class Analysis:
         winners: set[int] = set()
         witness = None
         pieces = 0
-        if any(s.meeting_exceeds(a, BETTER_CAP) for a in s.rule_atoms[ri]):
+        if any(s.better_exceeds(a, BETTER_CAP) for a in s.rule_atoms[ri]):
             # Too many rules around it to name every winner: name those of
             # a few probes, and say the list is cut short.
             winners, witness = self._probe_winners(ri)

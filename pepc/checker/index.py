@@ -140,10 +140,13 @@ def _settle(addrs: dict[int, list[int]], pending: dict[int, list[int]]) -> None:
 class _Bucket:
     """Atoms with one primary prefix, by secondary prefix when many."""
 
-    __slots__ = ("members", "sec", "plens", "addrs", "scan", "pending")
+    __slots__ = ("members", "sec", "plens", "addrs", "scan", "pending", "lo", "hi")
 
     def __init__(self, scan: int) -> None:
         self.members: list[int] = []
+        # the span of the members' secondary prefixes on the address line
+        self.lo = 1 << LINE_BITS
+        self.hi = -1
         self.sec: dict[int, _Group] | None = None  # key: addr << 8 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
@@ -152,6 +155,11 @@ class _Bucket:
 
     def add(self, i: int, key: tuple[int, int], box: Box, boxes: list, keys: list) -> None:
         self.members.append(i)
+        plen, addr = key
+        if addr < self.lo:
+            self.lo = addr
+        if addr + _SIZES[plen] - 1 > self.hi:
+            self.hi = addr + _SIZES[plen] - 1
         if self.sec is not None:
             self._put(i, key, box, boxes)
         elif len(self.members) > self.scan:
@@ -173,9 +181,11 @@ class _Bucket:
     def query(self, plen: int, addr: int, last: int, lo: int, hi: int) -> Iterator[list[int]]:
         """Candidate lists whose secondary prefix meets (plen, addr)."""
         sec = self.sec
-        if sec is None or (plen == 0 and lo == 0 and hi == PORT_MAX):
-            # (a query any secondary prefix meets: every group would be
-            # visited one by one for the same members)
+        if sec is None or (addr <= self.lo and self.hi <= last):
+            # a query prefix holding every member's (`any` of a family)
+            # would visit every group one by one for the same members; the
+            # one list (in the order added) also lets a rank-ordered query
+            # bisect past a block list
             yield self.members
             return
         if self.pending:
@@ -227,10 +237,13 @@ class _Index:
                 _settle(b.addrs, b.pending)
                 b.pending = None
 
-    def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
-        """Atoms whose boxes meet q. `after` = (ranks, r): only atoms
-        ranked after r are wanted, and every list is in rank order (atoms
-        were added best first), so each list is entered past r by bisection."""
+    def meeting(self, q: Box, pkey: tuple[int, int], skey: tuple[int, int], window: tuple | None = None) -> Iterator[int]:
+        """Atoms whose boxes meet q. `window` = (ranks, lo, hi): only atoms
+        ranked strictly between lo and hi are wanted, and every list is in
+        rank order (atoms were added best first), so each list is cut to
+        the window by bisection: a query for the atoms around a rule need
+        not walk a block list ranked before it, or the service rules
+        ranked after the first rule that hides all of them."""
         if self.pending:
             _settle(self.addrs, self.pending)
             self.pending = None
@@ -240,6 +253,8 @@ class _Index:
         plast = paddr + _SIZES[pplen] - 1
         splen, saddr = skey
         slast = saddr + _SIZES[splen] - 1
+        if window is not None:
+            rank, w_lo, w_hi = window[0].__getitem__, window[1], window[2]
         for p in self.plens:
             if p <= pplen:
                 b = buckets.get((paddr & _MASKS[p]) << 8 | p)
@@ -251,9 +266,11 @@ class _Index:
                 chosen = (buckets[arr[k] << 8 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
             for b in chosen:
                 for members in b.query(splen, saddr, slast, q0, q1):
-                    if after is not None:
-                        start = bisect_right(members, after[1], key=after[0].__getitem__)
-                        members = members[start:] if start else members
+                    if window is not None:
+                        start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
+                        stop = bisect_left(members, w_hi, start, key=rank)
+                        if start or stop < len(members):
+                            members = members[start:stop]
                     for j in members:
                         o = boxes[j]
                         if (
@@ -261,6 +278,22 @@ class _Index:
                             and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0
                         ):
                             yield j
+
+    def visits(self, pkey: tuple[int, int]) -> int:
+        """How many buckets a query for primary prefix pkey visits."""
+        if self.pending:
+            _settle(self.addrs, self.pending)
+            self.pending = None
+        pplen, paddr = pkey
+        plast = paddr + _SIZES[pplen] - 1
+        n = 0
+        for p in self.plens:
+            if p <= pplen:
+                n += 1
+            else:
+                arr = self.addrs[p]
+                n += bisect_right(arr, plast) - bisect_left(arr, paddr)
+        return n
 
     def stab_lists(self, point: tuple, lists: list[list[int]]) -> None:
         """Append to `lists` the candidate lists for the atoms containing
@@ -349,16 +382,26 @@ class BoxIndex:
             part[2] = None
         return bs
 
-    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], window: tuple | None = None) -> Iterator[int]:
         """Atoms whose boxes meet box q, whose dst/src are these prefixes.
-        `after`: see _Index.meeting (a superset may come back without it)."""
+        `window`: see _Index.meeting (a superset may come back without it)."""
         by_dst = dst[0] >= src[0]
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
                 if by_dst:
-                    yield from part[0].meeting(q, dst, src, after)
+                    yield from part[0].meeting(q, dst, src, window)
                 else:
-                    yield from self._by_src(part).meeting(q, src, dst, after)
+                    yield from self._by_src(part).meeting(q, src, dst, window)
+
+    def visits(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> int:
+        """How many buckets meeting(q, dst, src) visits: a caller that can
+        scan a short rank window instead compares the two."""
+        by_dst = dst[0] >= src[0]
+        n = 0
+        for (c0, c1), part in self.parts.items():
+            if c0 <= q[1] and c1 >= q[0]:
+                n += part[0].visits(dst) if by_dst else self._by_src(part).visits(src)
+        return n
 
     def stab(self, point: tuple) -> list[int]:
         """Atoms whose boxes contain the point."""
@@ -391,7 +434,7 @@ class ScanIndex:
     def add(self, i: int) -> None:
         self.members.append(i)
 
-    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], after: tuple | None = None) -> Iterator[int]:
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], window: tuple | None = None) -> Iterator[int]:
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
         boxes = self.boxes
         for j in self.members:
@@ -401,6 +444,9 @@ class ScanIndex:
                 and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0
             ):
                 yield j
+
+    def visits(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> int:
+        return len(self.members)
 
     def stab_lists(self, point: tuple) -> list[list[int]]:
         return [self.members]

@@ -9,7 +9,9 @@ sorted list only when an exact region search needs it.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from pepc.checker.geometry import Box, atom_box, contains_point, covers, packet_of
 from pepc.checker.index import BoxIndex, ScanIndex
@@ -17,6 +19,10 @@ from pepc.model import Action, Rule
 from pepc.semantics import Atom, atom_matches, atoms_of, rank_key
 
 ActionKey = tuple[int, int, int]
+
+#: A rank window up to this many atoms per bucket a query would visit is
+#: scanned instead of queried.
+_SCAN_PER_VISIT = 4
 
 
 def action_key(rule: Rule) -> ActionKey:
@@ -136,18 +142,21 @@ class Space:
         got = self._lists.get(key)
         if got is None:
             ra, arank, items = self.arank[a], self.arank, self.items
-            got = [items[j] for j in sorted(self.meeting(a), key=arank.__getitem__) if arank[j] < ra]
+            met = self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, -1, ra)) if self.ranked_lists else self.meeting(a)
+            got = [items[j] for j in sorted(met, key=arank.__getitem__) if arank[j] < ra]
             self._lists[key] = got
         return got
 
-    def meeting_exceeds(self, a: int, limit: int) -> bool:
-        """Whether more than `limit` atoms meet atom a, counted without
-        materializing them all."""
-        n = 0
-        for _ in self.meeting(a):
-            n += 1
-            if n > limit:
-                return True
+    def better_exceeds(self, a: int, limit: int) -> bool:
+        """Whether more than `limit` atoms ranked before atom a meet it,
+        counted without materializing them all."""
+        n, ra, arank = 0, self.arank[a], self.arank
+        met = self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, -1, ra)) if self.ranked_lists else self.meeting(a)
+        for j in met:
+            if arank[j] < ra:
+                n += 1
+                if n > limit:
+                    return True
         return False
 
     def _candidates(self, point: tuple) -> list[list[int]]:
@@ -182,20 +191,66 @@ class Space:
                         break
         return best
 
+    def hider(self, a: int) -> int:
+        """The rank of the best-ranked atom of another rule, ranked after
+        atom a, whose box contains a's whole box (len(order) if none):
+        wherever a matches, that atom or a better one matches too, so no
+        atom ranked after it can ever decide a packet of a's, with or
+        without a's rule. One point query at a's lowest corner finds it."""
+        b, ra, ri, arank, arule, boxes = self.boxes[a], self.arank[a], self.arule[a], self.arank, self.arule, self.boxes
+        best = len(self.order)
+        if not self.ranked_lists:
+            return best
+        rank = arank.__getitem__
+        for members in self.index.stab_lists((b[0], b[2], b[4], b[6], b[8])):
+            for k in range(bisect_right(members, ra, key=rank), len(members)):
+                j = members[k]
+                r = arank[j]
+                if r >= best:
+                    break
+                o = boxes[j]
+                if (
+                    arule[j] != ri and o[0] <= b[0] and o[1] >= b[1] and o[2] <= b[2] and o[3] >= b[3]
+                    and o[4] <= b[4] and o[5] >= b[5] and o[6] <= b[6] and o[7] >= b[7] and o[8] <= b[8] and o[9] >= b[9]
+                ):
+                    best = r
+                    break
+        return best
+
+    def later(self, a: int) -> Iterator[int]:
+        """Other rules' atoms meeting atom a that may decide a packet of
+        a's were a's rule removed: ranked after a, up to its hider (in no
+        particular order)."""
+        ra, ri, rh, arank, arule = self.arank[a], self.arule[a], self.hider(a), self.arank, self.arule
+        if not self.ranked_lists:
+            return (j for j in self.meeting(a) if ra < arank[j] <= rh and arule[j] != ri)
+        q = self.boxes[a]
+        if rh - ra <= _SCAN_PER_VISIT * self.index.visits(q, self.dsts[a], self.srcs[a]):
+            # a short window (a wide atom near the bottom): scanning it beats
+            # visiting every bucket under a wide prefix
+            return self._scan_window(q, ri, ra, rh)
+        return (j for j in self.index.meeting(q, self.dsts[a], self.srcs[a], (arank, ra, rh + 1)) if arule[j] != ri)
+
+    def _scan_window(self, q: Box, ri: int, ra: int, rh: int) -> Iterator[int]:
+        c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
+        boxes, arule = self.boxes, self.arule
+        for j in self.order[ra + 1 : rh + 1]:
+            o = boxes[j]
+            if (
+                o[0] <= c1 and o[1] >= c0 and o[2] <= s1 and o[3] >= s0 and o[4] <= d1
+                and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0 and arule[j] != ri
+            ):
+                yield j
+
     def worse(self, a: int) -> list[tuple]:
-        """Other rules' atoms meeting atom a ranked after it, best first."""
+        """Other rules' atoms meeting atom a ranked after it, best first,
+        up to the first that contains a's box (the later ones never decide
+        a packet of a's)."""
         key = ("w", a)
         got = self._lists.get(key)
         if got is None:
-            ra, ri, arank, arule, items = self.arank[a], self.arule[a], self.arank, self.arule, self.items
-            # the lists of a rank-ordered index are entered past atom a: a
-            # wide atom low in the order need not walk the block list above it
-            met = (
-                self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, ra))  # type: ignore[call-arg]
-                if self.ranked_lists
-                else self.meeting(a)
-            )
-            got = [items[j] for j in sorted(met, key=arank.__getitem__) if arank[j] > ra and arule[j] != ri]
+            arank, items = self.arank, self.items
+            got = [items[j] for j in sorted(self.later(a), key=arank.__getitem__)]
             self._lists[key] = got
         return got
 
