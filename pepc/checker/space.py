@@ -20,6 +20,9 @@ from pepc.semantics import Atom, atom_matches, atoms_of, rank_key
 
 ActionKey = tuple[int, int, int]
 
+#: Above every rank (a DynamicSpace's ranks are sparse).
+NO_RANK = 1 << 62
+
 #: A rank window up to this many atoms per bucket a query would visit is
 #: scanned instead of queried.
 _SCAN_PER_VISIT = 4
@@ -193,12 +196,13 @@ class Space:
 
     def hider(self, a: int) -> int:
         """The rank of the best-ranked atom of another rule, ranked after
-        atom a, whose box contains a's whole box (len(order) if none):
+        atom a, whose box contains a's whole box:
         wherever a matches, that atom or a better one matches too, so no
         atom ranked after it can ever decide a packet of a's, with or
-        without a's rule. One point query at a's lowest corner finds it."""
+        without a's rule. One point query at a's lowest corner finds it.
+        NO_RANK when there is none, or when the lists are not ranked."""
         b, ra, ri, arank, arule, boxes = self.boxes[a], self.arank[a], self.arule[a], self.arank, self.arule, self.boxes
-        best = len(self.order)
+        best = NO_RANK
         if not self.ranked_lists:
             return best
         rank = arank.__getitem__
@@ -225,10 +229,11 @@ class Space:
         if not self.ranked_lists:
             return (j for j in self.meeting(a) if ra < arank[j] <= rh and arule[j] != ri)
         q = self.boxes[a]
-        if rh - ra <= _SCAN_PER_VISIT * self.index.visits(q, self.dsts[a], self.srcs[a]):
+        end = min(rh, len(self.order) - 1)  # ranked lists: the ranks are 0..len-1
+        if end - ra <= _SCAN_PER_VISIT * self.index.visits(q, self.dsts[a], self.srcs[a]):
             # a short window (a wide atom near the bottom): scanning it beats
             # visiting every bucket under a wide prefix
-            return self._scan_window(q, ri, ra, rh)
+            return self._scan_window(q, ri, ra, end)
         return (j for j in self.index.meeting(q, self.dsts[a], self.srcs[a], (arank, ra, rh + 1)) if arule[j] != ri)
 
     def _scan_window(self, q: Box, ri: int, ra: int, rh: int) -> Iterator[int]:
