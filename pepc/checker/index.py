@@ -336,6 +336,79 @@ class _Index:
                     out.append(j)
 
 
+#: Ports per block of the port index.
+_PORT_BITS = 6
+#: Queries spanning fewer destination ports may use the port index.
+_PORT_QUERY_SPAN = 1 << 12
+#: Below this many bucket visits a prefix query is cheap enough as it is.
+_PORT_MIN_VISITS = 64
+#: A bucket visit costs about this many candidate box tests.
+_VISIT_COST = 3
+
+
+class _PortIndex:
+    """Atoms by destination port, for queries that are narrow in ports and
+    wide in addresses, where the prefix indexes would visit a bucket per
+    host rule under the prefix.
+
+    An atom spanning at most two blocks of 2^_PORT_BITS ports is listed
+    under the block its range starts in (so it is met once, and a query
+    looks one block to the left of its own); the others (wide port
+    ranges, port-less atoms) go to a prefix index of their own."""
+
+    __slots__ = ("boxes", "blocks", "wide")
+
+    def __init__(self, boxes: list, dsts: list, srcs: list, scan: int) -> None:
+        self.boxes = boxes
+        self.blocks: dict[int, list[int]] = {}
+        self.wide = BoxIndex(boxes, dsts, srcs, classes=False, scan=scan, ports=False)
+
+    def add(self, i: int) -> None:
+        b = self.boxes[i]
+        first = b[8] >> _PORT_BITS
+        if (b[9] >> _PORT_BITS) - first <= 1:
+            got = self.blocks.get(first)
+            if got is None:
+                self.blocks[first] = [i]
+            else:
+                got.append(i)
+        else:
+            self.wide.add(i)
+
+    def complete(self) -> None:
+        self.wide.complete()
+
+    def _lists(self, q: Box) -> Iterator[list[int]]:
+        blocks = self.blocks
+        for k in range(max(0, (q[8] >> _PORT_BITS) - 1), (q[9] >> _PORT_BITS) + 1):
+            got = blocks.get(k)
+            if got:
+                yield got
+
+    def cost(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> int:
+        return sum(len(got) for got in self._lists(q)) + _VISIT_COST * self.wide.visits(q, dst, src)
+
+    def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], window: tuple | None) -> Iterator[int]:
+        boxes = self.boxes
+        c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
+        if window is not None:
+            rank, w_lo, w_hi = window[0].__getitem__, window[1], window[2]
+        for members in self._lists(q):
+            if window is not None:
+                start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
+                stop = bisect_left(members, w_hi, start, key=rank)
+                if start or stop < len(members):
+                    members = members[start:stop]
+            for j in members:
+                o = boxes[j]
+                if (
+                    o[0] <= c1 and o[1] >= c0 and o[2] <= s1 and o[3] >= s0 and o[4] <= d1
+                    and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0
+                ):
+                    yield j
+        yield from self.wide.meeting(q, dst, src, window)
+
+
 class BoxIndex:
     """Atoms by the two address prefixes, for box and point queries.
 
@@ -346,12 +419,14 @@ class BoxIndex:
     four, and its box queries are rare.
     """
 
-    def __init__(self, boxes: list, dsts: list, srcs: list, classes: bool = True, scan: int = _SCAN):
+    def __init__(self, boxes: list, dsts: list, srcs: list, classes: bool = True, scan: int = _SCAN, ports: bool = True):
         self.boxes, self.dsts, self.srcs = boxes, dsts, srcs
         self.classes = classes
         self.scan = scan
-        # per class interval: [by destination, by source (built on the first
-        # box query that wants it: point queries never do), atoms added]
+        self.ports = ports
+        # per class interval: [by destination, by source, atoms added, by
+        # destination port]; the last two indexes are built on the first
+        # box query that wants them (point queries never do), then kept
         self.parts: dict[tuple[int, int], list] = {}
 
     def add(self, i: int) -> None:
@@ -359,12 +434,13 @@ class BoxIndex:
         key = (b[0], b[1]) if self.classes else (0, N_CLASSES - 1)
         part = self.parts.get(key)
         if part is None:
-            part = self.parts[key] = [_Index(self.boxes, self.dsts, self.srcs, 4, self.scan), None, []]
+            part = self.parts[key] = [_Index(self.boxes, self.dsts, self.srcs, 4, self.scan), None, [], None]
         part[0].add(i)
-        if part[1] is None:
-            part[2].append(i)
-        else:
+        part[2].append(i)
+        if part[1] is not None:
             part[1].add(i)
+        if part[3] is not None:
+            part[3].add(i)
 
     def complete(self) -> None:
         """Build now what box queries would build on first use (for a
@@ -372,6 +448,8 @@ class BoxIndex:
         for part in self.parts.values():
             for ix in (part[0], self._by_src(part)):
                 ix.settle_all()
+            if self.ports:
+                self._by_port(part).complete()
 
     def _by_src(self, part: list) -> "_Index":
         bs = part[1]
@@ -379,28 +457,49 @@ class BoxIndex:
             bs = part[1] = _Index(self.boxes, self.srcs, self.dsts, 2, self.scan)
             for i in part[2]:
                 bs.add(i)
-            part[2] = None
         return bs
+
+    def _by_port(self, part: list) -> "_PortIndex":
+        bp = part[3]
+        if bp is None:
+            bp = part[3] = _PortIndex(self.boxes, self.dsts, self.srcs, self.scan)
+            for i in part[2]:
+                bp.add(i)
+        return bp
 
     def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], window: tuple | None = None) -> Iterator[int]:
         """Atoms whose boxes meet box q, whose dst/src are these prefixes.
-        `window`: see _Index.meeting (a superset may come back without it)."""
+        `window`: see _Index.meeting (a superset may come back without it).
+
+        The prefix index of the longer query prefix answers, unless that
+        prefix is wide and the query's destination ports narrow (a port
+        range rule over a /8 of host rules): then the port index does,
+        when it has fewer candidates than the buckets the other would
+        visit."""
         by_dst = dst[0] >= src[0]
+        narrow = self.ports and q[9] - q[8] < _PORT_QUERY_SPAN
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
-                if by_dst:
-                    yield from part[0].meeting(q, dst, src, window)
-                else:
-                    yield from self._by_src(part).meeting(q, src, dst, window)
+                prim, pkey, skey = (part[0], dst, src) if by_dst else (self._by_src(part), src, dst)
+                if narrow and prim.plens and prim.plens[-1] > pkey[0]:
+                    visits = prim.visits(pkey)
+                    if visits > _PORT_MIN_VISITS and self._by_port(part).cost(q, dst, src) < _VISIT_COST * visits:
+                        yield from part[3].meeting(q, dst, src, window)
+                        continue
+                yield from prim.meeting(q, pkey, skey, window)
 
     def visits(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> int:
         """How many buckets meeting(q, dst, src) visits: a caller that can
         scan a short rank window instead compares the two."""
         by_dst = dst[0] >= src[0]
+        narrow = self.ports and q[9] - q[8] < _PORT_QUERY_SPAN
         n = 0
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
-                n += part[0].visits(dst) if by_dst else self._by_src(part).visits(src)
+                got = part[0].visits(dst) if by_dst else self._by_src(part).visits(src)
+                if narrow and got > _PORT_MIN_VISITS:
+                    got = min(got, self._by_port(part).cost(q, dst, src) // _VISIT_COST)
+                n += got
         return n
 
     def stab(self, point: tuple) -> list[int]:
