@@ -481,7 +481,7 @@ class BoxIndex:
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
                 prim, pkey, skey = (part[0], dst, src) if by_dst else (self._by_src(part), src, dst)
-                if narrow and prim.plens and prim.plens[-1] > pkey[0]:
+                if narrow and len(prim.buckets) > _PORT_MIN_VISITS and prim.plens[-1] > pkey[0]:
                     visits = prim.visits(pkey)
                     if visits > _PORT_MIN_VISITS and self._by_port(part).cost(q, dst, src) < _VISIT_COST * visits:
                         yield from part[3].meeting(q, dst, src, window)
