@@ -215,6 +215,9 @@ class _Index:
         self.buckets: dict[int, _Bucket] = {}  # key: addr << 8 | plen
         self.plens: list[int] = []
         self.addrs: dict[int, list[int]] = {}
+        # per length, the buckets in the order of addrs: a query slices the
+        # range under its prefix instead of hashing a 129-bit key per bucket
+        self.blists: dict[int, list[_Bucket]] = {}
         self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
 
     def add(self, i: int) -> None:
@@ -225,13 +228,29 @@ class _Index:
             if plen not in self.addrs:
                 insort(self.plens, plen)
                 self.addrs[plen] = []
+                self.blists[plen] = []
             self.pending = _defer(self.pending, plen, addr)
         b.add(i, self.skeys[i], self.boxes[i], self.boxes, self.skeys)
 
+    def _settle(self) -> None:
+        """Sort the queued bucket addresses into addrs and blists."""
+        buckets = self.buckets
+        for plen, new in self.pending.items():  # type: ignore[union-attr]
+            arr, bl = self.addrs[plen], self.blists[plen]
+            if len(new) < 8:
+                for a in new:
+                    k = bisect_left(arr, a)
+                    arr.insert(k, a)
+                    bl.insert(k, buckets[a << 8 | plen])
+            else:
+                arr.extend(new)
+                arr.sort()
+                self.blists[plen] = [buckets[a << 8 | plen] for a in arr]
+        self.pending = None
+
     def settle_all(self) -> None:
         if self.pending:
-            _settle(self.addrs, self.pending)
-            self.pending = None
+            self._settle()
         for b in self.buckets.values():
             if b.pending:
                 _settle(b.addrs, b.pending)
@@ -245,8 +264,7 @@ class _Index:
         not walk a block list ranked before it, or the service rules
         ranked after the first rule that hides all of them."""
         if self.pending:
-            _settle(self.addrs, self.pending)
-            self.pending = None
+            self._settle()
         boxes, buckets = self.boxes, self.buckets
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
         pplen, paddr = pkey
@@ -260,12 +278,18 @@ class _Index:
                 b = buckets.get((paddr & _MASKS[p]) << 8 | p)
                 if b is None:
                     continue
-                chosen: Iterator[_Bucket] = iter((b,))
+                chosen: list[_Bucket] | tuple = (b,)
             else:
                 arr = self.addrs[p]
-                chosen = (buckets[arr[k] << 8 | p] for k in range(bisect_left(arr, paddr), bisect_right(arr, plast)))
+                k0 = bisect_left(arr, paddr)
+                k1 = bisect_right(arr, plast, k0)
+                if k0 == k1:
+                    continue
+                chosen = self.blists[p][k0:k1]
             for b in chosen:
-                for members in b.query(splen, saddr, slast, q0, q1):
+                # (a bucket every query prefix meets: no generator for it)
+                whole = b.sec is None or (saddr <= b.lo and b.hi <= slast)
+                for members in (b.members,) if whole else b.query(splen, saddr, slast, q0, q1):
                     if window is not None:
                         start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
                         stop = bisect_left(members, w_hi, start, key=rank)
@@ -282,8 +306,7 @@ class _Index:
     def visits(self, pkey: tuple[int, int]) -> int:
         """How many buckets a query for primary prefix pkey visits."""
         if self.pending:
-            _settle(self.addrs, self.pending)
-            self.pending = None
+            self._settle()
         pplen, paddr = pkey
         plast = paddr + _SIZES[pplen] - 1
         n = 0
