@@ -153,13 +153,20 @@ class Space:
     def better_exceeds(self, a: int, limit: int) -> bool:
         """Whether more than `limit` atoms ranked before atom a meet it,
         counted without materializing them all."""
-        n, ra, arank = 0, self.arank[a], self.arank
+        got = self._lists.get(("b", a))
+        if got is not None:
+            return len(got) > limit
+        ra, arank = self.arank[a], self.arank
         met = self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, -1, ra)) if self.ranked_lists else self.meeting(a)
+        seen = []
         for j in met:
             if arank[j] < ra:
-                n += 1
-                if n > limit:
+                seen.append(j)
+                if len(seen) > limit:
                     return True
+        # all of them, few: what better(a) would find
+        items = self.items
+        self._lists[("b", a)] = [items[j] for j in sorted(seen, key=arank.__getitem__)]
         return False
 
     def _candidates(self, point: tuple) -> list[list[int]]:
@@ -328,8 +335,16 @@ class Space:
         cands = found | {j for r in also for j in self.rule_atoms[r]}
         own = {r: False for r in also}  # rule -> its first atom seen
         other = {r: False for r in also}  # rule -> a first atom of another rule seen
-        matching = []
+        matching: list[int] = []
+        arule = self.arule
         for j in sorted(cands, key=self.arank.__getitem__):
+            if matching:
+                # past the first match, only an atom that answers one of the
+                # questions still open is judged (a wide rule's own atom
+                # may rank after hundreds that contain the point)
+                r = arule[j]
+                if not (own.get(r) is False or any(not got and x != r for x, got in other.items())):
+                    continue
             atom = self.atoms[j]
             matches = atom_matches(atom, pkt)
             if matches != contains_point(self.boxes[j], point) or matches != (j in found):
