@@ -129,11 +129,87 @@ def _split(C: Box, k: int, v: int) -> tuple[Box, Box]:
     return left, right  # type: ignore[return-value]
 
 
+#: Above this many boxes meeting C, find_free first searches the part of C
+#: the big boxes leave free.
+_TWO_LEVEL = 256
+
+
+def _split_big(bs: list, C: Box) -> tuple[list, list]:
+    """bs as (boxes covering a fair share of C's addresses, the others)."""
+    big, thin = [], []
+    s2, s4 = C[3] - C[2] + 1, C[5] - C[4] + 1
+    for b in bs:
+        f = ((b[3] if b[3] < C[3] else C[3]) - (b[2] if b[2] > C[2] else C[2]) + 1) / s2
+        f *= ((b[5] if b[5] < C[5] else C[5]) - (b[4] if b[4] > C[4] else C[4]) + 1) / s4
+        (big if f >= _BIG else thin).append(b)
+    return big, thin
+
+
+def _gap(C: Box, bs: list) -> Box | None:
+    """A slab of C (all of C but one address interval) that no box of bs
+    meets, if their source or destination intervals leave a hole in C's:
+    a block list of /32s leaves most addresses of a wide piece free."""
+    for k in (2, 4):
+        lo, hi = C[k], C[k + 1]
+        cur = lo
+        for b0, b1 in sorted((b[k], b[k + 1]) for b in bs):
+            if b0 > cur:
+                return C[:k] + (cur, b0 - 1) + C[k + 2 :]  # type: ignore[return-value]
+            if b1 >= cur:
+                cur = b1 + 1
+                if cur > hi:
+                    break
+        if cur <= hi:
+            return C[:k] + (cur, hi) + C[k + 2 :]  # type: ignore[return-value]
+    return None
+
+
+def _free_pieces(C: Box, bs: list) -> Iterator[Box]:
+    """Disjoint pieces of C that no box of bs meets, whose union is all
+    of C the boxes leave free."""
+    stack = [(C, bs)]
+    while stack:
+        C, bs = stack.pop()
+        if not bs:
+            yield C
+            continue
+        if _covering(bs, C) >= 0:
+            continue
+        k, v = _cut_big(C, bs) or _cut(C, bs)
+        left, right = _split(C, k, v)
+        stack.append((right, [b for b in bs if b[k + 1] >= v]))
+        stack.append((left, [b for b in bs if b[k] < v]))
+
+
 def find_free(C: Box, boxes: list, *, by_share: bool = False) -> Box | None:
     """A piece of C that no box of `boxes` meets; None when their union
-    covers C. `by_share`: `boxes` are already largest first."""
+    covers C. `by_share`: `boxes` are already largest first.
+
+    Many boxes (a wide rule under a block list): the pieces the few big
+    boxes leave free are searched one by one against the thin ones, first
+    for an address hole (a /32 block list leaves most of a wide piece
+    free), so that the thousands of thin boxes are not split along every
+    cut the big ones need; where the big ones cover C, the thin ones are
+    never looked at."""
     met = _meet(boxes, C)
-    stack = [(C, met if by_share else _by_share(met, C))]
+    if len(met) > _TWO_LEVEL:
+        big, thin = _split_big(met, C)
+        if big and thin:
+            big.sort(key=lambda b: -_share(b, C))
+            for piece in _free_pieces(C, big):
+                tb = _meet(thin, piece)
+                if not tb:
+                    return piece
+                got = _gap(piece, tb) or _find_free(piece, _by_share(tb, piece))
+                if got is not None:
+                    return got
+            return None
+    return _find_free(C, met if by_share else _by_share(met, C))
+
+
+def _find_free(C: Box, bs: list) -> Box | None:
+    """find_free on the boxes meeting C, largest first."""
+    stack = [(C, bs)]
     while stack:
         C, bs = stack.pop()
         if not bs:
