@@ -297,9 +297,11 @@ class _Index:
                             members = members[start:stop]
                     for j in members:
                         o = boxes[j]
+                        # destination ports first: in a bucket of one
+                        # address pair they are what tells atoms apart
                         if (
-                            o[0] <= c1 and o[1] >= c0 and o[2] <= s1 and o[3] >= s0 and o[4] <= d1
-                            and o[5] >= d0 and o[6] <= p1 and o[7] >= p0 and o[8] <= q1 and o[9] >= q0
+                            o[8] <= q1 and o[9] >= q0 and o[4] <= d1 and o[5] >= d0 and o[2] <= s1
+                            and o[3] >= s0 and o[6] <= p1 and o[7] >= p0 and o[0] <= c1 and o[1] >= c0
                         ):
                             yield j
 
