@@ -291,10 +291,14 @@ class _Index:
                 whole = b.sec is None or (saddr <= b.lo and b.hi <= slast)
                 for members in (b.members,) if whole else b.query(splen, saddr, slast, q0, q1):
                     if window is not None:
-                        start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
-                        stop = bisect_left(members, w_hi, start, key=rank)
-                        if start or stop < len(members):
-                            members = members[start:stop]
+                        if len(members) <= 4:
+                            # (bisecting a list this short costs more than a look)
+                            members = [j for j in members if w_lo < rank(j) < w_hi]
+                        else:
+                            start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
+                            stop = bisect_left(members, w_hi, start, key=rank)
+                            if start or stop < len(members):
+                                members = members[start:stop]
                     for j in members:
                         o = boxes[j]
                         # destination ports first: in a bucket of one
