@@ -219,8 +219,16 @@ class _Index:
         # range under its prefix instead of hashing a 129-bit key per bucket
         self.blists: dict[int, list[_Bucket]] = {}
         self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
+        # frozen (no more adds): per length, the atoms of the buckets without
+        # a secondary index in address order, and the other buckets, so a
+        # wide query slices the atoms under it instead of visiting a bucket
+        # per host rule (built on first use, dropped by an add)
+        self.flat: dict[int, tuple[list[int], list[int], list[int], list[_Bucket]]] | None = None
+        self.frozen = False
 
     def add(self, i: int) -> None:
+        self.flat = None
+        self.frozen = False
         plen, addr = self.pkeys[i]
         b = self.buckets.get(addr << 8 | plen)
         if b is None:
@@ -248,6 +256,24 @@ class _Index:
                 self.blists[plen] = [buckets[a << 8 | plen] for a in arr]
         self.pending = None
 
+    def _flatten(self) -> dict:
+        flat = {}
+        for p, arr in self.addrs.items():
+            fa: list[int] = []
+            fm: list[int] = []
+            ba: list[int] = []
+            bb: list[_Bucket] = []
+            for a, b in zip(arr, self.blists[p]):
+                if b.sec is None:
+                    fa += [a] * len(b.members)
+                    fm += b.members
+                else:
+                    ba.append(a)
+                    bb.append(b)
+            flat[p] = (fa, fm, ba, bb)
+        self.flat = flat
+        return flat
+
     def settle_all(self) -> None:
         if self.pending:
             self._settle()
@@ -273,12 +299,32 @@ class _Index:
         slast = saddr + _SIZES[splen] - 1
         if window is not None:
             rank, w_lo, w_hi = window[0].__getitem__, window[1], window[2]
+        frozen = self.frozen
         for p in self.plens:
             if p <= pplen:
                 b = buckets.get((paddr & _MASKS[p]) << 8 | p)
                 if b is None:
                     continue
                 chosen: list[_Bucket] | tuple = (b,)
+            elif frozen:
+                fa, fm, ba, bb = (self.flat or self._flatten())[p]
+                k0 = bisect_left(fa, paddr)
+                k1 = bisect_right(fa, plast, k0)
+                for j in fm[k0:k1]:
+                    o = boxes[j]
+                    if (
+                        o[8] <= q1 and o[9] >= q0 and o[4] <= d1 and o[5] >= d0 and o[2] <= s1
+                        and o[3] >= s0 and o[6] <= p1 and o[7] >= p0 and o[0] <= c1 and o[1] >= c0
+                        and (window is None or w_lo < rank(j) < w_hi)
+                    ):
+                        yield j
+                if not ba:
+                    continue
+                k0 = bisect_left(ba, paddr)
+                k1 = bisect_right(ba, plast, k0)
+                if k0 == k1:
+                    continue
+                chosen = bb[k0:k1]
             else:
                 arr = self.addrs[p]
                 k0 = bisect_left(arr, paddr)
@@ -453,12 +499,14 @@ class BoxIndex:
         self.classes = classes
         self.scan = scan
         self.ports = ports
+        self.frozen = False
         # per class interval: [by destination, by source, atoms added, by
         # destination port]; the last two indexes are built on the first
         # box query that wants them (point queries never do), then kept
         self.parts: dict[tuple[int, int], list] = {}
 
     def add(self, i: int) -> None:
+        self.frozen = False
         b = self.boxes[i]
         key = (b[0], b[1]) if self.classes else (0, N_CLASSES - 1)
         part = self.parts.get(key)
@@ -480,12 +528,22 @@ class BoxIndex:
             if self.ports:
                 self._by_port(part).complete()
 
+    def freeze(self) -> None:
+        """No more adds are coming (until one comes): the prefix indexes
+        may keep the flat atom lists their wide queries slice."""
+        for part in self.parts.values():
+            for ix in (part[0], part[1]):
+                if ix is not None:
+                    ix.frozen = True
+        self.frozen = True
+
     def _by_src(self, part: list) -> "_Index":
         bs = part[1]
         if bs is None:
             bs = part[1] = _Index(self.boxes, self.srcs, self.dsts, 2, self.scan)
             for i in part[2]:
                 bs.add(i)
+            bs.frozen = self.frozen
         return bs
 
     def _by_port(self, part: list) -> "_PortIndex":

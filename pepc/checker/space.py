@@ -66,6 +66,8 @@ class Space:
         # in rank order and the searches for the best atoms stop early
         for i in self.order:
             self.index.add(i)
+        if isinstance(self.index, BoxIndex):
+            self.index.freeze()
         #: whether the index's candidate lists are in rank order (a
         #: DynamicSpace adds atoms out of order)
         self.ranked_lists = True
