@@ -486,20 +486,20 @@ class Analysis:
     def pairs(self) -> list[Finding]:
         """Pairwise findings, already filtered by the suppressions.
 
-        The sweep goes down the rank order. `same` holds the atoms of the
-        current priority seen so far (candidates for `conflict`), `higher`
-        the atoms of every higher priority (`correlation` /
+        The sweep goes down the rank order. `seen` holds every atom ranked
+        before the current one, `same` those of the current priority
+        (candidates for `conflict`; the others are for `correlation` /
         `generalization`), each split by action so that a rule never looks
         at candidates with its own action. The two tiers are capped apart,
-        the same-priority one first, so that a rule that loses to many
-        higher-priority rules still shows its tie-break conflicts.
+        so that a rule that loses to many higher-priority rules still shows
+        its tie-break conflicts: once the higher tier is capped, the rest of
+        the equal one comes from `same`.
         """
         s = self.s
         arule, akeys, boxes, dsts, srcs, rules = s.arule, s.akeys, s.boxes, s.dsts, s.srcs, s.rules
         shadowed = self.shadowed
-        higher: dict[Action, object] = {}
-        same: dict[Action, object] = {}
-        level: list[int] = []  # atoms in `same`
+        seen: dict[Action, object] = {}  # every atom ranked before the current one
+        same: dict[Action, object] = {}  # those of the current priority
         level_prio = None
         found: dict[int, dict[int, str | None]] = {}  # loser -> partner -> code (None: silenced)
         counts: dict[tuple[int, int], int] = {}
@@ -509,15 +509,19 @@ class Analysis:
             L = arule[x]
             rule = rules[L]
             act = rule.action
-            if rule.priority != level_prio:
-                for j in level:
-                    self._insert(higher, rules[arule[j]].action, j)
-                same, level, level_prio = {}, [], rule.priority
+            prio = rule.priority
+            if prio != level_prio:
+                same, level_prio = {}, prio
             if L not in shadowed:
                 kL = akeys[L]
                 got = found.setdefault(L, {})
-                for tier, indexes in ((0, same), (1, higher)):
-                    if (L, tier) in capped:
+                # both tiers open: one query of everything seen finds both;
+                # once the higher tier is capped, the rest of the equal one
+                # comes from its own (small) index
+                for indexes in (seen, same):
+                    if (L, 0) in capped and (L, 1) in capped:
+                        break
+                    if indexes is seen and (L, 1) in capped:
                         continue
                     for other, idx in indexes.items():
                         if other is act and act is not Action.RATE_LIMIT:
@@ -526,19 +530,24 @@ class Analysis:
                             H = arule[y]
                             if H in got or akeys[H] == kL or H in shadowed:
                                 continue
+                            tier = 0 if rules[H].priority == prio else 1
+                            if (L, tier) in capped:
+                                continue
                             point = pick_point(intersection(boxes[x], boxes[y]))  # type: ignore[arg-type]
                             if arule[s.winner(point)] == H:  # type: ignore[index]
                                 if len(s.rule_atoms[H]) > 1:
                                     point = self._first_taken(x, H)
                                 self._take(L, H, tier, got, counts, capped, point)
-                                if (L, tier) in capped:
+                                if (L, 1) in capped:
                                     break
                             else:
                                 retries.setdefault((L, tier), []).append((x, y))
-                        if (L, tier) in capped:
+                        if (L, 1) in capped:
                             break
+                    if indexes is seen and (L, 1) not in capped:
+                        break  # the query of everything seen saw the equal tier whole
+            self._insert(seen, act, x)
             self._insert(same, act, x)
-            level.append(x)
         for (L, tier), tries in retries.items():
             got = found[L]
             for x, y in tries:
