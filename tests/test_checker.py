@@ -215,6 +215,22 @@ def test_many_partners_are_capped_and_say_so():
     assert len(f.related) == PAIR_CAP and "there may be more" in f.message
 
 
+
+def test_a_capped_higher_tier_leaves_every_equal_priority_partner_named():
+    # the tiers are capped apart: a rule that loses to many higher-priority
+    # rules still names every rule it loses to by the tie-break
+    wide = rule("wide", Action.BLOCK, 1, dst="10.0.0.0/8")
+    hosts = [
+        rule(f"h{i:02d}", Action.ALLOW, 10 + i, priority=5, dst=f"10.0.{i}.0/24") for i in range(PAIR_CAP + 3)
+    ]
+    ties = [rule(f"t{i}", Action.ALLOW, 30 + i, dst=f"10.1.0.{i + 1}/32") for i in range(3)]
+    got = check(wide, *hosts, *ties)
+    (gen,) = got["generalization"]
+    assert len(gen.related) == PAIR_CAP and "there may be more" in gen.message
+    (conflict,) = got["conflict"]
+    assert {r.rule for r in conflict.related} == {"t0", "t1", "t2"}
+
+
 # --- protocol classes -----------------------------------------------------------
 
 

@@ -518,10 +518,10 @@ class Analysis:
                 # both tiers open: one query of everything seen finds both;
                 # once the higher tier is capped, the rest of the equal one
                 # comes from its own (small) index
-                for indexes in (seen, same):
+                for indexes, stop in ((seen, (L, 1)), (same, (L, 0))):
                     if (L, 0) in capped and (L, 1) in capped:
                         break
-                    if indexes is seen and (L, 1) in capped:
+                    if stop in capped:
                         continue
                     for other, idx in indexes.items():
                         if other is act and act is not Action.RATE_LIMIT:
@@ -538,13 +538,13 @@ class Analysis:
                                 if len(s.rule_atoms[H]) > 1:
                                     point = self._first_taken(x, H)
                                 self._take(L, H, tier, got, counts, capped, point)
-                                if (L, 1) in capped:
+                                if stop in capped:
                                     break
                             else:
                                 retries.setdefault((L, tier), []).append((x, y))
-                        if (L, 1) in capped:
+                        if stop in capped:
                             break
-                    if indexes is seen and (L, 1) not in capped:
+                    if indexes is seen and stop not in capped:
                         break  # the query of everything seen saw the equal tier whole
             self._insert(seen, act, x)
             self._insert(same, act, x)
