@@ -219,16 +219,16 @@ class Analysis:
         for ri in sorted(pending):
             mykey = akeys[ri]
             for a in s.rule_atoms[ri]:
-                # worse(a), not later(a): the rules still open after this
-                # step need the same list for the exact search
-                for w in s.worse(a):
-                    if akeys[w[10]] == mykey:
+                # lazily: a wide atom's successors are thousands, and the
+                # first PROBES of them usually settle it
+                for w in s.later(a):
+                    if akeys[arule[w]] == mykey:
                         continue
                     worse_diff[ri] = True
                     if probes[ri] <= 0:
                         break
                     probes[ri] -= 1
-                    meet = intersection(boxes[a], w)
+                    meet = intersection(boxes[a], boxes[w])
                     for point in (pick_point(meet), *sample_points(meet, 1)):  # type: ignore[arg-type]
                         win, nxt = s.decide(point, ri)
                         if arule[win] == ri:
