@@ -58,18 +58,25 @@ def _by_share(bs: list, C: Box) -> list:
     """bs with the boxes that cover a fair share of C first, largest
     first (for searches the order of whose boxes does not matter): a few
     large boxes that cover C are found and cut along before thousands of
-    thin ones. Thin in an address is enough to be thin: most boxes of a
-    block list are rejected on one product."""
+    thin ones."""
+    big, thin = _split_big(bs, C)
+    if not big:
+        return bs
+    big.sort(key=lambda b: -_share(b, C))
+    return big + thin
+
+
+def _split_big(bs: list, C: Box) -> tuple[list, list]:
+    """bs as (boxes covering a fair share of C's addresses, the others).
+    Thin in an address is enough to be thin: most boxes of a block list
+    are rejected on one product."""
     big, thin = [], []
     s2, s4 = C[3] - C[2] + 1, C[5] - C[4] + 1
     for b in bs:
         f = ((b[3] if b[3] < C[3] else C[3]) - (b[2] if b[2] > C[2] else C[2]) + 1) / s2
         f *= ((b[5] if b[5] < C[5] else C[5]) - (b[4] if b[4] > C[4] else C[4]) + 1) / s4
         (big if f >= _BIG else thin).append(b)
-    if not big:
-        return bs
-    big.sort(key=lambda b: -_share(b, C))
-    return big + thin
+    return big, thin
 
 
 #: A box covering at least this share of a piece is cut along first.
@@ -134,17 +141,6 @@ def _split(C: Box, k: int, v: int) -> tuple[Box, Box]:
 _TWO_LEVEL = 256
 
 
-def _split_big(bs: list, C: Box) -> tuple[list, list]:
-    """bs as (boxes covering a fair share of C's addresses, the others)."""
-    big, thin = [], []
-    s2, s4 = C[3] - C[2] + 1, C[5] - C[4] + 1
-    for b in bs:
-        f = ((b[3] if b[3] < C[3] else C[3]) - (b[2] if b[2] > C[2] else C[2]) + 1) / s2
-        f *= ((b[5] if b[5] < C[5] else C[5]) - (b[4] if b[4] > C[4] else C[4]) + 1) / s4
-        (big if f >= _BIG else thin).append(b)
-    return big, thin
-
-
 def _gap(C: Box, bs: list) -> Box | None:
     """A slab of C (all of C but one address interval) that no box of bs
     meets, if their source or destination intervals leave a hole in C's:
@@ -165,8 +161,8 @@ def _gap(C: Box, bs: list) -> Box | None:
 
 
 def _free_pieces(C: Box, bs: list) -> Iterator[Box]:
-    """Disjoint pieces of C that no box of bs meets, whose union is all
-    of C the boxes leave free."""
+    """Disjoint pieces of C that no box of bs (the boxes meeting C,
+    largest first) meets, whose union is all of C the boxes leave free."""
     stack = [(C, bs)]
     while stack:
         C, bs = stack.pop()
@@ -177,8 +173,15 @@ def _free_pieces(C: Box, bs: list) -> Iterator[Box]:
             continue
         k, v = _cut_big(C, bs) or _cut(C, bs)
         left, right = _split(C, k, v)
-        stack.append((right, [b for b in bs if b[k + 1] >= v]))
-        stack.append((left, [b for b in bs if b[k] < v]))
+        lb = [b for b in bs if b[k] < v]
+        rb = [b for b in bs if b[k + 1] >= v]
+        # the emptier piece first: a free piece is found sooner there
+        if len(lb) <= len(rb):
+            stack.append((right, rb))
+            stack.append((left, lb))
+        else:
+            stack.append((left, lb))
+            stack.append((right, rb))
 
 
 def find_free(C: Box, boxes: list, *, by_share: bool = False) -> Box | None:
@@ -195,39 +198,15 @@ def find_free(C: Box, boxes: list, *, by_share: bool = False) -> Box | None:
     if len(met) > _TWO_LEVEL:
         big, thin = _split_big(met, C)
         if big and thin:
-            big.sort(key=lambda b: -_share(b, C))
-            for piece in _free_pieces(C, big):
+            for piece in _free_pieces(C, sorted(big, key=lambda b: -_share(b, C))):
                 tb = _meet(thin, piece)
                 if not tb:
                     return piece
-                got = _gap(piece, tb) or _find_free(piece, _by_share(tb, piece))
+                got = _gap(piece, tb) or next(_free_pieces(piece, _by_share(tb, piece)), None)
                 if got is not None:
                     return got
             return None
-    return _find_free(C, met if by_share else _by_share(met, C))
-
-
-def _find_free(C: Box, bs: list) -> Box | None:
-    """find_free on the boxes meeting C, largest first."""
-    stack = [(C, bs)]
-    while stack:
-        C, bs = stack.pop()
-        if not bs:
-            return C
-        if _covering(bs, C) >= 0:
-            continue
-        k, v = _cut_big(C, bs) or _cut(C, bs)
-        left, right = _split(C, k, v)
-        lb = [b for b in bs if b[k] < v]
-        rb = [b for b in bs if b[k + 1] >= v]
-        # the emptier piece first: a free piece is found sooner there
-        if len(lb) <= len(rb):
-            stack.append((right, rb))
-            stack.append((left, lb))
-        else:
-            stack.append((left, lb))
-            stack.append((right, rb))
-    return None
+    return next(_free_pieces(C, met if by_share else _by_share(met, C)), None)
 
 
 def find_bad(C: Box, blockers: list, worse: list, is_same: Callable[[tuple], bool], default_same: bool) -> Box | None:

@@ -146,9 +146,8 @@ class Space:
         key = ("b", a)
         got = self._lists.get(key)
         if got is None:
-            ra, arank, items = self.arank[a], self.arank, self.items
-            met = self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, -1, ra)) if self.ranked_lists else self.meeting(a)
-            got = [items[j] for j in sorted(met, key=arank.__getitem__) if arank[j] < ra]
+            arank, items = self.arank, self.items
+            got = [items[j] for j in sorted(self._before(a), key=arank.__getitem__)]
             self._lists[key] = got
         return got
 
@@ -158,18 +157,21 @@ class Space:
         got = self._lists.get(("b", a))
         if got is not None:
             return len(got) > limit
-        ra, arank = self.arank[a], self.arank
-        met = self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, -1, ra)) if self.ranked_lists else self.meeting(a)
         seen = []
-        for j in met:
-            if arank[j] < ra:
-                seen.append(j)
-                if len(seen) > limit:
-                    return True
+        for j in self._before(a):
+            seen.append(j)
+            if len(seen) > limit:
+                return True
         # all of them, few: what better(a) would find
-        items = self.items
+        arank, items = self.arank, self.items
         self._lists[("b", a)] = [items[j] for j in sorted(seen, key=arank.__getitem__)]
         return False
+
+    def _before(self, a: int) -> Iterator[int]:
+        """The atoms meeting atom a ranked before it (in no particular order)."""
+        ra, arank = self.arank[a], self.arank
+        met = self.index.meeting(self.boxes[a], self.dsts[a], self.srcs[a], (arank, -1, ra)) if self.ranked_lists else self.meeting(a)
+        return (j for j in met if arank[j] < ra)
 
     def _candidates(self, point: tuple) -> list[list[int]]:
         """Lists holding every atom containing the point, in rank order
@@ -178,15 +180,19 @@ class Space:
             return self.index.stab_lists(point)
         return [self.stab(point)]
 
-    def cover_of(self, a: int) -> int | None:
-        """The best-ranked atom of another rule, ranked before atom a,
-        whose box contains a's whole box; None if there is none. A box
-        containing a's contains its lowest corner, so one point query
-        finds the candidates."""
-        b, ra, ri, arank, arule, boxes = self.boxes[a], self.arank[a], self.arule[a], self.arank, self.arule, self.boxes
-        best, br = None, ra
+    def _container(self, a: int, lo: int, hi: int) -> int | None:
+        """The best-ranked atom of another rule, ranked strictly between lo
+        and hi, whose box contains atom a's whole box; None if there is
+        none. A box containing a's contains its lowest corner, so one
+        point query finds the candidates."""
+        b, ri, arank, arule, boxes = self.boxes[a], self.arule[a], self.arank, self.arule, self.boxes
+        rank = arank.__getitem__
+        best, br = None, hi
         stop = self.ranked_lists
         for members in self._candidates((b[0], b[2], b[4], b[6], b[8])):
+            if stop and lo >= 0:
+                start = bisect_right(members, lo, key=rank)
+                members = members[start:] if start else members
             for j in members:
                 r = arank[j]
                 if r >= br:
@@ -195,7 +201,7 @@ class Space:
                     continue
                 o = boxes[j]
                 if (
-                    arule[j] != ri and o[0] <= b[0] and o[1] >= b[1] and o[2] <= b[2] and o[3] >= b[3]
+                    r > lo and arule[j] != ri and o[0] <= b[0] and o[1] >= b[1] and o[2] <= b[2] and o[3] >= b[3]
                     and o[4] <= b[4] and o[5] >= b[5] and o[6] <= b[6] and o[7] >= b[7] and o[8] <= b[8] and o[9] >= b[9]
                 ):
                     best, br = j, r
@@ -203,32 +209,20 @@ class Space:
                         break
         return best
 
+    def cover_of(self, a: int) -> int | None:
+        """The best-ranked atom of another rule, ranked before atom a,
+        whose box contains a's whole box; None if there is none."""
+        return self._container(a, -1, self.arank[a])
+
+
     def hider(self, a: int) -> int:
         """The rank of the best-ranked atom of another rule, ranked after
-        atom a, whose box contains a's whole box:
+        atom a, whose box contains a's whole box (NO_RANK if none):
         wherever a matches, that atom or a better one matches too, so no
         atom ranked after it can ever decide a packet of a's, with or
-        without a's rule. One point query at a's lowest corner finds it.
-        NO_RANK when there is none, or when the lists are not ranked."""
-        b, ra, ri, arank, arule, boxes = self.boxes[a], self.arank[a], self.arule[a], self.arank, self.arule, self.boxes
-        best = NO_RANK
-        if not self.ranked_lists:
-            return best
-        rank = arank.__getitem__
-        for members in self.index.stab_lists((b[0], b[2], b[4], b[6], b[8])):
-            for k in range(bisect_right(members, ra, key=rank), len(members)):
-                j = members[k]
-                r = arank[j]
-                if r >= best:
-                    break
-                o = boxes[j]
-                if (
-                    arule[j] != ri and o[0] <= b[0] and o[1] >= b[1] and o[2] <= b[2] and o[3] >= b[3]
-                    and o[4] <= b[4] and o[5] >= b[5] and o[6] <= b[6] and o[7] >= b[7] and o[8] <= b[8] and o[9] >= b[9]
-                ):
-                    best = r
-                    break
-        return best
+        without a's rule."""
+        j = self._container(a, self.arank[a], NO_RANK)
+        return NO_RANK if j is None else self.arank[j]
 
     def later(self, a: int) -> Iterator[int]:
         """Other rules' atoms meeting atom a that may decide a packet of
