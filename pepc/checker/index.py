@@ -137,6 +137,17 @@ def _settle(addrs: dict[int, list[int]], pending: dict[int, list[int]]) -> None:
             arr.sort()
 
 
+def _in_window(members: list[int], window: tuple) -> list[int]:
+    """The part of a rank-ordered list strictly inside window = (ranks,
+    lo, hi): cut by bisection, a short list by a look."""
+    rank, lo, hi = window[0].__getitem__, window[1], window[2]
+    if len(members) <= 4:  # (bisecting costs more than a look)
+        return [j for j in members if lo < rank(j) < hi]
+    start = bisect_right(members, lo, key=rank) if lo >= 0 else 0
+    stop = bisect_left(members, hi, start, key=rank)
+    return members[start:stop] if start or stop < len(members) else members
+
+
 class _Bucket:
     """Atoms with one primary prefix, by secondary prefix when many."""
 
@@ -152,6 +163,14 @@ class _Bucket:
         self.addrs: dict[int, list[int]] = {}
         self.scan = scan
         self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
+
+    def whole(self, addr: int, last: int) -> bool:
+        """Whether a query for secondary prefix [addr, last] takes every
+        member: the bucket has no secondary index, or the prefix holds
+        every member's (`any` of a family), where visiting the groups one
+        by one would find the same members; the one list (in the order
+        added) also lets a rank-ordered query bisect past a block list."""
+        return self.sec is None or (addr <= self.lo and self.hi <= last)
 
     def add(self, i: int, key: tuple[int, int], box: Box, boxes: list, keys: list) -> None:
         self.members.append(i)
@@ -179,15 +198,10 @@ class _Bucket:
         g.add(i, box, boxes)
 
     def query(self, plen: int, addr: int, last: int, lo: int, hi: int) -> Iterator[list[int]]:
-        """Candidate lists whose secondary prefix meets (plen, addr)."""
+        """Candidate lists whose secondary prefix meets (plen, addr), for a
+        bucket with a secondary index whose span the query prefix does not
+        hold (`whole`, which _Index.meeting tests first)."""
         sec = self.sec
-        if sec is None or (addr <= self.lo and self.hi <= last):
-            # a query prefix holding every member's (`any` of a family)
-            # would visit every group one by one for the same members; the
-            # one list (in the order added) also lets a rank-ordered query
-            # bisect past a block list
-            yield self.members
-            return
         if self.pending:
             _settle(self.addrs, self.pending)
             self.pending = None
@@ -333,18 +347,9 @@ class _Index:
                     continue
                 chosen = self.blists[p][k0:k1]
             for b in chosen:
-                # (a bucket every query prefix meets: no generator for it)
-                whole = b.sec is None or (saddr <= b.lo and b.hi <= slast)
-                for members in (b.members,) if whole else b.query(splen, saddr, slast, q0, q1):
+                for members in (b.members,) if b.whole(saddr, slast) else b.query(splen, saddr, slast, q0, q1):
                     if window is not None:
-                        if len(members) <= 4:
-                            # (bisecting a list this short costs more than a look)
-                            members = [j for j in members if w_lo < rank(j) < w_hi]
-                        else:
-                            start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
-                            stop = bisect_left(members, w_hi, start, key=rank)
-                            if start or stop < len(members):
-                                members = members[start:stop]
+                        members = _in_window(members, window)
                     for j in members:
                         o = boxes[j]
                         # destination ports first: in a bucket of one
@@ -466,14 +471,9 @@ class _PortIndex:
     def meeting(self, q: Box, dst: tuple[int, int], src: tuple[int, int], window: tuple | None) -> Iterator[int]:
         boxes = self.boxes
         c0, c1, s0, s1, d0, d1, p0, p1, q0, q1 = q
-        if window is not None:
-            rank, w_lo, w_hi = window[0].__getitem__, window[1], window[2]
         for members in self._lists(q):
             if window is not None:
-                start = bisect_right(members, w_lo, key=rank) if w_lo >= 0 else 0
-                stop = bisect_left(members, w_hi, start, key=rank)
-                if start or stop < len(members):
-                    members = members[start:stop]
+                members = _in_window(members, window)
             for j in members:
                 o = boxes[j]
                 if (
@@ -563,30 +563,40 @@ class BoxIndex:
         range rule over a /8 of host rules): then the port index does,
         when it has fewer candidates than the buckets the other would
         visit."""
-        by_dst = dst[0] >= src[0]
-        narrow = self.ports and q[9] - q[8] < _PORT_QUERY_SPAN
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
-                prim, pkey, skey = (part[0], dst, src) if by_dst else (self._by_src(part), src, dst)
-                if narrow and len(prim.buckets) > _PORT_MIN_VISITS and prim.plens[-1] > pkey[0]:
-                    visits = prim.visits(pkey)
-                    if visits > _PORT_MIN_VISITS and self._by_port(part).cost(q, dst, src) < _VISIT_COST * visits:
-                        yield from part[3].meeting(q, dst, src, window)
-                        continue
-                yield from prim.meeting(q, pkey, skey, window)
+                ix, pkey, skey, _ = self._route(part, q, dst, src)
+                if pkey is None:
+                    yield from ix.meeting(q, dst, src, window)
+                else:
+                    yield from ix.meeting(q, pkey, skey, window)
+
+    def _route(self, part: list, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> tuple:
+        """Which index of one part answers a box query: (index, primary
+        key, secondary key, bucket visits) for a prefix index, (port index,
+        None, None, its cost in visits) for the port index. The visits are
+        only counted where the port index was considered (else None)."""
+        prim, pkey, skey = (part[0], dst, src) if dst[0] >= src[0] else (self._by_src(part), src, dst)
+        if (
+            self.ports and q[9] - q[8] < _PORT_QUERY_SPAN
+            and len(prim.buckets) > _PORT_MIN_VISITS and prim.plens[-1] > pkey[0]
+        ):
+            visits = prim.visits(pkey)
+            if visits > _PORT_MIN_VISITS:
+                cost = self._by_port(part).cost(q, dst, src)
+                if cost < _VISIT_COST * visits:
+                    return part[3], None, None, cost // _VISIT_COST
+            return prim, pkey, skey, visits
+        return prim, pkey, skey, None
 
     def visits(self, q: Box, dst: tuple[int, int], src: tuple[int, int]) -> int:
-        """How many buckets meeting(q, dst, src) visits: a caller that can
-        scan a short rank window instead compares the two."""
-        by_dst = dst[0] >= src[0]
-        narrow = self.ports and q[9] - q[8] < _PORT_QUERY_SPAN
+        """About how many buckets meeting(q, dst, src) visits: a caller that
+        can scan a short rank window instead compares the two."""
         n = 0
         for (c0, c1), part in self.parts.items():
             if c0 <= q[1] and c1 >= q[0]:
-                got = part[0].visits(dst) if by_dst else self._by_src(part).visits(src)
-                if narrow and got > _PORT_MIN_VISITS:
-                    got = min(got, self._by_port(part).cost(q, dst, src) // _VISIT_COST)
-                n += got
+                ix, pkey, _, got = self._route(part, q, dst, src)
+                n += got if got is not None else ix.visits(pkey)
         return n
 
     def stab(self, point: tuple) -> list[int]:
