@@ -211,10 +211,14 @@ def sample_points(region: Box, k: int) -> list[tuple[int, int, int, int, int]]:
     of a wide region and almost none of its volume: a random point falls
     between them where the readable one (pick_point) may not."""
     x = hash(region) & _MASK64
-    cls = pick_point(region)[0]  # a class real packets of the region's family have
+    # the classes real packets of the region's family have, likeliest
+    # first: the points go round them (a wide rule's free packets are
+    # often of a protocol the specific rules never name)
+    order = _CLASS_PREFERRED_V6 if region[2] >= V6_BASE else _CLASS_PREFERRED_V4
+    classes = [c for c in order if region[0] <= c <= region[1]]
     out = []
-    for _ in range(k):
-        point = [cls]
+    for i in range(k):
+        point = [classes[i % len(classes)]]
         for d in range(2, 10, 2):
             x = (x * 6364136223846793005 + 1442695040888963407) & _MASK64  # an LCG: cheap and deterministic
             point.append(region[d] + (x >> 16) % (region[d + 1] - region[d] + 1))

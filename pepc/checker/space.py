@@ -321,14 +321,16 @@ class Space:
         for each rule of `also` its first atom and the first of another
         rule (what `first_of` is asked).
 
-        The candidates are the index's, plus every atom of the rules in
-        `also`; the decision is the semantics': a witness is only reported
+        The candidates are the index's up to the rank the questions need
+        (`_matching_upto`), plus every atom of the rules in `also` up to
+        it; the decision is the semantics': a witness is only reported
         when they confirm it, and an atom whose box disagrees with
         atom_matches (or one the index missed) is a bug.
         """
         pkt = packet_of(point)
-        found = set(self.stab(point))
-        cands = found | {j for r in also for j in self.rule_atoms[r]}
+        found, bound = self._matching_upto(point, also)
+        arank = self.arank
+        cands = found | {j for r in also for j in self.rule_atoms[r] if arank[j] <= bound}
         own = {r: False for r in also}  # rule -> its first atom seen
         other = {r: False for r in also}  # rule -> a first atom of another rule seen
         matching: list[int] = []
@@ -357,6 +359,48 @@ class Space:
             if all(own.values()) and all(other.values()):
                 break
         return matching
+
+    def _matching_upto(self, point: tuple, also: tuple[int, ...]) -> tuple[set[int], int]:
+        """The atoms containing the point (by their boxes) ranked up to the
+        last one judge's questions need: the first atom, and for each rule
+        of `also` its first atom and the first of another rule. Returns
+        (those atoms, that rank; NO_RANK when some question has no answer).
+        One walk of the candidate lists: the bound only falls as answers
+        come, and each rank-ordered list stops past it, so a point inside
+        hundreds of wide rules' atoms costs what its answers need."""
+        arank, arule, boxes = self.arank, self.arule, self.boxes
+        cls, src, dst, sport, dport = point
+        own = dict.fromkeys(also, NO_RANK)
+        other = dict.fromkeys(also, NO_RANK)
+        bound = NO_RANK
+        stop = self.ranked_lists
+        got: list[int] = []
+        for members in self._candidates(point):
+            for j in members:
+                r = arank[j]
+                if r > bound:
+                    if stop:
+                        break
+                    continue
+                o = boxes[j]
+                if not (
+                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
+                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
+                ):
+                    continue
+                got.append(j)
+                if not also:
+                    bound = r
+                    continue
+                rj = arule[j]
+                for x in also:
+                    if rj == x:
+                        if r < own[x]:
+                            own[x] = r
+                    elif r < other[x]:
+                        other[x] = r
+                bound = max(max(own.values()), max(other.values()))
+        return {j for j in got if arank[j] <= bound}, bound
 
     def first_of(self, judged: list[int], rule: int = -1, skip_rule: int = -1) -> int | None:
         for j in judged:
