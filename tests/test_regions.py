@@ -1,6 +1,6 @@
 """regions.find_free's two-level search (big boxes first, then the thin
-ones with the address-hole shortcut) against the plain one and a brute
-force over every point of a small space."""
+ones) and its hole-by-dimension shortcut (_hole) against a brute force
+over every point of a small space."""
 
 from __future__ import annotations
 
@@ -79,8 +79,35 @@ def test_two_level_find_free_is_exact(monkeypatch_two_level, C, bs):
         assert not any(_meets(got, b) for b in bs)
 
 
-def test_gap_finds_the_hole_a_block_list_leaves():
+def test_hole_finds_the_hole_a_block_list_leaves():
     C = (0, 0, 0, 99, 0, 99, 0, 0, 0, 0)
     blocks = [(0, 0, a, a, 0, 99, 0, 0, 0, 0, a) for a in range(100) if a != 42]
-    assert regions._gap(C, blocks) == (0, 0, 42, 42, 0, 99, 0, 0, 0, 0)
-    assert regions._gap(C, blocks + [(0, 0, 42, 42, 0, 99, 0, 0, 0, 0, 100)]) is None
+    assert regions._hole(C, blocks) == (0, 0, 42, 42, 0, 99, 0, 0, 0, 0)
+    assert regions._hole(C, blocks + [(0, 0, 42, 42, 0, 99, 0, 0, 0, 0, 100)]) is None
+
+
+def test_hole_combines_what_each_kind_of_box_leaves():
+    """Sources blocked one by one, destination nets, port-range rules: no
+    dimension alone has a hole (every kind spans the others), but a
+    source, a destination and a port each avoiding their own kind do."""
+    C = (0, 0, 0, 99, 0, 99, 0, 0, 0, 99)
+    src_blocks = [(0, 0, a, a, 0, 99, 0, 0, 0, 99, a) for a in range(100) if a != 7]
+    dst_nets = [(0, 0, 0, 99, d, d + 9, 0, 0, 0, 99, 100 + d) for d in range(0, 100, 10) if d != 50]
+    port_rules = [(0, 0, 0, 99, 0, 99, 0, 0, p, p + 4, 200 + p) for p in range(0, 100, 5) if p != 95]
+    bs = src_blocks + dst_nets + port_rules
+    got = regions._hole(C, bs)
+    assert got == (0, 0, 7, 7, 50, 59, 0, 0, 95, 99)
+    # a box narrow in the destination as well: the hole moves beside it
+    assert regions._hole(C, bs + [(0, 0, 7, 7, 50, 54, 0, 0, 95, 99, 999)]) == (0, 0, 7, 7, 55, 59, 0, 0, 95, 99)
+
+
+@settings(max_examples=400, deadline=None)
+@given(regions_(), boxes())
+def test_hole_is_sound(C, bs):
+    """Whatever _hole returns is free (it may miss: find_free then searches
+    exactly)."""
+    met = [b for b in bs if _meets(b, C)]
+    got = regions._hole(C, met)
+    if got is not None:
+        assert _inside(got, C)
+        assert not any(_meets(got, b) for b in met)

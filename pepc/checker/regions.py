@@ -14,9 +14,10 @@ order" are sorted best first.
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Iterator
 
-from pepc.checker.geometry import Box
+from pepc.checker.geometry import Box, pick_point
 
 #: How many cutting boxes `_cut` looks at to place a cut; the median of an
 #: even sample keeps pieces balanced without sorting every boundary.
@@ -141,22 +142,74 @@ def _split(C: Box, k: int, v: int) -> tuple[Box, Box]:
 _TWO_LEVEL = 256
 
 
-def _gap(C: Box, bs: list) -> Box | None:
-    """A slab of C (all of C but one address interval) that no box of bs
-    meets, if their source or destination intervals leave a hole in C's:
-    a block list of /32s leaves most addresses of a wide piece free."""
-    for k in (2, 4):
+#: The dimensions _hole looks for an uncovered interval in, most selective first.
+_HOLE_DIMS = (4, 2, 8, 6, 0)
+#: Calls one _hole search may make (its recursion tries the dimensions in
+#: several orders).
+_HOLE_BUDGET = 64
+
+
+def _uncovered(lo: int, hi: int, bs: list, k: int, readable: int) -> tuple[int, int] | None:
+    """An interval of [lo, hi] that no box of bs meets in dimension k:
+    around the readable value if it is free (witnesses are read by
+    people), else from lo, jumping past the boxes holding the point a few
+    times (a block list rarely holds the first address); then sweeping
+    them sorted."""
+    if not any(b[k] <= readable <= b[k + 1] for b in bs):
+        below = max((b[k + 1] for b in bs if b[k + 1] < readable), default=lo - 1)
+        above = min((b[k] for b in bs if b[k] > readable), default=hi + 1)
+        return below + 1, above - 1
+    p = lo
+    for _ in range(8):
+        end = max((b[k + 1] for b in bs if b[k] <= p <= b[k + 1]), default=-1)
+        if end < 0:
+            nxt = min((b[k] for b in bs if b[k] > p), default=hi + 1)
+            return p, min(hi, nxt - 1)
+        p = end + 1
+        if p > hi:
+            return None
+    for b0, b1 in sorted((b[k], b[k + 1]) for b in bs):
+        if b0 > p:
+            return p, min(hi, b0 - 1)
+        if b1 >= p:
+            p = b1 + 1
+            if p > hi:
+                return None
+    return p, hi
+
+
+def _hole(C: Box, bs: list, dims: tuple[int, ...] = _HOLE_DIMS, budget: list | None = None) -> Box | None:
+    """A piece of C that no box of bs (every box meeting C) meets, found
+    one dimension at a time, or None (which proves nothing: the exact
+    search follows). Where the boxes narrower than C in dimension k leave
+    an interval of it uncovered, only the boxes spanning all of C's k
+    meet that slab, and they are searched the same way along the other
+    dimensions: a wide rule under a block list of sources, nets of
+    destinations and port-range rules is free where a source, a
+    destination and a port each avoid their own kind of box."""
+    if not bs:
+        return C
+    if budget is None:
+        budget = [_HOLE_BUDGET]
+    readable = pick_point(C)
+    for k in dims:
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1
         lo, hi = C[k], C[k + 1]
-        cur = lo
-        for b0, b1 in sorted((b[k], b[k + 1]) for b in bs):
-            if b0 > cur:
-                return C[:k] + (cur, b0 - 1) + C[k + 2 :]  # type: ignore[return-value]
-            if b1 >= cur:
-                cur = b1 + 1
-                if cur > hi:
-                    break
-        if cur <= hi:
-            return C[:k] + (cur, hi) + C[k + 2 :]  # type: ignore[return-value]
+        narrow = [b for b in bs if b[k] > lo or b[k + 1] < hi]
+        if not narrow:
+            continue
+        got = _uncovered(lo, hi, narrow, k, readable[k // 2])
+        if got is None:
+            continue
+        slab = C[:k] + got + C[k + 2 :]
+        if len(narrow) == len(bs):
+            return slab  # type: ignore[return-value]
+        spanning = [b for b in bs if b[k] <= lo and b[k + 1] >= hi]
+        found = _hole(slab, spanning, tuple(d for d in dims if d != k), budget)  # type: ignore[arg-type]
+        if found is not None:
+            return found
     return None
 
 
@@ -188,24 +241,34 @@ def find_free(C: Box, boxes: list, *, by_share: bool = False) -> Box | None:
     """A piece of C that no box of `boxes` meets; None when their union
     covers C. `by_share`: `boxes` are already largest first.
 
-    Many boxes (a wide rule under a block list): the pieces the few big
-    boxes leave free are searched one by one against the thin ones, first
-    for an address hole (a /32 block list leaves most of a wide piece
-    free), so that the thousands of thin boxes are not split along every
-    cut the big ones need; where the big ones cover C, the thin ones are
-    never looked at."""
+    Many boxes (a wide rule under a block list): the few big boxes are
+    tried first, and where they cover C the thin ones are never looked
+    at. Else a hole by dimension (`_hole`) usually answers in a few
+    passes; failing that, the pieces the big boxes leave free are searched
+    one by one against the thin ones, so that the thousands of thin boxes
+    are not split along every cut the big ones need."""
     met = _meet(boxes, C)
     if len(met) > _TWO_LEVEL:
         big, thin = _split_big(met, C)
         if big and thin:
-            for piece in _free_pieces(C, sorted(big, key=lambda b: -_share(b, C))):
+            pieces = _free_pieces(C, sorted(big, key=lambda b: -_share(b, C)))
+            first = next(pieces, None)
+            if first is None:
+                return None
+            got = _hole(C, met)
+            if got is not None:
+                return got
+            for piece in itertools.chain((first,), pieces):
                 tb = _meet(thin, piece)
                 if not tb:
                     return piece
-                got = _gap(piece, tb) or next(_free_pieces(piece, _by_share(tb, piece)), None)
+                got = _hole(piece, tb) or next(_free_pieces(piece, _by_share(tb, piece)), None)
                 if got is not None:
                     return got
             return None
+        got = _hole(C, met)
+        if got is not None:
+            return got
     return next(_free_pieces(C, met if by_share else _by_share(met, C)), None)
 
 
