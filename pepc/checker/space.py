@@ -321,16 +321,16 @@ class Space:
         for each rule of `also` its first atom and the first of another
         rule (what `first_of` is asked).
 
-        The candidates are the index's up to the rank the questions need
-        (`_matching_upto`), plus every atom of the rules in `also` up to
-        it; the decision is the semantics': a witness is only reported
-        when they confirm it, and an atom whose box disagrees with
-        atom_matches (or one the index missed) is a bug.
+        The candidates are the atoms the boxes say answer the questions
+        (`_answers`), plus every atom of the rules in `also` ranked up to
+        the last answer; the decision is the semantics': a witness is only
+        reported when they confirm it, and an atom whose box disagrees
+        with atom_matches is a bug.
         """
         pkt = packet_of(point)
-        found, bound = self._matching_upto(point, also)
+        answers, bound = self._answers(point, also)
         arank = self.arank
-        cands = found | {j for r in also for j in self.rule_atoms[r] if arank[j] <= bound}
+        cands = answers | {j for r in also for j in self.rule_atoms[r] if arank[j] <= bound}
         own = {r: False for r in also}  # rule -> its first atom seen
         other = {r: False for r in also}  # rule -> a first atom of another rule seen
         matching: list[int] = []
@@ -345,7 +345,7 @@ class Space:
                     continue
             atom = self.atoms[j]
             matches = atom_matches(atom, pkt)
-            if matches != contains_point(self.boxes[j], point) or matches != (j in found):
+            if matches != contains_point(self.boxes[j], point):
                 raise AssertionError(f"geometry and semantics disagree on {pkt} for rule {atom.rule.id}")
             if not matches:
                 continue
@@ -360,47 +360,25 @@ class Space:
                 break
         return matching
 
-    def _matching_upto(self, point: tuple, also: tuple[int, ...]) -> tuple[set[int], int]:
-        """The atoms containing the point (by their boxes) ranked up to the
-        last one judge's questions need: the first atom, and for each rule
-        of `also` its first atom and the first of another rule. Returns
-        (those atoms, that rank; NO_RANK when some question has no answer).
-        One walk of the candidate lists: the bound only falls as answers
-        come, and each rank-ordered list stops past it, so a point inside
+    def _answers(self, point: tuple, also: tuple[int, ...]) -> tuple[set[int], int]:
+        """By the boxes: the atoms answering judge's questions at the
+        point (the first atom, and for each rule of `also` its first atom
+        and the first of another rule) and the rank of the last of them
+        (NO_RANK when some question has no answer). `decide` stops each
+        rank-ordered candidate list at its answer, so a point inside
         hundreds of wide rules' atoms costs what its answers need."""
-        arank, arule, boxes = self.arank, self.arule, self.boxes
-        cls, src, dst, sport, dport = point
-        own = dict.fromkeys(also, NO_RANK)
-        other = dict.fromkeys(also, NO_RANK)
-        bound = NO_RANK
-        stop = self.ranked_lists
-        got: list[int] = []
-        for members in self._candidates(point):
-            for j in members:
-                r = arank[j]
-                if r > bound:
-                    if stop:
-                        break
-                    continue
-                o = boxes[j]
-                if not (
-                    o[0] <= cls <= o[1] and o[2] <= src <= o[3] and o[4] <= dst <= o[5]
-                    and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
-                ):
-                    continue
-                got.append(j)
-                if not also:
-                    bound = r
-                    continue
-                rj = arule[j]
-                for x in also:
-                    if rj == x:
-                        if r < own[x]:
-                            own[x] = r
-                    elif r < other[x]:
-                        other[x] = r
-                bound = max(max(own.values()), max(other.values()))
-        return {j for j in got if arank[j] <= bound}, bound
+        arank, boxes = self.arank, self.boxes
+        if not also:
+            w = self.winner(point)
+            return (set(), NO_RANK) if w is None else ({w}, arank[w])
+        answers: set[int] = set()
+        bound = -1
+        for x in also:
+            best, nxt = self.decide(point, x)
+            own = min((j for j in self.rule_atoms[x] if contains_point(boxes[j], point)), key=arank.__getitem__, default=None)
+            answers.update(j for j in (best, nxt, own) if j is not None)
+            bound = NO_RANK if nxt is None or own is None else max(bound, arank[nxt], arank[own])
+        return answers, bound
 
     def first_of(self, judged: list[int], rule: int = -1, skip_rule: int = -1) -> int | None:
         for j in judged:
