@@ -202,7 +202,8 @@ class Analysis:
            meeting theirs (up to the first later atom that hides the whole
            atom: nothing after it decides there), the only ones that can
            make them matter; a packet in each of the first PROBES of them
-           is tried.
+           is tried. (A rule no probe saw win whose every atom lies inside
+           one box ranked before it is shadowed: it skips to its finding.)
         3. Exact region search (regions.py) for what is still open.
         """
         s = self.s
@@ -215,8 +216,15 @@ class Analysis:
             if s.rule_atoms[ri] and not self._probe_atoms(ri, free):
                 pending.add(ri)
         worse_diff = [False] * n
+        covered: set[int] = set()
         probes = dict.fromkeys(pending, PROBES)
         for ri in sorted(pending):
+            if free[ri] is None and all(s.cover_of(a) is not None for a in s.rule_atoms[ri]):
+                # no probe saw it win, and every atom lies inside one box
+                # ranked before it: shadowed, without probing the atoms
+                # after it
+                covered.add(ri)
+                continue
             mykey = akeys[ri]
             for a in s.rule_atoms[ri]:
                 # lazily: a wide atom's successors are thousands, and the
@@ -242,13 +250,14 @@ class Analysis:
                     break
         out: list[Raw] = []
         for ri in sorted(pending):
-            self._settle(ri, free[ri], worse_diff[ri], out)
+            self._settle(ri, free[ri], worse_diff[ri], out, "shadowed" if ri in covered else None)
         return out
 
-    def _settle(self, ri: int, free: tuple | None, worse_diff: bool, out: list[Raw]) -> None:
-        """Step 3 for one rule the probes left open: the exact search, and
-        its finding (if any) appended to `out`."""
-        verdict = self._exact(ri, free, worse_diff)
+    def _settle(self, ri: int, free: tuple | None, worse_diff: bool, out: list[Raw], verdict: tuple | str | None = None) -> None:
+        """Step 3 for one rule the probes left open: the exact search
+        (unless the `verdict` is known), and its finding (if any) appended
+        to `out`."""
+        verdict = verdict or self._exact(ri, free, worse_diff)
         if verdict == "shadowed":
             self.shadowed.add(ri)
             out.append(self._shadowed(ri))
