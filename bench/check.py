@@ -40,6 +40,7 @@ import gc
 import json
 import os
 import random
+import resource
 import sys
 import time
 from datetime import datetime, timezone
@@ -47,7 +48,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pepc.checker import analyze  # noqa: E402
+from pepc.checker import analyze, workers  # noqa: E402
+from pepc.checker.space import Space  # noqa: E402
 from pepc.config import Config  # noqa: E402
 from pepc.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule  # noqa: E402
 
@@ -331,26 +333,34 @@ def comparable(findings: list) -> list:
     return out + sorted(capped)
 
 
-def _case(shape: str, n: int, naive: bool) -> dict:
-    """One measurement, in a child: generation excluded from the times."""
+def _case(shape: str, n: int, naive: bool, jobs: int | None) -> dict:
+    """One measurement, in a child: generation excluded from the times;
+    the CPU time counts the analysis's worker processes too."""
     policy = SHAPES[shape](n)
-    atoms = sum(len(r.src) * len(r.dst) * len(r.sports) * len(r.dports) for r in policy.rules)
+    atoms = len(Space.build(list(policy.live_rules(NOW))).boxes)  # what the analysis sizes its split by
     gc.collect()
-    w0, c0 = time.perf_counter(), time.process_time()
-    findings = analyze(policy, Config(), NOW, capacity=False, naive_index=naive)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    t0 = os.times()
+    w0 = time.perf_counter()
+    findings = analyze(policy, Config(), NOW, capacity=False, naive_index=naive, jobs=jobs)
+    wall = time.perf_counter() - w0
+    t1 = os.times()
+    cpu = sum(t1[k] - t0[k] for k in range(4))  # self and reaped children, user and system
     counts = collections.Counter(f.code for f in findings)
-    return {"atoms": atoms, "wall": wall, "cpu": cpu, "counts": dict(counts), "findings": repr(comparable(findings))}
+    return {"atoms": atoms, "wall": wall, "cpu": cpu, "counts": dict(counts), "findings": repr(comparable(findings)),
+            "jobs": workers.jobs_for(atoms, jobs)}
 
 
-def measure(shape: str, n: int, naive: bool) -> dict:
-    """`_case` in a forked child; adds its peak RSS (MiB)."""
+def measure(shape: str, n: int, naive: bool, jobs: int | None = None) -> dict:
+    """`_case` in a forked child; adds the peak RSS (MiB) of it and of
+    the analysis's workers (the larger)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(r)
         try:
-            out = json.dumps(_case(shape, n, naive)).encode()
+            got = _case(shape, n, naive, jobs)
+            got["worker_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            out = json.dumps(got).encode()
         except BaseException as err:  # noqa: BLE001 - reported by the parent
             out = json.dumps({"error": repr(err)}).encode()
         with os.fdopen(w, "wb") as f:
@@ -361,7 +371,7 @@ def measure(shape: str, n: int, naive: bool) -> dict:
         data = f.read()
     _, _, usage = os.wait4(pid, 0)
     got = json.loads(data)
-    got["rss"] = usage.ru_maxrss / 1024
+    got["rss"] = max(usage.ru_maxrss / 1024, got.get("worker_rss", 0))
     return got
 
 
@@ -378,7 +388,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
-    print(f"{'shape':>6} {'rules':>7} {'atoms':>7} {'wall s':>7} {'cpu s':>7} {'RSS MiB':>8} "
+    print(f"{'shape':>6} {'rules':>7} {'atoms':>7} {'wall s':>7} {'jobs':>4} {'cpu s':>7} {'RSS MiB':>8} {'1-job s':>8} "
           f"{'naive s':>8} {'naive MiB':>9} {'speed-up':>8}  findings")
     ok = True
     for shape in args.shapes.split(","):
@@ -389,12 +399,16 @@ def main(argv: list[str]) -> int:
                 print(f"{shape:>6} {n:>7}  !! {got['error']}")
                 ok = False
                 continue
+            one = measure(shape, n, naive=False, jobs=1) if got["jobs"] > 1 else got
+            if "error" in one or one["findings"] != got["findings"]:
+                ok = False
+                print(f"  !! the analysis in one process reports different findings for shape {shape} at n={n}")
             naive_text, nrss, ratio = "-", "-", "-"
             estimate = naive_rate * n * n if naive_rate else (0.0 if n <= args.naive_max else float("inf"))
             if estimate <= args.naive_cap:
-                base = measure(shape, n, naive=True)
+                base = measure(shape, n, naive=True, jobs=1)
                 naive_rate = base["wall"] / (n * n)
-                naive_text, nrss, ratio = f"{base['wall']:8.2f}", f"{base['rss']:9.0f}", f"{base['wall'] / got['wall']:7.1f}x"
+                naive_text, nrss, ratio = f"{base['wall']:8.2f}", f"{base['rss']:9.0f}", f"{base['wall'] / one['wall']:7.1f}x"
                 if base["findings"] != got["findings"]:
                     ok = False
                     print(f"  !! the naive baseline reports different findings for shape {shape} at n={n}")
@@ -402,10 +416,14 @@ def main(argv: list[str]) -> int:
                 if estimate == float("inf"):
                     naive_text, ratio = "-", "-"
                 else:
-                    naive_text, ratio = f"~{estimate:.0f}", f"~{estimate / got['wall']:.0f}x"
-            print(f"{shape:>6} {n:>7} {got['atoms']:>7} {got['wall']:7.2f} {got['cpu']:7.2f} {got['rss']:8.0f} "
+                    naive_text, ratio = f"~{estimate:.0f}", f"~{estimate / one['wall']:.0f}x"
+            print(f"{shape:>6} {n:>7} {got['atoms']:>7} {got['wall']:7.2f} {got['jobs']:>4} {got['cpu']:7.2f} {got['rss']:8.0f} "
+                  f"{one.get('wall', float('nan')):8.2f} "
                   f"{naive_text:>8} {nrss:>9} {ratio:>8}  {summary(got['counts'])}", flush=True)
-    print("naive: same analysis, candidate index replaced by a scan of every atom (O(n^2));")
+    print("wall/cpu: the analysis as `pepc check` runs it (split over `jobs` processes, pepc/checker/workers.py;")
+    print("          cpu counts every process); 1-job: the same in one process, which must report the same findings")
+    print("naive: same analysis in one process, candidate index replaced by a scan of every atom (O(n^2));")
+    print("       speed-up = naive / 1-job;")
     print("       '~' marks an estimate from the previous size where it would exceed --naive-cap")
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

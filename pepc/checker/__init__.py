@@ -32,6 +32,7 @@ import dataclasses
 import gc
 from datetime import datetime
 
+from pepc.checker import workers
 from pepc.checker.anomalies import PAIR_CODES, Analysis, Raw, Suppressions
 from pepc.checker.space import Space, default_key
 from pepc.config import Config
@@ -53,33 +54,36 @@ def analyze(
     *,
     capacity: bool = True,
     naive_index: bool = False,
+    jobs: int | None = None,
 ) -> list[Finding]:
     """The anomaly findings of `policy` at `now`, sorted.
 
     `capacity=False` skips the compiler run behind the `capacity` check;
     `naive_index=True` replaces the candidate index by a scan of every
     atom (the benchmark's all-pairs baseline; same results as long as no
-    finding hits its cap of named rules).
+    finding hits its cap of named rules); `jobs`: processes to split the
+    analysis over (workers.py; None: as many CPUs as pay, 1: none).
     """
     # The analysis allocates millions of small objects and frees none until
     # it returns; the cyclic collector would rescan them again and again.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _analyze(policy, config, now, capacity, naive_index)
+        return _analyze(policy, config, now, capacity, naive_index, jobs)
     finally:
         if enabled:
             gc.enable()
 
 
-def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naive_index: bool) -> list[Finding]:
+def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naive_index: bool, jobs: int | None) -> list[Finding]:
     live = list(policy.live_rules(now))
     space = Space.build(live, naive=naive_index)
+    jobs = workers.jobs_for(len(space.boxes), jobs)
     sup = Suppressions(live)
     an = Analysis(space, config.default_action, default_key(config.default_action), policy.root, sup)
     raws: list[Raw] = []
     raws += an.never_matches()
-    raws += an.coverage()
+    raws += workers.split(an, "coverage", jobs)
     raws += an.unreachable_default()
     ran_capacity = False
     if capacity:
@@ -88,7 +92,7 @@ def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naiv
             ran_capacity = True
             raws += [Raw(f, on=(f.rule,) if f.rule else ()) for f in found]
     findings = [r.finding for r in raws if not sup.silence(r)]
-    findings += an.pairs()
+    findings += workers.split(an, "pairs", jobs)
     findings += _unused(an, sup, live, ran_capacity)
     findings = [_with_severity(f, config) for f in findings]
     return sorted(findings, key=Finding.sort_key)
