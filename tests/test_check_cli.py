@@ -195,3 +195,14 @@ def test_no_anomalies_without_a_host_configuration(capsys, tmp_path):
     doc = json.loads(out)
     assert rc == 2 and "shadowed" not in {f["code"] for f in doc["findings"]}
     assert "computed_without" not in doc["summary"]
+
+
+def test_jobs_splits_the_analysis_and_reports_the_same(capsys, examples):
+    rc1, one, _ = run(capsys, "check", "--format", "json", "--jobs", "1", str(examples))
+    rc3, three, _ = run(capsys, "check", "--format", "json", "--jobs", "3", str(examples))
+    assert (rc1, one) == (rc3, three)
+
+
+def test_jobs_below_one_is_bad_usage(capsys, examples):
+    rc, _, err = run(capsys, "check", "--jobs", "0", str(examples))
+    assert rc == 2 and "--jobs must be 1 or more" in err

@@ -148,51 +148,10 @@ def _in_window(members: list[int], window: tuple) -> list[int]:
     return members[start:stop] if start or stop < len(members) else members
 
 
-#: Buckets with more members than this many times the scan size answer a
-#: box query narrow in destination ports from their port lists.
-_PORT_LIST_SCANS = 1
-#: Width classes of the port lists: an atom goes to the first class whose
-#: 2^bits exceeds its destination-port span.
-_PORT_CLASS_BITS = (6, 10, 13, 17)
-
-
-class _PortLists:
-    """A bucket's members by destination port, for box queries: per class
-    of port-range width, (first port, atom) pairs sorted, so that a query
-    bisects to the atoms whose first port lies within one class width
-    before its range (the others cannot reach it). Where the addresses of
-    a bucket's members are all alike (a /16 with a hundred port-range
-    rules, the any/any bucket of the wide rules), the ports are what tells
-    them apart."""
-
-    __slots__ = ("lists",)
-
-    def __init__(self) -> None:
-        self.lists: list[list[tuple[int, int]]] = [[] for _ in _PORT_CLASS_BITS]
-
-    def add(self, i: int, box: Box) -> None:
-        w = box[9] - box[8]
-        for c, bits in enumerate(_PORT_CLASS_BITS):
-            if w < 1 << bits:
-                insort(self.lists[c], (box[8], i))
-                return
-
-    def slices(self, lo: int, hi: int) -> list[list[tuple[int, int]]]:
-        out = []
-        for c, bits in enumerate(_PORT_CLASS_BITS):
-            pairs = self.lists[c]
-            if pairs:
-                k0 = bisect_left(pairs, (lo - (1 << bits) + 1,))
-                k1 = bisect_left(pairs, (hi + 1,), k0)
-                if k0 < k1:
-                    out.append(pairs[k0:k1])
-        return out
-
-
 class _Bucket:
     """Atoms with one primary prefix, by secondary prefix when many."""
 
-    __slots__ = ("members", "sec", "plens", "addrs", "scan", "pending", "lo", "hi", "ports")
+    __slots__ = ("members", "sec", "plens", "addrs", "scan", "pending", "lo", "hi")
 
     def __init__(self, scan: int) -> None:
         self.members: list[int] = []
@@ -204,15 +163,6 @@ class _Bucket:
         self.addrs: dict[int, list[int]] = {}
         self.scan = scan
         self.pending: dict[int, list[int]] | None = None  # addresses not yet sorted into addrs
-        self.ports: _PortLists | None = None  # built by the first query that wants it
-
-    def port_lists(self, boxes: list) -> _PortLists:
-        ports = self.ports
-        if ports is None:
-            ports = self.ports = _PortLists()
-            for j in self.members:
-                ports.add(j, boxes[j])
-        return ports
 
     def whole(self, addr: int, last: int) -> bool:
         """Whether a query for secondary prefix [addr, last] takes every
@@ -224,8 +174,6 @@ class _Bucket:
 
     def add(self, i: int, key: tuple[int, int], box: Box, boxes: list, keys: list) -> None:
         self.members.append(i)
-        if self.ports is not None:
-            self.ports.add(i, box)
         plen, addr = key
         if addr < self.lo:
             self.lo = addr
@@ -366,9 +314,6 @@ class _Index:
         if window is not None:
             rank, w_lo, w_hi = window[0].__getitem__, window[1], window[2]
         frozen = self.frozen
-        # a query over most ports would take most of the port lists too
-        narrow_ports = q1 - q0 < _NARROW_PORTS
-        port_min = _PORT_LIST_SCANS * self.scan
         for p in self.plens:
             if p <= pplen:
                 b = buckets.get((paddr & _MASKS[p]) << 8 | p)
@@ -402,17 +347,6 @@ class _Index:
                     continue
                 chosen = self.blists[p][k0:k1]
             for b in chosen:
-                if narrow_ports and len(b.members) > port_min and b.whole(saddr, slast):
-                    for pairs in b.port_lists(boxes).slices(q0, q1):
-                        for _, j in pairs:
-                            o = boxes[j]
-                            if (
-                                o[9] >= q0 and o[4] <= d1 and o[5] >= d0 and o[2] <= s1 and o[3] >= s0
-                                and o[6] <= p1 and o[7] >= p0 and o[0] <= c1 and o[1] >= c0
-                                and (window is None or w_lo < rank(j) < w_hi)
-                            ):
-                                yield j
-                    continue
                 for members in (b.members,) if b.whole(saddr, slast) else b.query(splen, saddr, slast, q0, q1):
                     if window is not None:
                         members = _in_window(members, window)
@@ -480,10 +414,6 @@ class _Index:
                     and o[6] <= sport <= o[7] and o[8] <= dport <= o[9]
                 ):
                     out.append(j)
-
-
-#: Box queries spanning fewer destination ports use the buckets' port lists.
-_NARROW_PORTS = 1 << 14
 
 
 #: Ports per block of the port index.

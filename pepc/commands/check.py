@@ -41,10 +41,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         help=f"text: show at most N entries (a group of findings is one), 0 for all (default: {DEFAULT_MAX_FINDINGS}); "
         "json/sarif/github always carry every finding",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes the conflict analysis is split over (default: the CPUs available, for policies of "
+        "20,000 atoms or more; env PEPC_CHECK_JOBS); 1 runs it in this process",
+    )
     add_output_arg(parser)
 
 
-def _analyze(policy, config, now) -> list[Finding]:
+def _analyze(policy, config, now, jobs=None) -> list[Finding]:
     try:
         checker = importlib.import_module("pepc.checker")  # absent in early trees
     except ModuleNotFoundError as err:
@@ -52,12 +60,15 @@ def _analyze(policy, config, now) -> list[Finding]:
             raise
         return []
     analyze = getattr(checker, "analyze", None)
-    return list(analyze(policy, config, now)) if analyze else []
+    return list(analyze(policy, config, now, jobs=jobs)) if analyze else []
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_findings < 0:
         print("pepc check: error: --max-findings must be 0 (all) or more", file=sys.stderr)
+        return ExitCode.INVALID
+    if args.jobs is not None and args.jobs < 1:
+        print("pepc check: error: --jobs must be 1 or more", file=sys.stderr)
         return ExitCode.INVALID
     loaded = load_what_loads(args)
     policy, config = loaded.policy, loaded.config
@@ -67,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         # Also when some files failed to load: an error in one file must not
         # hide the anomalies of the others (the summary says what was left out).
         now = now_of(args)
-        analysis = lifecycle_findings(policy, now) + _analyze(policy, config, now)
+        analysis = lifecycle_findings(policy, now) + _analyze(policy, config, now, args.jobs)
         findings += [
             f if (sev := config.severity_of(f.code, f.severity)) == f.severity else dataclasses.replace(f, severity=sev)
             for f in analysis
