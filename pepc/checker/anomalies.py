@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pepc.checker import regions
+from pepc.checker import regions, workers
 from pepc.checker.geometry import (
     CORNERS,
     DEFAULTED,
@@ -194,8 +194,8 @@ class Analysis:
     # --- shadowed / redundant ------------------------------------------------
 
     def coverage(self, part: tuple[int, int] = (0, 1)) -> list[Raw]:
-        """Shadowed and redundant rules (of the rules ri with ri % m == k,
-        for part = (k, m): each rule's verdict is its own, so the parts can
+        """Shadowed and redundant rules (of the rules in slice part = (k, m),
+        see workers.owns: each rule's verdict is its own, so the slices can
         be computed apart and merged).
 
         1. One readable packet per atom: where the rule wins it and the
@@ -214,8 +214,8 @@ class Analysis:
         n = len(rules)
         free: list[tuple | None] = [None] * n  # a point where the rule wins
         pending: set[int] = set()
-        for ri in range(part[0], n, part[1]):
-            if s.rule_atoms[ri] and not self._probe_atoms(ri, free):
+        for ri in range(n):
+            if s.rule_atoms[ri] and workers.owns(part, ri) and not self._probe_atoms(ri, free):
                 pending.add(ri)
         worse_diff = [False] * n
         covered: set[int] = set()
@@ -496,9 +496,9 @@ class Analysis:
 
     def pairs(self, part: tuple[int, int] = (0, 1)) -> list[Finding]:
         """Pairwise findings, already filtered by the suppressions, of the
-        losing rules L with L % m == k for part = (k, m) (what a rule
+        losing rules in slice part = (k, m), see workers.owns (what a rule
         loses depends on the atoms ranked before it, not on the other
-        losers, so the parts can be computed apart and merged).
+        losers, so the slices can be computed apart and merged).
 
         The sweep goes down the rank order. `seen` holds every atom ranked
         before the current one, `same` those of the current priority
@@ -526,7 +526,7 @@ class Analysis:
             prio = rule.priority
             if prio != level_prio:
                 same, level_prio = {}, prio
-            if L % part[1] == part[0] and L not in shadowed:
+            if L not in shadowed and workers.owns(part, L):
                 kL = akeys[L]
                 got = found.setdefault(L, {})
                 # both tiers open: one query of everything seen finds both;

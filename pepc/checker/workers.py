@@ -2,7 +2,7 @@
 
 Each rule's coverage verdict, and each losing rule's pair findings, are
 its own: the analysis can compute them for a slice of the rules
-(`part=(k, m)`: the rules whose index is k modulo m) and merge. `split`
+(`part=(k, m)`: the rules `owns` gives slice k of m) and merge. `split`
 runs slice 0 in this process and the others in forked children, which
 inherit the built space (copy on write) and send back their results, the
 rules they found shadowed and the suppressions they used. The merged
@@ -32,6 +32,15 @@ from typing import Any
 MIN_ATOMS = 20_000
 #: At most this many processes by default (each holds a copy of what it touches).
 MAX_JOBS = 4
+
+
+def owns(part: tuple[int, int], i: int) -> bool:
+    """Whether slice part = (k, m) holds rule index i. The index is mixed
+    first: policies are often periodic (a wide rule every hundred host
+    rules, a feed's rules in turn), and plain i % m would hand every wide
+    rule to one worker."""
+    k, m = part
+    return m == 1 or (((i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> 32) % m == k
 
 
 def jobs_for(n_atoms: int, jobs: int | None = None) -> int:
