@@ -18,9 +18,12 @@ Shapes (each deterministic for its size and seed):
   destination port range over a /16-/24, mixed actions and priorities.
 
 For every shape and size it prints the time of `pepc.checker.analyze`
-(wall and CPU, without the compiler's capacity check), the peak RSS of the
-process that ran it (each case runs in its own forked child) and the
-findings per code. The baseline, measured in the same run, is the same
+(wall and CPU, without the compiler's capacity check) as `pepc check`
+runs it, split over as many worker processes as it picks (`jobs`;
+pepc/checker/workers.py), and the wall time of the same analysis in one
+process (`1-job`, which must report the same findings); the peak RSS of
+the processes that ran it (each case runs in its own forked child; the
+larger of it and its workers) and the findings per code. The baseline, measured in the same run, is the same
 analysis with the candidate index replaced by a scan of every atom (the
 naive pairwise implementation, O(n^2)); it runs where it finishes within
 --naive-cap (estimated from the previous size), and the run checks that
