@@ -29,9 +29,9 @@ Intentional overlaps are acknowledged where they are written:
 from __future__ import annotations
 
 import dataclasses
-import gc
 from datetime import datetime
 
+from pepc import gcpause
 from pepc.checker import workers
 from pepc.checker.anomalies import PAIR_CODES, Analysis, Raw, Suppressions
 from pepc.checker.space import Space, default_key
@@ -64,15 +64,8 @@ def analyze(
     finding hits its cap of named rules); `jobs`: processes to split the
     analysis over (workers.py; None: as many CPUs as pay, 1: none).
     """
-    # The analysis allocates millions of small objects and frees none until
-    # it returns; the cyclic collector would rescan them again and again.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         return _analyze(policy, config, now, capacity, naive_index, jobs)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naive_index: bool, jobs: int | None) -> list[Finding]:

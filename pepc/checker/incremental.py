@@ -30,11 +30,11 @@ itself. `gate_errors` is the same decision in one call, for `pepc apply`.
 from __future__ import annotations
 
 import dataclasses
-import gc
 from bisect import bisect_left, insort
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
+from pepc import gcpause
 from pepc.checker.anomalies import Analysis, Raw, Suppressions
 from pepc.checker.geometry import atom_box
 from pepc.checker.space import Space, action_key, default_key
@@ -217,9 +217,7 @@ def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool
         return errors
     if not gate.local:
         return _full_errors(policy, config, now, capacity=capacity)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         live = list(policy.live_rules(now))
         space = Space.build(live)
         rule_idx = {r.id: i for i, r in enumerate(live)}
@@ -229,9 +227,6 @@ def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool
 
             errors += _errors(_capacity(policy, config, now) or [], config)
         return errors
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _errors(findings: Iterable[Finding], config: Config) -> list[Finding]:
@@ -269,16 +264,12 @@ class IncrementalChecker:
         return self.local and self._dyn is None and not self._gate.nothing
 
     def errors(self, policy: Policy, now: datetime) -> list[Finding]:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._errors(policy, now)
-        except BaseException:
-            self._dyn = self._policy = None  # whatever state it was left in, start afresh next time
-            raise
-        finally:
-            if enabled:
-                gc.enable()
+        with gcpause.paused():
+            try:
+                return self._errors(policy, now)
+            except BaseException:
+                self._dyn = self._policy = None  # whatever state it was left in, start afresh next time
+                raise
 
     def _errors(self, policy: Policy, now: datetime) -> list[Finding]:
         if self._gate.nothing:

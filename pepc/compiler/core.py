@@ -7,7 +7,6 @@ come from `assign`, so file order and dict order never leak into output.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 from operator import attrgetter
 from functools import lru_cache
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from pepc import layout
+from pepc import gcpause, layout
 from pepc.compiler import pack
 from pepc.compiler.assign import KEY_SPACE, _fits, _spread, assign_order_keys, assign_slots
 from pepc.compiler.ports import port_prefixes
@@ -296,18 +295,12 @@ class IncrementalCompiler:
         self._serial = 0  # Programs returned since the last reset (ProgramDelta)
 
     def compile(self, policy: Policy, now: datetime, previous: Assignments | None = None) -> Program:
-        # Hundreds of thousands of small immutable objects and no cycles: the
-        # cyclic GC would rescan the growing heap again and again for nothing.
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._compile(policy, now, previous)
-        except BaseException:
-            self._reset()
-            raise
-        finally:
-            if enabled:
-                gc.enable()
+        with gcpause.paused():
+            try:
+                return self._compile(policy, now, previous)
+            except BaseException:
+                self._reset()
+                raise
 
     def last_assignments(self) -> Assignments | None:
         """The slots and order keys of the last result (None before the

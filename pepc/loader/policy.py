@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pepc import gcpause
 from pepc.diagnostics import CODES, Finding, PolicyError, Related
 from pepc.loader.files import discover, read_and_parse
 from pepc.loader.reader import DEFAULT_MAX_FILE_BYTES, Marks, ParsedFile, Pos
@@ -105,16 +106,17 @@ def load_policy(path: str | os.PathLike, *, max_file_bytes: int = DEFAULT_MAX_FI
     a reload re-read and re-parse only the files that changed; the result is
     the same as without it."""
     root = os.fspath(path)
-    files, findings = discover(root)
-    if cache is not None:
-        return cache.load(root, files, findings, max_file_bytes)
-    st = _State(findings=list(findings))
-    displays = []
-    for sf in files:
-        parsed = read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes)
-        displays.append(sf.display)
-        _merge(st, file_state(parsed))
-    return _finish(root, st, displays)
+    with gcpause.paused():
+        files, findings = discover(root)
+        if cache is not None:
+            return cache.load(root, files, findings, max_file_bytes)
+        st = _State(findings=list(findings))
+        displays = []
+        for sf in files:
+            parsed = read_and_parse(sf.path, sf.display, max_file_bytes=max_file_bytes)
+            displays.append(sf.display)
+            _merge(st, file_state(parsed))
+        return _finish(root, st, displays)
 
 
 def file_state(parsed: ParsedFile) -> _State:
