@@ -169,12 +169,17 @@ def _pick(lo: int, hi: int, preferred: tuple[int, ...], avoid_zero: bool) -> int
     return lo + 1 if hi - lo >= 2 else lo
 
 
+def _classes(region: Box) -> list[int]:
+    """The protocol classes of `region`, likeliest first for real packets
+    of its family."""
+    order = _CLASS_PREFERRED_V6 if region[2] >= V6_BASE else _CLASS_PREFERRED_V4
+    return [c for c in order if region[0] <= c <= region[1]]
+
+
 def pick_point(region: Box) -> tuple[int, int, int, int, int]:
     """A readable point inside `region` (a region of one family)."""
-    order = _CLASS_PREFERRED_V6 if region[2] >= V6_BASE else _CLASS_PREFERRED_V4
-    cls = next(c for c in order if region[0] <= c <= region[1])
     return (
-        cls,
+        _classes(region)[0],
         _pick(region[2], region[3], _SRC_PREFERRED, True),
         _pick(region[4], region[5], _DST_PREFERRED, True),
         _pick(region[6], region[7], _SPORT_PREFERRED, True),
@@ -211,11 +216,9 @@ def sample_points(region: Box, k: int) -> list[tuple[int, int, int, int, int]]:
     of a wide region and almost none of its volume: a random point falls
     between them where the readable one (pick_point) may not."""
     x = hash(region) & _MASK64
-    # the classes real packets of the region's family have, likeliest
-    # first: the points go round them (a wide rule's free packets are
-    # often of a protocol the specific rules never name)
-    order = _CLASS_PREFERRED_V6 if region[2] >= V6_BASE else _CLASS_PREFERRED_V4
-    classes = [c for c in order if region[0] <= c <= region[1]]
+    # the points go round the region's classes (a wide rule's free packets
+    # are often of a protocol the specific rules never name)
+    classes = _classes(region)
     out = []
     for i in range(k):
         point = [classes[i % len(classes)]]
