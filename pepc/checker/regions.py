@@ -248,28 +248,37 @@ def find_free(C: Box, boxes: list, *, by_share: bool = False) -> Box | None:
     one by one against the thin ones, so that the thousands of thin boxes
     are not split along every cut the big ones need."""
     met = _meet(boxes, C)
-    if len(met) > _TWO_LEVEL:
-        big, thin = _split_big(met, C)
-        if big and thin:
-            pieces = _free_pieces(C, sorted(big, key=lambda b: -_share(b, C)))
-            first = next(pieces, None)
-            if first is None:
-                return None
-            got = _hole(C, met)
-            if got is not None:
-                return got
-            for piece in itertools.chain((first,), pieces):
-                tb = _meet(thin, piece)
-                if not tb:
-                    return piece
-                got = _hole(piece, tb) or next(_free_pieces(piece, _by_share(tb, piece)), None)
-                if got is not None:
-                    return got
-            return None
-        got = _hole(C, met)
-        if got is not None:
-            return got
+    if len(met) <= _TWO_LEVEL:
+        return _plain_free(C, met, by_share)
+    big, thin = _split_big(met, C)
+    pieces = None
+    if big and thin:
+        pieces = _free_pieces(C, sorted(big, key=lambda b: -_share(b, C)))
+        first = next(pieces, None)
+        if first is None:
+            return None  # the big boxes alone cover C
+        pieces = itertools.chain((first,), pieces)
+    got = _hole(C, met)
+    if got is not None:
+        return got
+    if pieces is None:
+        return _plain_free(C, met, by_share)
+    return next((got for piece in pieces if (got := _free_among(piece, thin)) is not None), None)
+
+
+def _plain_free(C: Box, met: list, by_share: bool) -> Box | None:
+    """The first free piece of the divide and conquer over the boxes
+    meeting C."""
     return next(_free_pieces(C, met if by_share else _by_share(met, C)), None)
+
+
+def _free_among(piece: Box, thin: list) -> Box | None:
+    """find_free for one piece the big boxes leave free: only the thin
+    boxes can meet it."""
+    tb = _meet(thin, piece)
+    if not tb:
+        return piece
+    return _hole(piece, tb) or _plain_free(piece, tb, False)
 
 
 def find_bad(C: Box, blockers: list, worse: list, is_same: Callable[[tuple], bool], default_same: bool) -> Box | None:
