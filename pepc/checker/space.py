@@ -262,15 +262,16 @@ class Space:
             self._lists[key] = got
         return got
 
-    def decide(self, point: tuple, ri: int) -> tuple[int, int | None]:
+    def decide(self, point: tuple, ri: int, lists: list[list[int]] | None = None) -> tuple[int, int | None]:
         """At a point: the winning atom, and the first atom of another rule
-        than `ri` (None: no other rule matches)."""
+        than `ri` (None: no other rule matches). `lists`: the point's
+        candidate lists, when the caller already has them."""
         arank, arule, boxes = self.arank, self.arule, self.boxes
         cls, src, dst, sport, dport = point
         best = nxt = None
         br = nr = 1 << 62
         stop = self.ranked_lists
-        for members in self._candidates(point):
+        for members in self._candidates(point) if lists is None else lists:
             for j in members:
                 r = arank[j]
                 if r >= nr:
@@ -373,8 +374,9 @@ class Space:
             return (set(), NO_RANK) if w is None else ({w}, arank[w])
         answers: set[int] = set()
         bound = -1
+        lists = self._candidates(point)  # one index walk for every rule asked about
         for x in also:
-            best, nxt = self.decide(point, x)
+            best, nxt = self.decide(point, x, lists)
             own = min((j for j in self.rule_atoms[x] if contains_point(boxes[j], point)), key=arank.__getitem__, default=None)
             answers.update(j for j in (best, nxt, own) if j is not None)
             bound = NO_RANK if nxt is None or own is None else max(bound, arank[nxt], arank[own])
