@@ -221,10 +221,9 @@ class Analysis:
         covered: set[int] = set()
         probes = dict.fromkeys(pending, PROBES)
         for ri in sorted(pending):
-            if free[ri] is None and all(s.cover_of(a) is not None for a in s.rule_atoms[ri]):
-                # no probe saw it win, and every atom lies inside one box
-                # ranked before it: shadowed, without probing the atoms
-                # after it
+            if free[ri] is None and self._covered(ri):
+                # no probe saw it win, and it is shadowed: no need to probe
+                # the atoms after it
                 covered.add(ri)
                 continue
             mykey = akeys[ri]
@@ -319,16 +318,19 @@ class Analysis:
                         return True
         return False
 
+    def _covered(self, ri: int) -> bool:
+        """Whether every atom of the rule lies inside one box of another
+        rule ranked before it: shadowed, decided without the atoms around
+        it (a wide rule under a catch-all meets every rule of the policy)."""
+        return all(self.s.cover_of(a) is not None for a in self.s.rule_atoms[ri])
+
     def _exact(self, ri: int, free: tuple | None, worse_diff: bool) -> tuple | str | None:
         """None (the rule decides some packet), "shadowed", or for a
         redundant rule a point where it wins."""
         s = self.s
         akeys, boxes, own = s.akeys, s.boxes, s.rule_atoms[ri]
         mykey, dkey = akeys[ri], self.default_key
-        if all(s.cover_of(a) is not None for a in own):
-            # every atom inside one box of another rule ranked before it:
-            # shadowed, decided without the atoms around it (a wide rule
-            # under a catch-all meets every rule of the policy)
+        if self._covered(ri):
             return "shadowed"
         if free is None:
             # no probe saw it win: most such rules are shadowed, which the
