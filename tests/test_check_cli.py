@@ -206,3 +206,9 @@ def test_jobs_splits_the_analysis_and_reports_the_same(capsys, examples):
 def test_jobs_below_one_is_bad_usage(capsys, examples):
     rc, _, err = run(capsys, "check", "--jobs", "0", str(examples))
     assert rc == 2 and "--jobs must be 1 or more" in err
+
+
+def test_a_bad_job_count_in_the_environment_is_an_environment_error(capsys, examples, monkeypatch):
+    monkeypatch.setenv("PEPC_CHECK_JOBS", "many")
+    rc, _, err = run(capsys, "check", str(examples))
+    assert rc == 3 and "PEPC_CHECK_JOBS must be a whole number of 1 or more" in err

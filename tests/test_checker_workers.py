@@ -4,6 +4,8 @@ and which suppressions were used."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 from dataclasses import replace
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from pepc.checker import analyze, workers
 from pepc.checker.anomalies import Analysis
 from pepc.config import Config
+from pepc.diagnostics import EnvironmentProblem
 from pepc.model import Policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -72,7 +75,7 @@ def test_a_failing_worker_is_an_error_not_a_hang(monkeypatch):
 
 def test_no_fork_while_other_threads_run(monkeypatch):
     monkeypatch.delenv("PEPC_CHECK_JOBS", raising=False)
-    assert workers.jobs_for(10**6) == min(len(__import__("os").sched_getaffinity(0)), workers.MAX_JOBS)
+    assert workers.jobs_for(10**6) == min(len(os.sched_getaffinity(0)), workers.MAX_JOBS)
     assert workers.jobs_for(workers.MIN_ATOMS - 1) == 1
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
@@ -90,3 +93,24 @@ def test_the_job_count_can_be_set_from_the_environment(monkeypatch):
     assert workers.jobs_for(10) == 3
     monkeypatch.setenv("PEPC_CHECK_JOBS", "1")
     assert workers.jobs_for(10**6) == 1
+
+
+def test_a_killed_worker_is_an_environment_problem(monkeypatch):
+    real = Analysis.coverage
+
+    def coverage(self, part=(0, 1)):
+        if part[0] == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        return real(self, part)
+
+    monkeypatch.setattr(Analysis, "coverage", coverage)
+    with pytest.raises(EnvironmentProblem, match="killed by signal 9") as info:
+        analyze(bench.SHAPES["d"](300), Config(), NOW, capacity=False, jobs=2)
+    assert "--jobs 1" in info.value.hint
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_job_count_in_the_environment_is_reported(monkeypatch, value):
+    monkeypatch.setenv("PEPC_CHECK_JOBS", value)
+    with pytest.raises(EnvironmentProblem, match="PEPC_CHECK_JOBS must be a whole number"):
+        workers.jobs_for(10**6)

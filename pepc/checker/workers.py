@@ -17,6 +17,11 @@ Workers are forked only where that is safe and pays:
 - `PEPC_CHECK_JOBS` (or `analyze(jobs=)`) overrides the count; 1 turns the
   split off. The default is the CPUs this process may run on, at most
   `MAX_JOBS`.
+
+A worker that dies without answering (the OOM killer: each worker's copy
+of what it touches adds to the memory in use) is an environment problem,
+reported with the way out (`--jobs 1`); one whose code fails is a bug,
+and reported as one with its traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import sys
 import threading
 import traceback
 from typing import Any
+
+from pepc.diagnostics import EnvironmentProblem
 
 #: Below this many atoms the analysis runs in one process.
 MIN_ATOMS = 20_000
@@ -47,7 +54,13 @@ def jobs_for(n_atoms: int, jobs: int | None = None) -> int:
     """How many processes the analysis of n_atoms atoms uses."""
     if jobs is None:
         env = os.environ.get("PEPC_CHECK_JOBS", "")
-        jobs = int(env) if env.isdigit() and int(env) > 0 else None
+        if env:
+            if not env.isdigit() or int(env) < 1:
+                raise EnvironmentProblem(
+                    f"PEPC_CHECK_JOBS must be a whole number of 1 or more, not {env!r}",
+                    "unset it to use the CPUs available, or set it to 1 to analyze in one process",
+                )
+            jobs = int(env)
     if not can_fork():
         return 1
     if jobs is None:
@@ -92,11 +105,15 @@ def split(an: Any, method: str, jobs: int) -> list:
         for pid, r in children:
             with os.fdopen(r, "rb") as f:
                 data = f.read()
-            os.waitpid(pid, 0)
-            results.append(data)
-    for data in results:
+            _, status = os.waitpid(pid, 0)
+            results.append((data, status))
+    for data, status in results:
         if not data:
-            raise AssertionError("a checker worker died without a result")
+            # killed before it could answer: the OOM killer, most likely
+            raise EnvironmentProblem(
+                f"a checker worker process died ({_how(status)}) before it sent its results",
+                "if memory is short, run the analysis in one process: --jobs 1 (or PEPC_CHECK_JOBS=1)",
+            )
         ok, got, shadowed, used = pickle.loads(data)
         if not ok:
             raise AssertionError(f"a checker worker failed:\n{got}")
@@ -104,3 +121,9 @@ def split(an: Any, method: str, jobs: int) -> list:
         an.sup.used |= used
         parts.append(got)
     return [x for part in parts for x in part]
+
+
+def _how(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
