@@ -23,11 +23,11 @@ runs it, split over as many worker processes as it picks (`jobs`;
 pepc/checker/workers.py), and the wall time of the same analysis in one
 process (`1-job`, which must report the same findings); the peak RSS of
 the processes that ran it (each case runs in its own forked child; the
-larger of it and its workers) and the findings per code. The baseline, measured in the same run, is the same
-analysis with the candidate index replaced by a scan of every atom (the
-naive pairwise implementation, O(n^2)); it runs where it finishes within
---naive-cap (estimated from the previous size), and the run checks that
-both report the same findings.
+larger of it and its workers) and the findings per code. The baseline,
+measured in the same run, is the same analysis with the candidate index
+replaced by a scan of every atom (the naive pairwise implementation,
+O(n^2)); it runs where it finishes within --naive-cap (estimated from the
+previous size), and the run checks that both report the same findings.
 
     .venv/bin/python bench/check.py [SIZES...] [--shapes a,b,c,d] [--naive-cap SECONDS]
 
@@ -403,7 +403,11 @@ def main(argv: list[str]) -> int:
                 ok = False
                 continue
             one = measure(shape, n, naive=False, jobs=1) if got["jobs"] > 1 else got
-            if "error" in one or one["findings"] != got["findings"]:
+            if "error" in one:
+                print(f"{shape:>6} {n:>7}  !! in one process: {one['error']}")
+                ok = False
+                continue
+            if one["findings"] != got["findings"]:
                 ok = False
                 print(f"  !! the analysis in one process reports different findings for shape {shape} at n={n}")
             naive_text, nrss, ratio = "-", "-", "-"
@@ -421,7 +425,7 @@ def main(argv: list[str]) -> int:
                 else:
                     naive_text, ratio = f"~{estimate:.0f}", f"~{estimate / one['wall']:.0f}x"
             print(f"{shape:>6} {n:>7} {got['atoms']:>7} {got['wall']:7.2f} {got['jobs']:>4} {got['cpu']:7.2f} {got['rss']:8.0f} "
-                  f"{one.get('wall', float('nan')):8.2f} "
+                  f"{one['wall']:8.2f} "
                   f"{naive_text:>8} {nrss:>9} {ratio:>8}  {summary(got['counts'])}", flush=True)
     print("wall/cpu: the analysis as `pepc check` runs it (split over `jobs` processes, pepc/checker/workers.py;")
     print("          cpu counts every process); 1-job: the same in one process, which must report the same findings")
