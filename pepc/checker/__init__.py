@@ -76,7 +76,7 @@ def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naiv
     an = Analysis(space, config.default_action, default_key(config.default_action), policy.root, sup)
     raws: list[Raw] = []
     raws += an.never_matches()
-    raws += workers.split(an, "coverage", jobs)
+    raws += workers.split(an, an.coverage, jobs)
     raws += an.unreachable_default()
     ran_capacity = False
     if capacity:
@@ -85,7 +85,7 @@ def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naiv
             ran_capacity = True
             raws += [Raw(f, on=(f.rule,) if f.rule else ()) for f in found]
     findings = [r.finding for r in raws if not sup.silence(r)]
-    findings += workers.split(an, "pairs", jobs)
+    findings += workers.split(an, an.pairs, jobs)
     findings += _unused(an, sup, live, ran_capacity)
     findings = [_with_severity(f, config) for f in findings]
     return sorted(findings, key=Finding.sort_key)

@@ -31,7 +31,7 @@ import pickle
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 from pepc.diagnostics import EnvironmentProblem
 
@@ -74,12 +74,11 @@ def can_fork() -> bool:
     return sys.platform == "linux" and hasattr(os, "fork") and threading.active_count() == 1
 
 
-def split(an: Any, method: str, jobs: int) -> list:
-    """`an.<method>(part=(k, jobs))` for every k, concatenated in part
-    order; slice 0 here, the others in forked children. The rules the
-    parts found shadowed and the suppressions they used are merged into
-    `an`."""
-    run = getattr(an, method)
+def split(an: Any, run: Callable[..., list], jobs: int) -> list:
+    """`run(part=(k, jobs))` (a method of the analysis `an`) for every k,
+    concatenated in part order; slice 0 here, the others in forked
+    children. The rules the parts found shadowed and the suppressions
+    they used are merged into `an`."""
     if jobs <= 1:
         return run()
     children: list[tuple[int, int]] = []
