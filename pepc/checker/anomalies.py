@@ -694,9 +694,7 @@ class Analysis:
                         raise AssertionError(f"witness for {hi.id} over {lo.id} does not hold")
                     first_pkt = str(packet_of(point))
                 elif code == "conflict":  # the tie-break is told from the atoms at the point
-                    stabbed = s.stab(point)
-                    win = min(stabbed, key=s.arank.__getitem__)
-                    mine = min((j for j in stabbed if s.arule[j] == L), key=s.arank.__getitem__)
+                    win, mine = s.winner(point), s.first_own(point, L)
                 if code == "conflict":
                     ws, ls = specificity(s.atoms[win]), specificity(s.atoms[mine])
                     why = f"specificity {ws} > {ls}" if ws != ls else f"id `{hi.id}` < `{lo.id}`"

@@ -77,8 +77,9 @@ class Space:
         return self.index_type(self.boxes, self.dsts, self.srcs)
 
     def stab(self, point: tuple) -> list[int]:
-        """The atoms containing the point (remembered: witnesses are often
-        probed twice)."""
+        """The atoms containing the point (remembered: a DynamicSpace,
+        whose lists are not in rank order, answers every point query from
+        here, and a probe's point is often asked again)."""
         got = self._stabs.get(point)
         if got is None:
             if len(self._stabs) > 200_000:
@@ -368,7 +369,7 @@ class Space:
         (NO_RANK when some question has no answer). `decide` stops each
         rank-ordered candidate list at its answer, so a point inside
         hundreds of wide rules' atoms costs what its answers need."""
-        arank, boxes = self.arank, self.boxes
+        arank = self.arank
         if not also:
             w = self.winner(point)
             return (set(), NO_RANK) if w is None else ({w}, arank[w])
@@ -377,10 +378,15 @@ class Space:
         lists = self._candidates(point)  # one index walk for every rule asked about
         for x in also:
             best, nxt = self.decide(point, x, lists)
-            own = min((j for j in self.rule_atoms[x] if contains_point(boxes[j], point)), key=arank.__getitem__, default=None)
+            own = self.first_own(point, x)
             answers.update(j for j in (best, nxt, own) if j is not None)
             bound = NO_RANK if nxt is None or own is None else max(bound, arank[nxt], arank[own])
         return answers, bound
+
+    def first_own(self, point: tuple, ri: int) -> int | None:
+        """Rule ri's best-ranked atom containing the point (None: none)."""
+        arank, boxes = self.arank, self.boxes
+        return min((j for j in self.rule_atoms[ri] if contains_point(boxes[j], point)), key=arank.__getitem__, default=None)
 
     def first_of(self, judged: list[int], rule: int = -1, skip_rule: int = -1) -> int | None:
         for j in judged:
