@@ -197,10 +197,16 @@ def test_no_anomalies_without_a_host_configuration(capsys, tmp_path):
     assert "computed_without" not in doc["summary"]
 
 
-def test_jobs_splits_the_analysis_and_reports_the_same(capsys, examples):
+def test_jobs_splits_the_analysis_and_reports_the_same(capsys, examples, monkeypatch):
+    from pepc.checker import workers
+
+    used = []
+    real = workers.split
+    monkeypatch.setattr(workers, "split", lambda an, run_, jobs: used.append(jobs) or real(an, run_, jobs))
     rc1, one, _ = run(capsys, "check", "--format", "json", "--jobs", "1", str(examples))
     rc3, three, _ = run(capsys, "check", "--format", "json", "--jobs", "3", str(examples))
     assert (rc1, one) == (rc3, three)
+    assert used == [1, 1, 3, 3]  # coverage and pairs, each run: the flag reached the split
 
 
 def test_jobs_below_one_is_bad_usage(capsys, examples):
