@@ -11,7 +11,6 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from pepc.diagnostics import Severity
-from pepc.layout import Capacities
 from pepc.model import Action
 
 
@@ -26,6 +25,24 @@ class XdpMode(enum.Enum):
 class Interface:
     name: str
     mode: XdpMode = XdpMode.AUTO
+
+
+@dataclass(frozen=True)
+class Capacities:
+    """How large the data plane's maps are: kernel memory, fixed at load."""
+
+    max_rules: int = 16384  # slots: per-rule counters, rate-limit state
+    max_entries: int = 131072  # hash entries per generation
+    max_masks: int = 128  # masks per generation (per-packet cost grows with this)
+    ring_bytes: int = 262144  # event ring buffer
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "max_rules": self.max_rules,
+            "max_entries": self.max_entries,
+            "max_masks": self.max_masks,
+            "ring_bytes": self.ring_bytes,
+        }
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ import struct as _struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+# Capacities are a host setting (pepc.yaml `capacities:`); the layout sizes
+# its maps from them, and its callers keep naming them `layout.Capacities`.
+from pepc.config import Capacities
+
 # ctype name -> (C spelling, struct format char, size)
 CTYPES: dict[str, tuple[str, str, int]] = {
     "u8": ("__u8", "B", 1),
@@ -484,22 +488,6 @@ SLOT_FLAG_USED = 1
 RANK_PRIO_SHIFT = 48
 RANK_SPEC_SHIFT = 39
 ORDER_KEY_BITS = 39
-
-
-@dataclass(frozen=True)
-class Capacities:
-    max_rules: int = 16384  # slots: per-rule counters, rate-limit state
-    max_entries: int = 131072  # hash entries per generation
-    max_masks: int = 128  # masks per generation (per-packet cost grows with this)
-    ring_bytes: int = 262144  # event ring buffer
-
-    def describe(self) -> dict[str, int]:
-        return {
-            "max_rules": self.max_rules,
-            "max_entries": self.max_entries,
-            "max_masks": self.max_masks,
-            "ring_bytes": self.ring_bytes,
-        }
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pepc.config import Config, Interface, XdpMode
 from pepc.diagnostics import CODES, Finding, PolicyError, Severity
-from pepc.layout import Capacities
+from pepc.config import Capacities
 from pepc.loader.files import read_and_parse
 from pepc.loader.schema import did_you_mean, findings_for
 from pepc.model import Action, Location
