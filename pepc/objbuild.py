@@ -1,8 +1,9 @@
 """Build the XDP object: clang -target bpf on bpf/pepc_xdp.c + the generated header.
 
 Pure with respect to the kernel (needs clang and the UAPI/libbpf headers,
-not root). `pepc compile` calls it to write OUTDIR/pepc_xdp.o; the
-reconciler calls it on the load path.
+not root). `pepc compile` calls `build_object` to write OUTDIR/pepc_xdp.o;
+the reconciler and the prebuilt-object builder take `build_layout_object`
+(through prebuilt.layout_object, which prefers an object built ahead).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from pepc import layout
 from pepc.diagnostics import EnvironmentProblem
+from pepc.model import Action, Policy
+from pepc.program import Program
 from pepc.resources import BPF_DIR
 
 SOURCE = BPF_DIR / "pepc_xdp.c"
@@ -87,3 +91,21 @@ def build_object(header_dir: Path, out: Path, source: Path = SOURCE) -> None:
             "the generated header and bpf/pepc_xdp.c disagree, or the toolchain is too old (clang >= 14 needed)",
         )
     os.replace(tmp, out)
+
+
+def build_layout_object(caps: layout.Capacities, default_action: Action, event_cap: int, root: str, workdir: Path) -> Path:
+    """The object for a layout, built with clang in `workdir`. The header is
+    rendered for an empty program of that layout: the object depends only
+    on the layout (rules, the default action and the event cap live in
+    maps; the policy digest appears in the header only as text), and a
+    100k-rule comment table costs clang seconds."""
+    from pepc.codegen import render_header  # the header renderer pulls in jinja2: only when building
+
+    shell = Program(
+        caps=caps, default_action=default_action, event_cap=event_cap,
+        masks=(), entries=(), slots=(), policy_digest="", layout_digest=layout.layout_digest(caps),
+    )
+    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
+    out = workdir / OBJECT_NAME
+    build_object(workdir, out)
+    return out

@@ -25,8 +25,11 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pepc import layout
+from pepc.diagnostics import EnvironmentProblem
+from pepc.objbuild import build_layout_object
 from pepc.resources import BPF_DIR, TEMPLATES_DIR
 
 ENV = "PEPC_OBJECT_DIR"
@@ -66,14 +69,29 @@ def missing_hint(caps: layout.Capacities) -> str:
     )
 
 
+def layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path) -> Path:
+    """The object for a layout: the prebuilt one in $PEPC_OBJECT_DIR as it
+    is (no clang), else one built with clang in `workdir`; when clang is
+    missing, the error says what to prebuild."""
+    found = find(caps)
+    if found is not None:
+        return found
+    try:
+        return build_layout_object(caps, default_action, event_cap, root, workdir)
+    except EnvironmentProblem as err:
+        hint = missing_hint(caps)
+        if hint:
+            raise EnvironmentProblem(err.message, hint) from None
+        raise
+
+
 def build(outdir: Path, caps: layout.Capacities) -> Path:
     from pepc.model import Action
-    from pepc.reconcile.apply import build_layout_object
 
     outdir.mkdir(parents=True, exist_ok=True)
     dest = outdir / object_name(caps)
     with tempfile.TemporaryDirectory(prefix="pepc-prebuild-") as tmp:
-        obj = build_layout_object(caps, Action.ALLOW, 100, "", Path(tmp), prebuilt=False)
+        obj = build_layout_object(caps, Action.ALLOW, 100, "", Path(tmp))
         tmp_dest = dest.with_name(f".{dest.name}.tmp")
         shutil.copyfile(obj, tmp_dest)
         os.replace(tmp_dest, dest)
@@ -82,7 +100,7 @@ def build(outdir: Path, caps: layout.Capacities) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from pepc.config import Config
-    from pepc.diagnostics import EnvironmentProblem, PolicyError
+    from pepc.diagnostics import PolicyError
     from pepc.loader import load_config
 
     ap = argparse.ArgumentParser(prog="python -m pepc.prebuilt", description=__doc__.split("\n\n")[0])

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from pepc import layout
+from pepc import layout, prebuilt
 from pepc.config import Config, Interface, XdpMode
 from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError
 from pepc.model import Policy
@@ -911,41 +911,6 @@ def _detach_if_ours(ifname: str, prog_id: int) -> bool:
 # --- the load path -------------------------------------------------------------------
 
 
-def build_layout_object(
-    caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path, *, prebuilt: bool = True
-) -> Path:
-    """The object for a layout. The header is rendered for an empty
-    program of that layout: the object depends only on the layout (rules,
-    the default action and the event cap live in maps; the policy digest
-    appears in the header only as text), and a 100k-rule comment table
-    costs clang seconds. A prebuilt object for the layout
-    ($PEPC_OBJECT_DIR, pepc/prebuilt.py) is taken as it is: no clang."""
-    from pepc import prebuilt as pre
-    from pepc.codegen import HEADER_NAME, render_header
-    from pepc.compiler import pack
-    from pepc.objbuild import OBJECT_NAME, build_object
-
-    if prebuilt:
-        found = pre.find(caps)
-        if found is not None:
-            return found
-
-    shell = Program(
-        caps=caps, default_action=default_action, event_cap=event_cap,
-        masks=(), entries=(), slots=(), policy_digest="", layout_digest=pack.layout_digest(caps),
-    )
-    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
-    out = workdir / OBJECT_NAME
-    try:
-        build_object(workdir, out)
-    except EnvironmentProblem as err:
-        hint = pre.missing_hint(caps) if prebuilt else ""
-        if hint:
-            raise EnvironmentProblem(err.message, hint) from None
-        raise
-    return out
-
-
 def _reusable(old: Any, new_caps: layout.Capacities, carry: Sequence[tuple[int, int]]) -> dict[str, Any]:
     """Old maps the new program can share as they are: same shape and, for
     slot-indexed state, every surviving rule keeps its slot."""
@@ -1015,7 +980,7 @@ def _load(
             timings["build+load wait"] = time.perf_counter() - t
     if new is None:
         with tempfile.TemporaryDirectory(prefix="pepc-build-") as tmp:
-            obj = build_layout_object(program.caps, program.default_action, program.event_cap, policy.root, Path(tmp))
+            obj = prebuilt.layout_object(program.caps, program.default_action, program.event_cap, policy.root, Path(tmp))
             timings["build"] = time.perf_counter() - t
             t = time.perf_counter()
             new = loader.load_object(obj, reuse=reuse)

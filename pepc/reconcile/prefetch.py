@@ -96,12 +96,12 @@ class Prefetch:
 def _main(argv: list[str]) -> int:
     from pepc.compiler import pack
     from pepc.kernel import loader
-    from pepc.reconcile.apply import build_layout_object
+    from pepc.prebuilt import layout_object
 
     spec = json.loads(argv[0])
     caps = layout.Capacities(*spec["caps"])
     with tempfile.TemporaryDirectory(prefix="pepc-build-") as tmp:
-        obj = build_layout_object(caps, Action[spec["default_action"]], spec["event_cap"], "", Path(tmp))
+        obj = layout_object(caps, Action[spec["default_action"]], spec["event_cap"], "", Path(tmp))
         inst = loader.load_object(obj)
     try:
         loader.pin(inst, spec["dir"])
