@@ -138,7 +138,7 @@ class PepcBackend:
 
     def status(self) -> dict:
         from pepc import layout
-        from pepc.commands import status
+        from pepc.reconcile import status
 
         st = status.collect(self.config, self.instance)
         if st.get("loaded"):
