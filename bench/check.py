@@ -344,7 +344,7 @@ def _case(shape: str, n: int, naive: bool, jobs: int | None) -> dict:
     gc.collect()
     t0 = os.times()
     w0 = time.perf_counter()
-    findings = analyze(policy, Config(), NOW, capacity=False, naive_index=naive, jobs=jobs)
+    findings = analyze(policy, Config(), NOW, naive_index=naive, jobs=jobs)
     wall = time.perf_counter() - w0
     t1 = os.times()
     cpu = sum(t1[k] - t0[k] for k in range(4))  # self and reaped children, user and system

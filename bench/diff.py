@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         old = generate(n)
         new = edit(old)
         d, dt, _ = timed(lambda: diff_policies(old, cfg.default_action, new, cfg.default_action, NOW))
-        _, ct, _ = timed(lambda: analyze(new, cfg, NOW, capacity=False))
+        _, ct, _ = timed(lambda: analyze(new, cfg, NOW))
         counts = "/".join(str(d.count(k)) for k in Kind)
         print(f"{n:>7} {dt:>8.3f} {ct:>8.3f} {dt / ct:>10.2f}  {counts:>29}  {len(d.rules):>12}")
     return 0

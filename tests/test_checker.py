@@ -35,7 +35,7 @@ def rule(rid: str, action: Action, line: int, **kw) -> Rule:
 
 
 def check(*rules: Rule, default: Action = Action.ALLOW, **cfg) -> dict[str, list]:
-    findings = analyze(Policy("p", rules), Config(default_action=default, **cfg), NOW, capacity=False)
+    findings = analyze(Policy("p", rules), Config(default_action=default, **cfg), NOW)
     assert findings == sorted(findings, key=lambda f: f.sort_key())
     out: dict[str, list] = {}
     for f in findings:
@@ -432,11 +432,15 @@ def test_severity_overrides_from_config():
 
 
 def test_capacity_comes_from_the_compiler():
+    from pepc.compiler import capacity_findings
+
     rules = (rule("a", Action.BLOCK, 1, dst="10.0.0.1/32"), rule("b", Action.BLOCK, 2, dst="10.0.0.2/32"))
     config = Config(capacities=Capacities(max_rules=1))
-    findings = analyze(Policy("p", rules), config, NOW)
+    findings = analyze(Policy("p", rules), config, NOW, capacity=capacity_findings)
     assert [f.code for f in findings if f.code == "capacity"] == ["capacity"]
-    assert not [f for f in analyze(Policy("p", rules), Config(), NOW) if f.code == "capacity"]
+    assert not [f for f in analyze(Policy("p", rules), Config(), NOW, capacity=capacity_findings) if f.code == "capacity"]
+    # without the compiler's check, `capacity` is neither reported nor judged
+    assert not [f for f in analyze(Policy("p", rules), config, NOW) if f.code == "capacity"]
 
 
 # --- determinism --------------------------------------------------------------------
@@ -446,9 +450,9 @@ def test_capacity_comes_from_the_compiler():
 def test_findings_do_not_depend_on_rule_order(seed):
     rng = random.Random(seed)
     rules = [_random_rule(rng, i) for i in range(40)]
-    first = analyze(Policy("p", tuple(rules)), Config(), NOW, capacity=False)
+    first = analyze(Policy("p", tuple(rules)), Config(), NOW)
     rng.shuffle(rules)
-    again = analyze(Policy("p", tuple(rules)), Config(), NOW, capacity=False)
+    again = analyze(Policy("p", tuple(rules)), Config(), NOW)
     assert first == again
     for f in first:
         if f.witness:

@@ -311,7 +311,7 @@ def related_ids(f) -> set:
 @given(policies(), st.sampled_from([Action.ALLOW, Action.BLOCK]))
 def test_checker_matches_the_cell_oracle(policy, default):
     truth = oracle(policy, default)
-    findings = analyze(policy, Config(default_action=default), NOW, capacity=False)
+    findings = analyze(policy, Config(default_action=default), NOW)
     by_code: dict[str, list] = {}
     for f in findings:
         by_code.setdefault(f.code, []).append(f)
@@ -362,8 +362,8 @@ def test_checker_matches_the_cell_oracle(policy, default):
 @settings(max_examples=200)
 @given(policies(max_rules=7))
 def test_index_finds_what_the_all_pairs_scan_finds(policy):
-    fast = analyze(policy, Config(), NOW, capacity=False)
-    naive = analyze(policy, Config(), NOW, capacity=False, naive_index=True)
+    fast = analyze(policy, Config(), NOW)
+    naive = analyze(policy, Config(), NOW, naive_index=True)
     assert fast == naive
 
 

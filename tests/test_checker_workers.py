@@ -35,9 +35,9 @@ def _forking():
 @settings(max_examples=100, deadline=None)
 @given(policies(max_rules=7))
 def test_split_analysis_is_the_sequential_one(policy):
-    one = analyze(policy, Config(), NOW, capacity=False, jobs=1)
-    assert analyze(policy, Config(), NOW, capacity=False, jobs=2) == one
-    assert analyze(policy, Config(), NOW, capacity=False, jobs=3) == one
+    one = analyze(policy, Config(), NOW, jobs=1)
+    assert analyze(policy, Config(), NOW, jobs=2) == one
+    assert analyze(policy, Config(), NOW, jobs=3) == one
 
 
 def _with_suppressions(policy: Policy) -> Policy:
@@ -54,10 +54,10 @@ def _with_suppressions(policy: Policy) -> Policy:
 @pytest.mark.parametrize("shape", ["a", "b", "c", "d"])
 def test_split_on_the_benchmark_shapes(shape):
     policy = _with_suppressions(bench.SHAPES[shape](1500))
-    one = analyze(policy, Config(), NOW, capacity=False, jobs=1)
+    one = analyze(policy, Config(), NOW, jobs=1)
     assert any(f.code == "unused-suppression" for f in one)
-    assert analyze(policy, Config(), NOW, capacity=False, jobs=2) == one
-    assert analyze(policy, Config(), NOW, capacity=False, jobs=4) == one
+    assert analyze(policy, Config(), NOW, jobs=2) == one
+    assert analyze(policy, Config(), NOW, jobs=4) == one
 
 
 def test_a_failing_worker_is_an_error_not_a_hang(monkeypatch):
@@ -70,7 +70,7 @@ def test_a_failing_worker_is_an_error_not_a_hang(monkeypatch):
 
     monkeypatch.setattr(Analysis, "coverage", coverage)
     with pytest.raises(AssertionError, match="(?s)checker worker failed.*boom in the worker"):
-        analyze(bench.SHAPES["d"](300), Config(), NOW, capacity=False, jobs=2)
+        analyze(bench.SHAPES["d"](300), Config(), NOW, jobs=2)
 
 
 def test_no_fork_while_other_threads_run(monkeypatch):
@@ -105,7 +105,7 @@ def test_a_killed_worker_is_an_environment_problem(monkeypatch):
 
     monkeypatch.setattr(Analysis, "coverage", coverage)
     with pytest.raises(EnvironmentProblem, match="killed by signal 9") as info:
-        analyze(bench.SHAPES["d"](300), Config(), NOW, capacity=False, jobs=2)
+        analyze(bench.SHAPES["d"](300), Config(), NOW, jobs=2)
     assert "--jobs 1" in info.value.hint
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Callable, Sequence
 
 from pepc import gcpause
 from pepc.checker import workers
@@ -39,7 +40,11 @@ from pepc.config import Config
 from pepc.diagnostics import CODES, Finding, PolicyError
 from pepc.model import Policy
 
-__all__ = ["analyze", "CHECKER_CODES"]
+__all__ = ["analyze", "CHECKER_CODES", "CapacityCheck"]
+
+#: The compiler's `capacity` findings of a policy under a config (pepc.compiler.capacity_findings).
+#: The checker runs before the compiler in the pipeline, so whoever holds both passes it in.
+CapacityCheck = Callable[[Policy, Config, datetime], Sequence[Finding]]
 
 #: The codes `analyze` emits (and so can judge suppressions of).
 CHECKER_CODES = frozenset(
@@ -52,13 +57,15 @@ def analyze(
     config: Config,
     now: datetime,
     *,
-    capacity: bool = True,
+    capacity: CapacityCheck | None = None,
     naive_index: bool = False,
     jobs: int | None = None,
 ) -> list[Finding]:
     """The anomaly findings of `policy` at `now`, sorted.
 
-    `capacity=False` skips the compiler run behind the `capacity` check;
+    `capacity`: the compiler's capacity check (pepc.compiler.capacity_findings),
+    whose findings are reported, suppressed and judged like the others;
+    None leaves `capacity` out (and its suppressions unjudged);
     `naive_index=True` replaces the candidate index by a scan of every
     atom (the benchmark's all-pairs baseline; same results as long as no
     finding hits its cap of named rules); `jobs`: processes to split the
@@ -68,7 +75,7 @@ def analyze(
         return _analyze(policy, config, now, capacity, naive_index, jobs)
 
 
-def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naive_index: bool, jobs: int | None) -> list[Finding]:
+def _analyze(policy: Policy, config: Config, now: datetime, capacity: CapacityCheck | None, naive_index: bool, jobs: int | None) -> list[Finding]:
     live = list(policy.live_rules(now))
     space = Space.build(live, naive=naive_index)
     jobs = workers.jobs_for(len(space.boxes), jobs)
@@ -78,30 +85,14 @@ def _analyze(policy: Policy, config: Config, now: datetime, capacity: bool, naiv
     raws += an.never_matches()
     raws += workers.split(an, an.coverage, jobs)
     raws += an.unreachable_default()
-    ran_capacity = False
-    if capacity:
-        found = _capacity(policy, config, now)
-        if found is not None:
-            ran_capacity = True
-            raws += [Raw(f, on=(f.rule,) if f.rule else ()) for f in found]
+    ran_capacity = capacity is not None
+    if capacity is not None:
+        raws += [Raw(f, on=(f.rule,) if f.rule else ()) for f in capacity(policy, config, now)]
     findings = [r.finding for r in raws if not sup.silence(r)]
     findings += workers.split(an, an.pairs, jobs)
     findings += _unused(an, sup, live, ran_capacity)
     findings = [_with_severity(f, config) for f in findings]
     return sorted(findings, key=Finding.sort_key)
-
-
-def _capacity(policy: Policy, config: Config, now: datetime) -> list[Finding] | None:
-    """The compiler's `capacity` findings; None when there is no compiler."""
-    try:
-        from pepc.compiler import compile_program
-    except ImportError:
-        return None
-    try:
-        compile_program(policy, config, now)
-    except PolicyError as err:
-        return [f for f in err.findings if f.code == "capacity"]
-    return []
 
 
 def _with_severity(f: Finding, config: Config) -> Finding:

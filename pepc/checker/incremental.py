@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
 from pepc import gcpause
+from pepc.checker import CapacityCheck
 from pepc.checker.anomalies import Analysis, Raw, Suppressions
 from pepc.checker.geometry import atom_box
 from pepc.checker.space import Space, action_key, default_key
@@ -201,19 +202,17 @@ def _decide_nothing(policy: Policy, config: Config, now: datetime, gate: _Gate) 
     return _errors(lifecycle_findings(policy, now), config)
 
 
-def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
+def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: CapacityCheck | None = None) -> list[Finding]:
     """The errors of `pepc check` (lifecycle + checker, severities from the
     config): decided rule by rule for every live rule when the config
-    allows, else by the exhaustive analysis. `capacity=False`: the caller
-    compiled this policy with this config already (the compiler raises
-    capacity errors itself)."""
+    allows, else by the exhaustive analysis. `capacity`: the compiler's
+    capacity check, None when the caller compiled this policy with this
+    config already (the compiler raises capacity errors itself)."""
     gate = _Gate(config)
     if gate.nothing:
         errors = _decide_nothing(policy, config, now, gate)
-        if capacity:
-            from pepc.checker import _capacity
-
-            errors += _errors(_capacity(policy, config, now) or [], config)
+        if capacity is not None:
+            errors += _errors(capacity(policy, config, now), config)
         return errors
     if not gate.local:
         return _full_errors(policy, config, now, capacity=capacity)
@@ -222,10 +221,8 @@ def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool
         space = Space.build(live)
         rule_idx = {r.id: i for i, r in enumerate(live)}
         errors = _decide(space, rule_idx, {r.id: r for r in live}, list(range(len(live))), policy, config, now, gate)
-        if capacity:
-            from pepc.checker import _capacity
-
-            errors += _errors(_capacity(policy, config, now) or [], config)
+        if capacity is not None:
+            errors += _errors(capacity(policy, config, now), config)
         return errors
 
 
@@ -237,7 +234,7 @@ def _errors(findings: Iterable[Finding], config: Config) -> list[Finding]:
 
 class IncrementalChecker:
     """`errors(policy, now)`: what `gate_errors(policy, config, now,
-    capacity=False)` returns, decided again only where an edit can have
+    capacity=None)` returns, decided again only where an edit can have
     changed it (see the module docstring)."""
 
     def __init__(self, config: Config) -> None:
@@ -315,7 +312,7 @@ class IncrementalChecker:
             errors = _decide(dyn.space, dyn.rule_idx, _RuleMap(dyn), list(range(len(live))), policy, self.config, now, self._gate)
             dyn.settle()  # drop the 10^5 probes' answers now, not on the first edit's clock
         else:
-            errors = _full_errors(policy, self.config, now, capacity=False)
+            errors = _full_errors(policy, self.config, now)
         self._live = live
         self._policy, self._now = policy, now
         self.last_mode, self.last_focus = "full", len(live)
@@ -350,7 +347,7 @@ class IncrementalChecker:
         self._err_rules = {f.rule for f in errors if f.rule is not None}
 
 
-def _full_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
+def _full_errors(policy: Policy, config: Config, now: datetime, *, capacity: CapacityCheck | None = None) -> list[Finding]:
     """The exhaustive gate: lifecycle findings and the whole analysis."""
     from pepc.checker import analyze
     from pepc.loader import lifecycle_findings

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import sys
 
+from pepc.checker import analyze
 from pepc.commands._common import add_format_arg, add_output_arg, add_policy_args, load_what_loads, now_of, write_output
+from pepc.compiler import capacity_findings
 from pepc.diagnostics import ExitCode, Finding, Severity
 from pepc.loader import lifecycle_findings
 from pepc.report import DEFAULT_MAX_FINDINGS, render_findings
@@ -53,14 +54,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _analyze(policy, config, now, jobs=None) -> list[Finding]:
-    try:
-        checker = importlib.import_module("pepc.checker")  # absent in early trees
-    except ModuleNotFoundError as err:
-        if err.name != "pepc.checker":
-            raise
-        return []
-    analyze = getattr(checker, "analyze", None)
-    return list(analyze(policy, config, now, jobs=jobs)) if analyze else []
+    return analyze(policy, config, now, capacity=capacity_findings, jobs=jobs)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -833,6 +833,16 @@ def compile_program(policy: Policy, config: Config, now: datetime, previous: Ass
     return compiler.compile(policy, now, previous)
 
 
+def capacity_findings(policy: Policy, config: Config, now: datetime) -> list[Finding]:
+    """The `capacity` findings of compiling `policy` under `config`: what
+    `pepc check` reports (the checker takes this as its capacity check)."""
+    try:
+        compile_program(policy, config, now)
+    except PolicyError as err:
+        return [f for f in err.findings if f.code == "capacity"]
+    return []
+
+
 def _burst(rule: Rule) -> int:
     if rule.action is not Action.RATE_LIMIT:
         return 0

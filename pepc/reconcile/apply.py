@@ -105,8 +105,9 @@ def check_errors(policy: Policy, config: Config, now: datetime, *, capacity: boo
     allows); `capacity=False` when the caller compiled this policy with
     this config (the compiler raises capacity errors itself)."""
     from pepc.checker.incremental import gate_errors
+    from pepc.compiler import capacity_findings
 
-    return gate_errors(policy, config, now, capacity=capacity)
+    return gate_errors(policy, config, now, capacity=capacity_findings if capacity else None)
 
 
 def apply_gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: bool = True) -> list[Finding]:
