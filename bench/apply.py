@@ -71,9 +71,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pepc, not the installed one
 
-from pepc import layout  # noqa: E402
-from pepc.config import Config  # noqa: E402
-from pepc.model import ANY_BOTH, ANY_PORT, Action, Location, Policy, Prefix, PortRange, Protocol, Rule  # noqa: E402
+from pepc.compiler import layout  # noqa: E402
+from pepc.policy.config import Config  # noqa: E402
+from pepc.policy.model import ANY_BOTH, ANY_PORT, Action, Location, Policy, Prefix, PortRange, Protocol, Rule  # noqa: E402
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SIZES = [int(x) for x in os.environ.get("PEPC_BENCH_SIZES", "1000,10000,100000").split(",")]
@@ -257,7 +257,7 @@ def write_dir(root: Path, rs: list[Rule]) -> list[Path]:
 def bench_warm(case: dict, tmp: Path, cfg: Config, inst_name: str, rs: list[Rule]) -> dict:
     """The watch path on the instance the cold rows left (holding rs)."""
     from pepc.checker.incremental import IncrementalChecker
-    from pepc.config import gate_config
+    from pepc.policy.config import gate_config
     from pepc.loader import load_policy
     from pepc.loader.cache import LoadCache
     from pepc.reconcile.session import ReconcileSession, settle_heap
@@ -375,7 +375,7 @@ def shape_case(name: str, gen, n: int) -> dict:
     CAP_CEILING; the one-rule change edits its middle rule. `skipped`
     (the compiler's findings) when it does not compile even there."""
     from pepc.compiler import compile_program
-    from pepc.diagnostics import PolicyError
+    from pepc.policy.diagnostics import PolicyError
 
     pol = gen(n)
     case = {"label": name, "n": n, "policy": pol, "edit": edit_rule}
@@ -400,7 +400,7 @@ def shape_case(name: str, gen, n: int) -> dict:
 
 def bench_case(case: dict, tmp: Path) -> dict:
     from pepc.compiler import compile_program
-    from pepc.diagnostics import EnvironmentProblem, PolicyError
+    from pepc.policy.diagnostics import EnvironmentProblem, PolicyError
     from pepc.kernel import dataplane
     from pepc.kernel.loader import open_instance
     from pepc.reconcile.apply import apply_gate_errors, apply_policy, check_errors, unload_instance
@@ -531,7 +531,7 @@ def target_lines(r: dict) -> list[str]:
 def _strict_apply(pol: Policy, strict: Config, inst_name: str) -> tuple[float, str]:
     """An apply with the strict gate: its time until it applies or is
     refused (before the pin: a refusal leaves nothing behind), and which."""
-    from pepc.diagnostics import PolicyError
+    from pepc.policy.diagnostics import PolicyError
     from pepc.reconcile.apply import apply_policy
 
     t = time.perf_counter()

@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pepc.checker import analyze, workers  # noqa: E402
 from pepc.checker.space import Space  # noqa: E402
-from pepc.config import Config  # noqa: E402
-from pepc.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule  # noqa: E402
+from pepc.policy.config import Config  # noqa: E402
+from pepc.policy.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule  # noqa: E402
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SERVICE_PORTS = (22, 25, 53, 80, 443, 3306, 5432, 6379, 8080, 8443)

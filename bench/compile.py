@@ -31,9 +31,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pepc import layout  # noqa: E402
+from pepc.compiler import layout  # noqa: E402
 from pepc.compiler import Assignments, IncrementalCompiler, compile_program, rule_stats  # noqa: E402
-from pepc.config import Config  # noqa: E402
+from pepc.policy.config import Config  # noqa: E402
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -168,7 +168,7 @@ def incremental_row(n: int, policy, config: Config, t_fresh: float) -> str:
     import dataclasses
     import statistics
 
-    from pepc.model import PortRange, Policy
+    from pepc.policy.model import PortRange, Policy
 
     inc = IncrementalCompiler(config)
     t0 = time.perf_counter()

@@ -32,13 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pepc import layout  # noqa: E402
-from pepc.codegen import render_header  # noqa: E402
+from pepc.compiler import layout  # noqa: E402
+from pepc.compiler.codegen import render_header  # noqa: E402
 from pepc.compiler import compile_program  # noqa: E402
-from pepc.config import Config  # noqa: E402
-from pepc.frames import IPPROTO_TCP, build_frame, build_frame6  # noqa: E402
-from pepc.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule  # noqa: E402
-from pepc.objbuild import build_object  # noqa: E402
+from pepc.policy.config import Config  # noqa: E402
+from pepc.simulate.frames import IPPROTO_TCP, build_frame, build_frame6  # noqa: E402
+from pepc.policy.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule  # noqa: E402
+from pepc.compiler.objbuild import build_object  # noqa: E402
 
 REPEAT = 1_000_000
 ROUNDS = 5
@@ -161,8 +161,8 @@ def measure(prog_fd: int, frame: bytes) -> float:
 
 def main() -> int:
     from pepc.kernel import dataplane, loader
-    from pepc.simulate import evaluate
-    from pepc.frames import parse_frame
+    from pepc.simulate.evaluate import evaluate
+    from pepc.simulate.frames import parse_frame
 
     work = Path(tempfile.mkdtemp(prefix="pepc-bench-"))
     (work / "empty.c").write_text(EMPTY_C)

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check import NOW, generate  # noqa: E402
 
 from pepc.checker import analyze  # noqa: E402
-from pepc.config import Config  # noqa: E402
-from pepc.model import Action, Location, Policy, Prefix, PortRange, Protocol, Rule  # noqa: E402
-from pepc.policydiff import Kind, diff_policies  # noqa: E402
+from pepc.policy.config import Config  # noqa: E402
+from pepc.policy.model import Action, Location, Policy, Prefix, PortRange, Protocol, Rule  # noqa: E402
+from pepc.diff.semantic import Kind, diff_policies  # noqa: E402
 
 
 def edit(policy: Policy, seed: int = 7) -> Policy:

@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pepc import gcpause  # noqa: E402
+from pepc.policy import gcpause  # noqa: E402
 from pepc.loader import LOADER_CLASS, load_policy  # noqa: E402
 
 FILES = 100

@@ -23,12 +23,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from pepc import layout  # noqa: E402
+from pepc.compiler import layout  # noqa: E402
 from pepc.cli import main as pepc_main  # noqa: E402
 from pepc.compiler import compile_program  # noqa: E402
-from pepc.config import Config  # noqa: E402
-from pepc.semantics import atom_matches, atoms_of, rank_key  # noqa: E402
-from pepc.simulate import index_of, parse_packet_lines  # noqa: E402
+from pepc.policy.config import Config  # noqa: E402
+from pepc.policy.semantics import atom_matches, atoms_of, rank_key  # noqa: E402
+from pepc.simulate.evaluate import index_of, parse_packet_lines  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_compile", HERE / "compile.py")
 bench_compile = importlib.util.module_from_spec(_spec)

@@ -210,7 +210,7 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         p.kill()
             with contextlib.suppress(Exception):
-                from pepc.config import Config
+                from pepc.policy.config import Config
                 from pepc.reconcile.apply import unload_instance
 
                 unload_instance(Config(pin_root=pin_root, state_dir=str(tmp / "state"), run_dir=str(tmp / "run")), instance, wait=30)

@@ -23,8 +23,8 @@
  *   4. apply the winner's action (or the generation's default action) and
  *      count it per rule slot and globally.
  *
- * pepc/frames.py mirrors the parser byte for byte and the kernel tests hold
- * the two (and pepc.simulate) to the same answers.
+ * pepc/simulate/frames.py mirrors the parser byte for byte and the kernel tests hold
+ * the two (and pepc.simulate.evaluate) to the same answers.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -48,12 +48,12 @@
 #define PEPC_BURST_MAX (1ULL << 40)
 
 /*
- * The mask prefilter (pepc/bloom.py has the whole story): per generation,
+ * The mask prefilter (pepc/compiler/bloom.py has the whole story): per generation,
  * a Bloom filter over the rule-map keys in PEPC_BLOOM_WORDS u64 words, and
  * at index PEPC_BLOOM_WORDS a marker. The filter is trusted only while the
  * marker equals the generation's policy digest (first 8 bytes) ^ SCHEME,
  * so a writer that ignores the filter can make it useless, never wrong.
- * Keep in step with pepc/bloom.py (SCHEME, K1..K4, words, position()).
+ * Keep in step with pepc/compiler/bloom.py (SCHEME, K1..K4, words, position()).
  */
 #define PEPC_BLOOM_SCHEME 0x70657063626C6D01ULL
 #define PEPC_BLOOM_WORDS PEPC_MAX_ENTRIES
@@ -63,14 +63,14 @@
 #define PEPC_BLOOM_K4 0xD6E8FEB86659FD93ULL
 /* The IPv6 prefilter (pepc_bloom6_<gen>, over pepc_rules6_<gen>): the same
  * sizing and bit choice, a hash over the six u64 words of the 48-byte key
- * and a marker of its own (pepc/bloom.py: SCHEME6, K5..K7, hash64_6). */
+ * and a marker of its own (pepc/compiler/bloom.py: SCHEME6, K5..K7, hash64_6). */
 #define PEPC_BLOOM6_SCHEME 0x70657063626C3601ULL
 #define PEPC_BLOOM_K5 0x94D049BB133111EBULL
 #define PEPC_BLOOM_K6 0xBF58476D1CE4E5B9ULL
 #define PEPC_BLOOM_K7 0xFF51AFD7ED558CCDULL
 
 /*
- * The direct table (pepc/direct.py has the whole story): per generation,
+ * The direct table (pepc/compiler/direct.py has the whole story): per generation,
  * the rule map once more as an open-addressing array the program reads
  * inline, where a hash-map lookup is a call into the kernel. A key's home
  * is the low half of the prefilter's hash scaled to PEPC_DIRECT_HOMES; the
@@ -78,7 +78,7 @@
  * empty entry comes first (no such key) or its home entry says OVERFLOW
  * (ask the rule map). Trusted only while the marker (the element after the
  * last probe-able one) matches the generation's policy digest ^ SCHEME.
- * Keep in step with pepc/direct.py (SCHEME, DEPTH, sizing, flags).
+ * Keep in step with pepc/compiler/direct.py (SCHEME, DEPTH, sizing, flags).
  */
 #define PEPC_DIRECT_SCHEME 0x7065706364697201ULL
 #define PEPC_DIRECT_HOMES (2 * PEPC_MAX_ENTRIES)
@@ -87,7 +87,7 @@
 #define PEPC_DIRECT_OVERFLOW 2
 /* The IPv6 direct table (pepc_direct6_<gen>, over pepc_rules6_<gen>): the
  * same sizing, depth and flags, entries of struct pepc_direct6, homes from
- * the IPv6 prefilter's hash, a marker of its own (pepc/direct.py SCHEME6). */
+ * the IPv6 prefilter's hash, a marker of its own (pepc/compiler/direct.py SCHEME6). */
 #define PEPC_DIRECT6_SCHEME 0x7065706364693601ULL
 
 /* 802.1Q / 802.1ad tag; not part of the UAPI headers. */
@@ -239,7 +239,7 @@ static __always_inline int verdict(int v)
 	return v;
 }
 
-/* What the matcher sees of a packet (pepc.semantics.Packet). Addresses and
+/* What the matcher sees of a packet (pepc.policy.semantics.Packet). Addresses and
  * ports stay in network byte order, like the masks and keys. */
 struct pepc_pkt {
 	__be32 src;
@@ -249,7 +249,7 @@ struct pepc_pkt {
 	__u8 proto;
 	__u8 has_ports;
 	__u8 v6; /* IPv6: the addresses are src6/dst6 (src/dst stay 0) */
-	__u8 guarded; /* the lockout guard protects it (pepc.semantics.GUARDED_ICMPV6_TYPES) */
+	__u8 guarded; /* the lockout guard protects it (pepc.policy.semantics.GUARDED_ICMPV6_TYPES) */
 	__be32 src6[4];
 	__be32 dst6[4];
 } __attribute__((aligned(8)));
@@ -281,7 +281,7 @@ struct pepc_pkt {
 #define PEPC_NH_DSTOPTS 60
 #define PEPC_NH_ICMPV6 58
 
-/* pepc.semantics.GUARDED_ICMPV6_TYPES: packet too big, MLD, ND/RA */
+/* pepc.policy.semantics.GUARDED_ICMPV6_TYPES: packet too big, MLD, ND/RA */
 static __always_inline int guarded_icmp6(__u8 type)
 {
 	return type == 2 || (type >= 130 && type <= 137) || type == 143;
@@ -437,7 +437,7 @@ bad_chain:
 /*
  * Parse the frame into *pkt (zeroed by the caller). Returns a
  * PEPC_PARSE_* decision; the reason for PASS or DROP is already counted.
- * pepc/frames.py:parse_frame is the same function in Python; keep them in
+ * pepc/simulate/frames.py:parse_frame is the same function in Python; keep them in
  * step.
  */
 static __always_inline int parse(void *data, void *data_end, struct pepc_pkt *pkt)
@@ -500,7 +500,7 @@ struct pepc_lookup {
  * three loads, two ANDs and a shift make the key, and the hash function
  * reads back whole words it just stored (byte stores followed by a wide
  * load stall the CPU's store forwarding). The asserts pin down the layout
- * this relies on; pepc/layout.py is little-endian by contract.
+ * this relies on; pepc/compiler/layout.py is little-endian by contract.
  */
 union pepc_key {
 	struct pepc_rule_key key;

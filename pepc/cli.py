@@ -9,8 +9,9 @@ import sys
 import traceback
 from types import ModuleType
 
-from pepc import __version__, commands, gcpause
-from pepc.diagnostics import EnvironmentProblem, ExitCode, PolicyError
+from pepc import __version__, commands
+from pepc.policy import gcpause
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode, PolicyError
 
 EPILOG = """\
 exit codes:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 return int(args._run(args))
         return int(args._run(args))
     except PolicyError as err:
-        from pepc.report import render_findings
+        from pepc.report.findings import render_findings
 
         fmt = getattr(args, "format", "text") or "text"
         out = render_findings(list(err.findings), fmt if fmt in ("text", "json", "sarif", "github") else "text")

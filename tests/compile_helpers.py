@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pepc.model import Action, ANY_PORT, ANY_PREFIX, Location, Policy, PortRange, Prefix, Protocol, Rule
+from pepc.policy.model import Action, ANY_PORT, ANY_PREFIX, Location, Policy, PortRange, Prefix, Protocol, Rule
 
 NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
 

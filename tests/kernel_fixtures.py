@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from pepc import layout
-from pepc.config import Config
-from pepc.model import Action, Location, Policy, Rule
+from pepc.compiler import layout
+from pepc.policy.config import Config
+from pepc.policy.model import Action, Location, Policy, Rule
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LOC = Location("test.yaml", 1, 1)
@@ -40,8 +40,8 @@ def compile_policy(rules: Sequence[Rule], caps: layout.Capacities = layout.Capac
 def object_for(caps: layout.Capacities = layout.Capacities()) -> Path:
     """The XDP object for a layout, built once per test session."""
     if caps not in _OBJECTS:
-        from pepc.codegen import render_header
-        from pepc.objbuild import build_object
+        from pepc.compiler.codegen import render_header
+        from pepc.compiler.objbuild import build_object
 
         policy, program = compile_policy((), caps)
         d = Path(tempfile.mkdtemp(prefix="pepc-test-obj-"))

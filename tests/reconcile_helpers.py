@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from pepc.compiler import Assignments, compile_program
-from pepc.config import Config
-from pepc.layout import Capacities
-from pepc.model import Action, Location, Policy, Prefix, PortRange, Protocol, Rule
-from pepc.program import Program
+from pepc.policy.config import Config
+from pepc.compiler.layout import Capacities
+from pepc.policy.model import Action, Location, Policy, Prefix, PortRange, Protocol, Rule
+from pepc.compiler.program import Program
 from pepc.reconcile import diff
 from pepc.reconcile.state import LiveState
 
@@ -175,7 +175,7 @@ def hand_edit_action(inst, gen: int, src: int, action) -> None:
     """By hand, as an operator with bpftool would: the rule-map entry whose
     source is `src` gets `action`, in the rule map and in the direct table
     (which the program reads first), in generation `gen`."""
-    from pepc import layout
+    from pepc.compiler import layout
 
     rules = inst.maps[f"pepc_rules_{gen}"]
     (key, val), = [(k, v) for k, v in rules.items() if layout.RULE_KEY.unpack(k)["src"] == src]

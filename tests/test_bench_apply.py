@@ -13,9 +13,9 @@ import pytest
 
 from conftest import ROOT
 from pepc.compiler import compile_program
-from pepc.config import Config
+from pepc.policy.config import Config
 from pepc.loader import load_policy
-from pepc.model import Policy
+from pepc.policy.model import Policy
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

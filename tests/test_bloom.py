@@ -1,4 +1,4 @@
-"""pepc.bloom, pure: every key of a generation has its bit (no false
+"""pepc.compiler.bloom, pure: every key of a generation has its bit (no false
 negatives, ever), the marker follows the policy digest, and the false-
 positive rate is what the sizing promises."""
 
@@ -9,7 +9,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pepc import bloom, layout
+from pepc.compiler import bloom, layout
 
 KEYS = st.binary(min_size=20, max_size=20)
 
@@ -63,9 +63,9 @@ def test_structured_keys_spread_like_random_ones():
 
 
 def test_for_contents_reads_a_program_generation():
-    from pepc.model import Action, Location, Policy, Prefix, Rule
+    from pepc.policy.model import Action, Location, Policy, Prefix, Rule
     from pepc.compiler import compile_program, pack
-    from pepc.config import Config
+    from pepc.policy.config import Config
     from datetime import datetime, timezone
 
     pol = Policy("/p", (Rule("a", Action.BLOCK, Location("x", 1, 1), src=(Prefix.parse("10.0.0.0/8"),)),))

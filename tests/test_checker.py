@@ -13,12 +13,12 @@ import pytest
 from pepc.checker import analyze
 from pepc.checker.anomalies import PAIR_CAP
 from pepc.compiler import compile_program
-from pepc.config import Config
-from pepc.diagnostics import Severity
-from pepc.layout import Capacities
-from pepc.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
-from pepc.semantics import atom_matches, atoms_of
-from pepc.simulate import evaluate, parse_packet
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import Severity
+from pepc.compiler.layout import Capacities
+from pepc.policy.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
+from pepc.policy.semantics import atom_matches, atoms_of
+from pepc.simulate.evaluate import evaluate, parse_packet
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 P = Prefix.parse

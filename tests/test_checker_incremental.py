@@ -11,11 +11,11 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.checker.incremental import IncrementalChecker
-from pepc.config import Config
-from pepc.diagnostics import Severity
-from pepc.model import Action, Location, Policy, Prefix, Rule
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import Severity
+from pepc.policy.model import Action, Location, Policy, Prefix, Rule
 from pepc.checker.incremental import _full_errors
 from pepc.reconcile.apply import check_errors
 

@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pepc.checker import analyze
-from pepc.config import Config
-from pepc.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
+from pepc.policy.config import Config
+from pepc.policy.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BASE = 0x0A000000  # 10.0.0.0

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 
 from pepc.checker import analyze, workers
 from pepc.checker.anomalies import Analysis
-from pepc.config import Config
-from pepc.diagnostics import EnvironmentProblem
-from pepc.model import Policy
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import EnvironmentProblem
+from pepc.policy.model import Policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import check as bench  # noqa: E402

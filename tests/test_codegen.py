@@ -13,14 +13,14 @@ import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from compile_helpers import NOW, policy as make_policy, rule
-from pepc import layout
-from pepc.codegen import c_comment_text, render_header
+from pepc.compiler import layout
+from pepc.compiler.codegen import c_comment_text, render_header
 from pepc.compiler import compile_program
 from pepc.loader import load_config, load_policy
-from pepc.config import Config
-from pepc.model import ANY4, ANY6, Action, Protocol
-from pepc.plan import plan_json
-from pepc.program import Program
+from pepc.policy.config import Config
+from pepc.policy.model import ANY4, ANY6, Action, Protocol
+from pepc.compiler.plan import plan_json
+from pepc.compiler.program import Program
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compile"

@@ -11,15 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compile_helpers import NOW, Action, Protocol, policy, rule
-from pepc import layout, semantics
+from pepc.compiler import layout
+from pepc.policy import semantics
 from pepc.compiler import Assignments, compile_program, pack
 from pepc.compiler.assign import KEY_SPACE, assign_order_keys, assign_slots
 from pepc.compiler.ports import range_to_prefixes
-from pepc.config import Config
-from pepc.diagnostics import PolicyError
-from pepc.layout import Capacities
-from pepc.model import PortRange
-from pepc.plan import plan_json
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import PolicyError
+from pepc.compiler.layout import Capacities
+from pepc.policy.model import PortRange
+from pepc.compiler.plan import plan_json
 
 
 # --- range to prefix ---------------------------------------------------------------
@@ -342,7 +343,7 @@ def test_capacity_masks():
 
 
 def test_entries_equal_constructor_built_ones():
-    from pepc.program import Entry, EntryKey
+    from pepc.compiler.program import Entry, EntryKey
 
     program = compile_program(_example_policy(), Config(), NOW)
     rebuilt = tuple(

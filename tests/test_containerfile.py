@@ -2,7 +2,7 @@
 what can be checked without building it is checked here. Each COPY from
 the build context names something that exists; the runtime stage installs
 pepc's wheel (which carries schema/, templates/ and bpf/ as package data,
-pepc/resources.py) and no source tree; it has no compiler and points PEPC_OBJECT_DIR at the objects
+pepc/policy/resources.py) and no source tree; it has no compiler and points PEPC_OBJECT_DIR at the objects
 the builder prebuilt, for configs that exist and load."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 import shlex
 from pathlib import Path
 
-from pepc import prebuilt
+from pepc.compiler import prebuilt
 from pepc.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,4 +59,4 @@ def test_prebuilt_configs_exist_and_load():
     assert configs
     for c in configs:
         load_config(str(ROOT / c), None)
-    assert any("python -m pepc.prebuilt /objects" in line for line in stages()[0])
+    assert any("python -m pepc.compiler.prebuilt /objects" in line for line in stages()[0])

@@ -1,4 +1,4 @@
-"""pepc.direct, pure: the table answers every lookup as the rule map would
+"""pepc.compiler.direct, pure: the table answers every lookup as the rule map would
 (a naive dict is the oracle), its layout depends on the key set only, and
 Table.update after any edit sequence equals a fresh build."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pepc import direct, layout
+from pepc.compiler import direct, layout
 
 # 48 bytes: an IPv6 rule-map key; an IPv4 test takes the first 20 (FAMILY)
 KEYS = st.binary(min_size=48, max_size=48)

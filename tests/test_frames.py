@@ -1,4 +1,4 @@
-"""pepc.frames: frames built from parameters parse back to what those
+"""pepc.simulate.frames: frames built from parameters parse back to what those
 parameters say, checked against an oracle that reasons from the parameters
 (header sizes and offsets), never from the bytes."""
 
@@ -9,7 +9,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pepc.frames import (
+from pepc.simulate.frames import (
     IPPROTO_ICMPV6,
     MAX_IP6_EXT,
     NH_AH,
@@ -32,7 +32,7 @@ from pepc.frames import (
     ip_checksum,
     parse_frame,
 )
-from pepc.semantics import GUARDED_ICMPV6_TYPES, Packet
+from pepc.policy.semantics import GUARDED_ICMPV6_TYPES, Packet
 
 
 def ip(a: str) -> int:

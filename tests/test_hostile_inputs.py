@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pepc.cli import main
-from pepc.diagnostics import CODES, PolicyError
+from pepc.policy.diagnostics import CODES, PolicyError
 from pepc.loader import load_policy
 
 

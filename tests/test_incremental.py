@@ -14,10 +14,10 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.compiler import Assignments, IncrementalCompiler, compile_program, pack
-from pepc.config import Config
-from pepc.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
+from pepc.policy.config import Config
+from pepc.policy.model import ANY_PORT, Action, Location, Policy, PortRange, Prefix, Protocol, Rule
 from pepc.reconcile import diff
 
 from compile_helpers import NOW
@@ -163,7 +163,7 @@ def test_incremental_compile_equals_a_fresh_compile_after_every_edit(steps):
 
 
 def test_a_capacity_error_leaves_the_compiler_usable():
-    from pepc.diagnostics import PolicyError
+    from pepc.policy.diagnostics import PolicyError
 
     small = Config(capacities=layout.Capacities(max_rules=8, max_entries=4, max_masks=8))
     inc = IncrementalCompiler(small)
@@ -263,7 +263,7 @@ def test_rule_changes_are_the_objects_that_came_and_went(before, after):
     """model.rule_changes against a set oracle: whatever the two sequences,
     old - gone + came holds exactly the objects of new (by identity), and
     an object said gone that new still holds is said come too (it moved)."""
-    from pepc.model import rule_changes
+    from pepc.policy.model import rule_changes
 
     pool = {i: Rule(id=f"r{i}", action=Action.BLOCK, loc=Location("p/r.yaml", 1, 1)) for i in range(41)}
     old = tuple(pool[i] for i in dict.fromkeys(before))  # a policy holds each rule once

@@ -5,10 +5,10 @@ random frames — IPv4 and IPv6, VLAN-tagged, fragmented, ICMP and ICMPv6
 (guarded types included), other protocols, IP options, IPv6 extension
 header chains (too long ones too), truncated at any byte, malformed, not
 IP — every frame goes through the loaded program with
-BPF_PROG_TEST_RUN, and through pepc.frames.parse_frame + pepc.simulate on
+BPF_PROG_TEST_RUN, and through pepc.simulate.frames.parse_frame + pepc.simulate.evaluate on
 the same compiled Program. Verdict, the per-rule counter that moved (and by
 how much), and every global counter must agree on every frame. Half the
-policies run with the mask prefilter (pepc.bloom), half without.
+policies run with the mask prefilter (pepc.compiler.bloom), half without.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections import Counter
 import pytest
 
 from kernel_fixtures import LOC, compile_policy, pinned_instance
-from pepc import layout
-from pepc.frames import (
+from pepc.compiler import layout
+from pepc.simulate.frames import (
     ETH_P_8021AD,
     ETH_P_8021Q,
     ETH_P_ARP,
@@ -36,8 +36,8 @@ from pepc.frames import (
     build_frame6,
     parse_frame,
 )
-from pepc.model import ANY4, ANY6, Action, PortRange, Prefix, Protocol, Rule
-from pepc.semantics import GUARDED_ICMPV6_TYPES, no_match_action, verdict_of
+from pepc.policy.model import ANY4, ANY6, Action, PortRange, Prefix, Protocol, Rule
+from pepc.policy.semantics import GUARDED_ICMPV6_TYPES, no_match_action, verdict_of
 
 pytestmark = pytest.mark.kernel
 
@@ -257,7 +257,7 @@ def _want_verdict(parsed, decision) -> int:
 def test_kernel_agrees_with_simulator_on_random_policies_and_frames():
     from pepc.kernel import dataplane
     from pepc.kernel.testrun import test_run
-    from pepc.simulate import evaluate
+    from pepc.simulate.evaluate import evaluate
 
     disagreements: list[str] = []
     seen = Counter()
@@ -271,7 +271,7 @@ def test_kernel_agrees_with_simulator_on_random_policies_and_frames():
             dataplane.write_generation(inst, seed % 2, program)
             if seed % 4 >= 2:
                 # half the policies without the mask prefilter: a stale
-                # marker makes the program do every lookup (pepc.bloom)
+                # marker makes the program do every lookup (pepc.compiler.bloom)
                 bm = inst.map(f"pepc_bloom_{seed % 2}")
                 bm.update(dataplane.u32(bm.max_entries - 1), bytes(8))
             dataplane.set_active(inst, seed % 2)
@@ -319,7 +319,7 @@ def test_kernel_agrees_with_simulator_on_random_policies_and_frames():
 
 def test_kernel_parser_agrees_with_frames_on_random_frames():
     """The parser alone, with no rules: every frame's verdict and global
-    counters follow from pepc.frames.parse_frame and the default action (or
+    counters follow from pepc.simulate.frames.parse_frame and the default action (or
     the lockout guard), for both defaults."""
     from pepc.kernel import dataplane
     from pepc.kernel.testrun import test_run

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from kernel_fixtures import compile_policy, object_for, pinned_instance
-from pepc import bloom, direct, layout
-from pepc.diagnostics import EnvironmentProblem
-from pepc.model import Action, Prefix, Rule
+from pepc.compiler import bloom, direct, layout
+from pepc.policy.diagnostics import EnvironmentProblem
+from pepc.policy.model import Action, Prefix, Rule
 from kernel_fixtures import LOC
 
 pytestmark = pytest.mark.kernel
@@ -202,7 +202,7 @@ def test_verifier_rejection_carries_the_log(tmp_path):
 
 
 def test_objbuild_reports_compiler_errors(tmp_path):
-    from pepc.objbuild import build_object
+    from pepc.compiler.objbuild import build_object
 
     with pytest.raises(EnvironmentProblem) as err:
         build_object(tmp_path, tmp_path / "x.o")
@@ -218,7 +218,7 @@ def test_objbuild_reports_compiler_errors(tmp_path):
 def test_bloom_constants_match_the_c_source():
     import re
 
-    from pepc.resources import BPF_DIR
+    from pepc.policy.resources import BPF_DIR
 
     src = (BPF_DIR / "pepc_xdp.c").read_text()
     consts = {m.group(1): int(m.group(2), 16) for m in re.finditer(r"#define PEPC_BLOOM_(\w+) (0x[0-9A-Fa-f]+)ULL", src)}
@@ -232,10 +232,10 @@ def test_bloom_constants_match_the_c_source():
 
 
 def test_bloom_filter_is_used_exactly_and_only_when_its_marker_is_current():
-    """The kernel computes the same word and bit as pepc.bloom; it skips a
+    """The kernel computes the same word and bit as pepc.compiler.bloom; it skips a
     lookup when the bit is clear, and ignores a filter whose marker is not
     the generation's."""
-    from pepc.frames import build_frame
+    from pepc.simulate.frames import build_frame
     from pepc.kernel import dataplane
     from pepc.kernel.testrun import test_run
     from pepc.compiler import pack
@@ -272,7 +272,7 @@ def test_bloom_filter_is_used_exactly_and_only_when_its_marker_is_current():
 def test_direct_constants_match_the_c_source():
     import re
 
-    from pepc.resources import BPF_DIR
+    from pepc.policy.resources import BPF_DIR
 
     src = (BPF_DIR / "pepc_xdp.c").read_text()
     consts = dict(re.findall(r"#define PEPC_DIRECT_(\w+) (.+)", src))
@@ -289,11 +289,11 @@ def test_direct_constants_match_the_c_source():
 
 
 def test_direct_table_is_read_inline_and_trusted_only_with_its_marker():
-    """The kernel finds a key where pepc.direct puts it and takes the value
+    """The kernel finds a key where pepc.compiler.direct puts it and takes the value
     from the table (not the rule map); an empty home means no entry; a home
     marked OVERFLOW sends it to the rule map; a stale marker disables the
     table."""
-    from pepc.frames import build_frame
+    from pepc.simulate.frames import build_frame
     from pepc.kernel import dataplane
     from pepc.kernel.testrun import test_run
     from pepc.compiler import pack
@@ -342,10 +342,10 @@ def test_direct_table_is_read_inline_and_trusted_only_with_its_marker():
 
 
 def test_ipv6_hits_are_read_from_the_ipv6_direct_table_and_prefilter():
-    """The IPv6 walk finds a key where pepc.direct puts it in pepc_direct6
+    """The IPv6 walk finds a key where pepc.compiler.direct puts it in pepc_direct6
     (the table, not pepc_rules6, answers), an empty home means no entry, a
     stale marker disables the table; a clear pepc_bloom6 bit skips the key."""
-    from pepc.frames import build_frame6
+    from pepc.simulate.frames import build_frame6
     from pepc.kernel import dataplane
     from pepc.kernel.testrun import test_run
     from pepc.compiler import pack
@@ -397,7 +397,7 @@ def test_ipv6_walk_goes_past_the_unrolled_masks_in_both_generations():
     """12 IPv6 masks: a packet only the last one matches is found by the
     bpf_loop part of the IPv6 walk (the first 8 are unrolled), from either
     generation's maps."""
-    from pepc.frames import build_frame6
+    from pepc.simulate.frames import build_frame6
     from pepc.kernel import dataplane
     from pepc.kernel.testrun import test_run
 
@@ -433,7 +433,7 @@ def test_without_privileges_the_message_says_what_is_needed():
     obj.chmod(0o644)
     script = (
         "from pepc.kernel.loader import load_object\n"
-        "from pepc.diagnostics import EnvironmentProblem\n"
+        "from pepc.policy.diagnostics import EnvironmentProblem\n"
         "try:\n"
         f"    load_object({str(obj)!r})\n"
         "except EnvironmentProblem as e:\n"

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from kernel_fixtures import LOC, compile_policy, pinned_instance
-from pepc import layout
-from pepc.frames import IPPROTO_UDP, build_frame
-from pepc.model import Action, PortRange, Protocol, Rule
+from pepc.compiler import layout
+from pepc.simulate.frames import IPPROTO_UDP, build_frame
+from pepc.policy.model import Action, PortRange, Protocol, Rule
 
 pytestmark = pytest.mark.kernel
 

@@ -16,10 +16,10 @@ import textwrap
 import pytest
 
 from kernel_fixtures import LOC, compile_policy, object_for, pinned_instance, veth_netns, veth_pair
-from pepc import layout
-from pepc.config import XdpMode
-from pepc.diagnostics import EnvironmentProblem
-from pepc.model import ANY6, Action, PortRange, Prefix, Protocol, Rule
+from pepc.compiler import layout
+from pepc.policy.config import XdpMode
+from pepc.policy.diagnostics import EnvironmentProblem
+from pepc.policy.model import ANY6, Action, PortRange, Prefix, Protocol, Rule
 
 pytestmark = pytest.mark.kernel
 

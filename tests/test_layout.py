@@ -9,7 +9,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pepc import layout
+from pepc.compiler import layout
 
 
 def _naive_offsets(s: layout.Struct) -> dict[str, int]:

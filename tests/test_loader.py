@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pepc.config import Config, XdpMode
-from pepc.diagnostics import PolicyError, Severity
+from pepc.policy.config import Config, XdpMode
+from pepc.policy.diagnostics import PolicyError, Severity
 from pepc.loader import lifecycle_findings, load_config, load_policy, parse_text
 from pepc.loader.values import ValueProblem, parse_address
-from pepc.model import ANY4, ANY6, ANY_BOTH, ANY_PORT, ANY_PREFIX, Action, Location, PortRange, Prefix, Protocol
+from pepc.policy.model import ANY4, ANY6, ANY_BOTH, ANY_PORT, ANY_PREFIX, Action, Location, PortRange, Prefix, Protocol
 
 UTC = timezone.utc
 

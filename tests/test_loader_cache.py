@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from pepc.diagnostics import PolicyError
+from pepc.policy.diagnostics import PolicyError
 from pepc.loader import load_policy
 from pepc.loader.cache import LoadCache
 

@@ -12,7 +12,7 @@ import fnmatch
 import tomllib
 
 from conftest import ROOT
-from pepc import resources
+from pepc.policy import resources
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT
 from pepc.cli import main
-from pepc.policytest import unique_names
+from pepc.simulate.policytest import unique_names
 
 TESTS_D = ROOT / "tests.d"
 JUNIT_XSD = xmlschema.XMLSchema(ROOT / "tests" / "fixtures" / "junit-10.xsd")

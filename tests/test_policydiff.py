@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pepc.checker.geometry import ICMPV6_GUARD, contains_point
-from pepc.model import V6_BASE
-from pepc.semantics import Packet
+from pepc.policy.model import V6_BASE
+from pepc.policy.semantics import Packet
 from pepc.cli import main
-from pepc.model import Action, Policy
-from pepc.policydiff import Kind, diff_policies, merge_boxes
+from pepc.policy.model import Action, Policy
+from pepc.diff.semantic import Kind, diff_policies, merge_boxes
 
 from test_checker_oracle import NOW, akey, cells, fallback, naive_winner, policies
 

@@ -12,8 +12,8 @@ import dataclasses
 
 import pytest
 
-from pepc import layout, prebuilt
-from pepc.diagnostics import EnvironmentProblem
+from pepc.compiler import layout, prebuilt
+from pepc.policy.diagnostics import EnvironmentProblem
 from pepc.reconcile.apply import apply_policy
 
 from reconcile_helpers import NOW, SMALL_CAPS, base_policy, host_env
@@ -60,4 +60,4 @@ def test_apply_without_clang_uses_the_prebuilt_object(objects, tmp_path, monkeyp
         bigger = dataclasses.replace(h.config, capacities=dataclasses.replace(SMALL_CAPS, max_rules=512))
         with pytest.raises(EnvironmentProblem) as e:
             apply_policy(base_policy(), bigger, NOW, instance=h.instance)
-        assert prebuilt.ENV in e.value.hint and "python -m pepc.prebuilt" in e.value.hint
+        assert prebuilt.ENV in e.value.hint and "python -m pepc.compiler.prebuilt" in e.value.hint

@@ -2,7 +2,7 @@
 answer as a deliberately naive reading of DESIGN.md.
 
 The reference below scans every rule and every atom and applies the order
-of DESIGN.md literally. It imports nothing from pepc.semantics: prefix
+of DESIGN.md literally. It imports nothing from pepc.policy.semantics: prefix
 containment, the port rules, specificity and the tie-breaks are written out
 again here, differently, so that a shared mistake is unlikely.
 """
@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from compile_helpers import NOW
 from pepc.compiler import compile_program, pack
-from pepc.config import Config
-from pepc.layout import Capacities
-from pepc.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule
-from pepc.semantics import Packet
-from pepc.simulate import evaluate
+from pepc.policy.config import Config
+from pepc.compiler.layout import Capacities
+from pepc.policy.model import Action, Location, Policy, PortRange, Prefix, Protocol, Rule
+from pepc.policy.semantics import Packet
+from pepc.simulate.evaluate import evaluate
 
 # --- the naive reference ---------------------------------------------------------------
 

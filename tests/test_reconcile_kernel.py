@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from kernel_fixtures import veth_netns, veth_pair
-from pepc import layout
+from pepc.compiler import layout
 from pepc.cli import main
-from pepc.config import Interface, XdpMode
-from pepc.frames import build_frame
+from pepc.policy.config import Interface, XdpMode
+from pepc.simulate.frames import build_frame
 from pepc.kernel import links
 from pepc.kernel.testrun import XDP_DROP, XDP_PASS, test_run
-from pepc.model import Action, Protocol
+from pepc.policy.model import Action, Protocol
 from pepc.reconcile import audit, diff
 from pepc.reconcile.apply import ABORT_ENV, ABORT_EXIT, apply_policy, open_live, plan_policy
 from pepc.reconcile.lock import InstanceLock
@@ -136,7 +136,7 @@ def many_rules6(n: int, prefix: str = "s") -> list:
 
 
 def _verdict6(prog_fd: int, src: str, dst: str = "2001:db8:1::10", proto: int = 6, dport: int = 80) -> int:
-    from pepc.frames import build_frame6
+    from pepc.simulate.frames import build_frame6
 
     return test_run(prog_fd, build_frame6(src, dst, proto, 40000, dport)).retval
 
@@ -148,7 +148,7 @@ def test_mixed_families_first_apply_noop_and_a_v6_change_writes_only_v6_entries(
     untouched, its prefilter and direct table only get their new marker);
     the IPv6 prefilter follows pepc_rules6 and a word cleared by hand is
     drift that apply repairs."""
-    from pepc import bloom, direct
+    from pepc.compiler import bloom, direct
 
     with host_env(tmp_path) as h:
         pol = policy(*base_policy().rules, *many_rules(40), *many_rules6(40))
@@ -350,9 +350,9 @@ def test_drift_is_planned_and_repaired(tmp_path, capsys):
 
 
 def test_prefilter_is_maintained_and_a_stale_one_is_repaired(tmp_path):
-    """The mask prefilter (pepc.bloom) of each generation follows its rules;
+    """The mask prefilter (pepc.compiler.bloom) of each generation follows its rules;
     a word cleared by hand is drift, and apply rewrites it."""
-    from pepc import bloom
+    from pepc.compiler import bloom
 
     with host_env(tmp_path) as h:
         apply_policy(base_policy(), h.config, NOW, instance=h.instance)
@@ -379,10 +379,10 @@ def test_prefilter_is_maintained_and_a_stale_one_is_repaired(tmp_path):
 
 
 def test_direct_table_is_maintained_and_a_stale_one_is_repaired(tmp_path):
-    """The direct table (pepc.direct) of each generation follows its rules;
+    """The direct table (pepc.compiler.direct) of each generation follows its rules;
     an entry changed by hand is drift (the program believes it), and apply
     rewrites it."""
-    from pepc import direct
+    from pepc.compiler import direct
 
     with host_env(tmp_path) as h:
         apply_policy(base_policy(), h.config, NOW, instance=h.instance)
@@ -461,7 +461,7 @@ def _expected(which: str, i: int) -> int:
 
 
 def test_kill9_at_random_points_leaves_old_or_new(tmp_path):
-    from pepc.config import Config
+    from pepc.policy.config import Config
 
     with host_env(tmp_path, default=Action.BLOCK) as h:
         old, new = _crash_policies()
@@ -748,7 +748,7 @@ def test_interfaces_converge_attach_and_detach(tmp_path):
 
 def test_refuses_to_replace_a_foreign_program(tmp_path):
     from pepc.kernel import loader, netlink
-    from pepc.diagnostics import EnvironmentProblem
+    from pepc.policy.diagnostics import EnvironmentProblem
 
     with veth_pair() as (a, _b), host_env(tmp_path) as h:
         foreign = loader.load_object(_object(SMALL_CAPS))
@@ -770,7 +770,7 @@ def test_first_apply_takes_the_program_the_child_built_while_compiling(tmp_path,
     process) and takes its program; its pins are gone afterwards. When the
     child's program cannot be used, the apply builds and loads by itself;
     when the policy is refused, the child's pins are removed too."""
-    from pepc.diagnostics import PolicyError
+    from pepc.policy.diagnostics import PolicyError
     from pepc.reconcile import prefetch
 
     with host_env(tmp_path) as h:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pepc import layout
-from pepc.diagnostics import EnvironmentProblem
-from pepc.model import Action, Protocol
+from pepc.compiler import layout
+from pepc.policy.diagnostics import EnvironmentProblem
+from pepc.policy.model import Action, Protocol
 from pepc.reconcile import audit, diff
 from pepc.reconcile.lock import InstanceLock
 from pepc.reconcile.planner import make_plan
@@ -385,8 +385,8 @@ def test_the_forked_gate_returns_the_childs_errors_or_none():
     import os
     import threading
 
-    from pepc.diagnostics import Finding, Severity
-    from pepc.model import Location
+    from pepc.policy.diagnostics import Finding, Severity
+    from pepc.policy.model import Location
     from pepc.reconcile.apply import _ForkedGate
 
     errors = [Finding("shadowed", "rule `x` is shadowed", Location("p/a.yaml", 3, 5), severity=Severity.ERROR, rule="x")]

@@ -10,10 +10,10 @@ import random
 
 import pytest
 
-from pepc import layout
-from pepc.frames import build_frame
+from pepc.compiler import layout
+from pepc.simulate.frames import build_frame
 from pepc.kernel.testrun import XDP_DROP, XDP_PASS, test_run
-from pepc.model import Action
+from pepc.policy.model import Action
 from pepc.reconcile import diff
 from pepc.reconcile.apply import Aborted, apply_policy, open_live, plan_policy
 from pepc.reconcile.session import ReconcileSession
@@ -229,7 +229,7 @@ def test_incremental_contents_equal_map_contents_and_bloom():
     also when a derived map misses an edit; its snapshot views
     keep showing what was "applied" while the maps are edited in place, and
     the diff of the edited maps against them is the diff of plain copies."""
-    from pepc import bloom, direct
+    from pepc.compiler import bloom, direct
     from pepc.compiler import Assignments, IncrementalCompiler
     from pepc.compiler.pack import map_contents
     from pepc.reconcile.session import IncrementalContents

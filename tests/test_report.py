@@ -7,10 +7,10 @@ import json
 import jsonschema
 import pytest
 
-from pepc.diagnostics import CODES, Finding, Related, Severity
-from pepc.model import Location
-from pepc.report import gh_escape_data, gh_escape_property, render_findings
-from pepc.resources import SCHEMA_DIR
+from pepc.policy.diagnostics import CODES, Finding, Related, Severity
+from pepc.policy.model import Location
+from pepc.report.findings import gh_escape_data, gh_escape_property, render_findings
+from pepc.policy.resources import SCHEMA_DIR
 
 FINDINGS = [
     Finding(
@@ -140,8 +140,8 @@ def test_unknown_format():
 
 # --- groups, the cap, related rules -------------------------------------------------
 
-from pepc.diagnostics import Related  # noqa: E402
-from pepc.report import group_findings  # noqa: E402
+from pepc.policy.diagnostics import Related  # noqa: E402
+from pepc.report.findings import group_findings  # noqa: E402
 
 
 def _shadowed(rid: str, line: int, by: tuple[str, ...]) -> Finding:

@@ -17,7 +17,7 @@ import pytest
 
 from pepc.cli import main
 from pepc.commands.rollback import rollback_target
-from pepc.diagnostics import PolicyError
+from pepc.policy.diagnostics import PolicyError
 from pepc.reconcile import audit, diff
 
 from reconcile_helpers import host_env, rule_doc, write_policy_dir
@@ -64,7 +64,7 @@ def _active(h):
 
 @pytest.mark.kernel
 def test_apply_a_apply_b_rollback_gives_a_again(tmp_path, capsys):
-    from pepc.frames import build_frame
+    from pepc.simulate.frames import build_frame
     from pepc.kernel.loader import open_instance
     from pepc.kernel.testrun import XDP_DROP, XDP_PASS, test_run
 

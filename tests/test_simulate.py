@@ -13,9 +13,9 @@ from compile_helpers import NOW, Action, Protocol, policy, rule
 from conftest import ROOT
 from pepc.cli import main
 from pepc.compiler import compile_program
-from pepc.config import Config
-from pepc.semantics import Packet
-from pepc.simulate import PacketSyntaxError, evaluate, explain, parse_packet, parse_packet_lines
+from pepc.policy.config import Config
+from pepc.policy.semantics import Packet
+from pepc.simulate.evaluate import PacketSyntaxError, evaluate, explain, parse_packet, parse_packet_lines
 
 T = "--now=2026-11-23T00:00:00Z"
 
@@ -320,7 +320,7 @@ _port_text = st.integers(0, 70000).map(lambda i: str(i) if i < 65536 else _BAD_P
 )
 @settings(max_examples=500)
 def test_fast_path_parses_exactly_like_the_general_parser(proto, octets, sport, dport, tail, sep):
-    from pepc.simulate import _parse_packet
+    from pepc.simulate.evaluate import _parse_packet
 
     text = f"{proto}{sep}{'.'.join(octets[:4])}:{sport} > {'.'.join(octets[4:])}:{dport}{tail}"
     try:

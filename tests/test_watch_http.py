@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pepc.model import Policy
+from pepc.policy.model import Policy
 from pepc.watch.events import Event, slot_rule_id
 from pepc.watch.fs import event_relevant, fingerprint, relevant
 from pepc.watch.http import Endpoints, HttpServer, parse_listen
@@ -198,7 +198,7 @@ def test_fingerprint_moves_with_what_the_loader_reads(tmp_path):
 
 
 def test_event_rendering():
-    from pepc import layout
+    from pepc.compiler import layout
 
     raw = layout.SLOT.pack({"flags": layout.SLOT_FLAG_USED, "id_len": 7, "id": b"log_ssh", "action": 3})
     assert slot_rule_id(raw) == "log_ssh"
@@ -323,7 +323,7 @@ def test_bad_listen_address_is_an_environment_error(tmp_path, capsys):
 
 def test_a_second_watch_of_one_instance_is_refused(tmp_path):
     from pepc.commands.watch import _single_watch
-    from pepc.diagnostics import EnvironmentProblem
+    from pepc.policy.diagnostics import EnvironmentProblem
 
     fd = _single_watch(str(tmp_path / "run"), "web")
     try:

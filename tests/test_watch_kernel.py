@@ -29,8 +29,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernel_fixtures import veth_pair
-from pepc import layout
-from pepc.config import Interface
+from pepc.compiler import layout
+from pepc.policy.config import Interface
 from pepc.reconcile import audit
 from pepc.watch.events import slot_rule_id
 from reconcile_helpers import host_env, rule_doc, write_policy_dir
@@ -385,7 +385,7 @@ def test_unload_on_exit_removes_the_instance(tmp_path):
 
 
 def test_events_are_logged_by_watch_and_read_by_pepc_events(tmp_path):
-    from pepc.frames import IPPROTO_UDP, build_frame
+    from pepc.simulate.frames import IPPROTO_UDP, build_frame
 
     def send(n: int, dport: int = 53) -> None:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:

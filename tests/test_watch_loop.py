@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pepc import log as pepclog
-from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError
-from pepc.model import Location, Policy
+from pepc.report import log as pepclog
+from pepc.policy.diagnostics import EnvironmentProblem, Finding, PolicyError
+from pepc.policy.model import Location, Policy
 from pepc.watch.schedule import EXPIRY_SLACK, Reason, Scheduler
 from pepc.watch.service import Result, WatchService
 from watch_helpers import BAD, T0, FakeBackend, FakeClock, rule

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pepc.diagnostics import Finding, PolicyError
-from pepc.model import Action, Location, Policy, Rule
+from pepc.policy.diagnostics import Finding, PolicyError
+from pepc.policy.model import Action, Location, Policy, Rule
 from pepc.watch.service import Loaded, Outcome
 
 T0 = 1_800_000_000.0  # wall clock at the start of every test

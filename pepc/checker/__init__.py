@@ -2,7 +2,7 @@
 
 `analyze(policy, config, now)` returns the anomaly findings of the rules
 live at `now` (enabled, not expired), sorted. The geometry is exact (see
-geometry.py and regions.py); witnesses are confirmed by `pepc.semantics`.
+geometry.py and regions.py); witnesses are confirmed by `pepc.policy.semantics`.
 
 Intentional overlaps are acknowledged where they are written:
 
@@ -32,13 +32,13 @@ import dataclasses
 from datetime import datetime
 from typing import Callable, Sequence
 
-from pepc import gcpause
+from pepc.policy import gcpause
 from pepc.checker import workers
 from pepc.checker.anomalies import PAIR_CODES, Analysis, Raw, Suppressions
 from pepc.checker.space import Space, default_key
-from pepc.config import Config
-from pepc.diagnostics import CODES, Finding, PolicyError
-from pepc.model import Policy
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import CODES, Finding, PolicyError
+from pepc.policy.model import Policy
 
 __all__ = ["analyze", "CHECKER_CODES", "CapacityCheck"]
 

@@ -55,9 +55,9 @@ from pepc.checker.geometry import (
 )
 from pepc.checker.space import ActionKey, Space
 from pepc.checker.space import default_key as _key_of_default
-from pepc.diagnostics import Finding, Related
-from pepc.model import Action, Location, Rule
-from pepc.semantics import rank_key, specificity
+from pepc.policy.diagnostics import Finding, Related
+from pepc.policy.model import Action, Location, Rule
+from pepc.policy.semantics import rank_key, specificity
 
 #: Partner rules a pairwise finding names per losing rule.
 PAIR_CAP = 5

@@ -1,4 +1,4 @@
-"""The packet space as boxes, exactly as `pepc.semantics` defines matching.
+"""The packet space as boxes, exactly as `pepc.policy.semantics` defines matching.
 
 A packet is a point (class, src, dst, sport, dport). The protocol *class*
 captures everything `atom_matches` can tell apart about protocol and
@@ -18,7 +18,7 @@ port, q: destination port). In the port-less classes every box spans all
 ports, so the port dimensions are degenerate there and coverage questions
 have the same answer as if those classes had no ports at all.
 
-Addresses are coordinates on the unified line of `pepc.model` (IPv4 at
+Addresses are coordinates on the unified line of `pepc.policy.model` (IPv4 at
 [0, 2^32), IPv6 at [2^128, 2^129)): an atom's prefixes are of one family,
 so its box lies in one family's quarter of the plane, and the real packets
 are the points of UNIVERSE (class 7 exists in IPv6 only).
@@ -26,8 +26,8 @@ are the points of UNIVERSE (class 7 exists in IPv6 only).
 
 from __future__ import annotations
 
-from pepc.model import LINE_BITS, V6_BASE, Protocol
-from pepc.semantics import Atom, Packet
+from pepc.policy.model import LINE_BITS, V6_BASE, Protocol
+from pepc.policy.semantics import Atom, Packet
 
 Box = tuple[int, int, int, int, int, int, int, int, int, int]
 

@@ -34,15 +34,15 @@ from bisect import bisect_left, insort
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
-from pepc import gcpause
+from pepc.policy import gcpause
 from pepc.checker import CapacityCheck
 from pepc.checker.anomalies import Analysis, Raw, Suppressions
 from pepc.checker.geometry import atom_box
 from pepc.checker.space import Space, action_key, default_key
-from pepc.config import Config
-from pepc.diagnostics import CODES, Finding, Severity
-from pepc.model import Policy, Rule, rule_changes
-from pepc.semantics import atoms_of, rank_key
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import CODES, Finding, Severity
+from pepc.policy.model import Policy, Rule, rule_changes
+from pepc.policy.semantics import atoms_of, rank_key
 
 #: Codes decided here; an error of any other checker code needs the full analysis.
 LOCAL_CODES = frozenset({"shadowed", "redundant", "never-matches", "capacity"})

@@ -25,7 +25,7 @@ from bisect import bisect_left, bisect_right, insort
 from typing import Iterator
 
 from pepc.checker.geometry import N_CLASSES, PORT_MAX, Box
-from pepc.model import LINE_BITS
+from pepc.policy.model import LINE_BITS
 
 #: Buckets and groups at most this long are scanned instead of indexed
 #: (a parameter, so that a test can make every level kick in).
@@ -35,7 +35,7 @@ _SCAN = 16
 _BLOCK_BITS = 10
 _BLOCKS = (PORT_MAX >> _BLOCK_BITS) + 1
 
-# Prefixes are (length, address) on the unified line of pepc.model
+# Prefixes are (length, address) on the unified line of pepc.policy.model
 # (Prefix.line): both families in one 129-bit space.
 _MASKS = [((1 << LINE_BITS) - 1) ^ ((1 << (LINE_BITS - n)) - 1) for n in range(LINE_BITS + 1)]
 _SIZES = [1 << (LINE_BITS - n) for n in range(LINE_BITS + 1)]

@@ -15,8 +15,8 @@ from typing import Iterator
 
 from pepc.checker.geometry import Box, atom_box, contains_point, covers, packet_of
 from pepc.checker.index import BoxIndex, ScanIndex
-from pepc.model import Action, Rule
-from pepc.semantics import Atom, atom_matches, atoms_of, rank_key
+from pepc.policy.model import Action, Rule
+from pepc.policy.semantics import Atom, atom_matches, atoms_of, rank_key
 
 ActionKey = tuple[int, int, int]
 
@@ -315,7 +315,7 @@ class Space:
                         break
         return best
 
-    # --- witnesses, checked against pepc.semantics ------------------------
+    # --- witnesses, checked against pepc.policy.semantics ------------------------
 
     def judge(self, point: tuple, also: tuple[int, ...] = ()) -> list[int]:
         """The atoms matching `point` by the semantics (atom_matches), best

@@ -33,7 +33,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from pepc.diagnostics import EnvironmentProblem
+from pepc.policy.diagnostics import EnvironmentProblem
 
 #: Below this many atoms the analysis runs in one process.
 MIN_ATOMS = 20_000

@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pepc.config import Config
-from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import EnvironmentProblem, Finding, PolicyError
 from pepc.loader import load_config, load_policy
 from pepc.loader.values import ValueProblem, parse_time
-from pepc.model import Policy
+from pepc.policy.model import Policy
 
 FORMATS = ("text", "json", "sarif", "github")
 

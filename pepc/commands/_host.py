@@ -8,8 +8,8 @@ import json
 import sys
 from typing import Any
 
-from pepc.config import Config
-from pepc.diagnostics import EnvironmentProblem
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import EnvironmentProblem
 from pepc.loader import load_config
 from pepc.reconcile.apply import check_instance_name
 

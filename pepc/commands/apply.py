@@ -19,11 +19,11 @@ import time
 
 from pepc.commands._common import add_policy_args, now_of
 from pepc.commands._host import add_iface_arg, add_instance_arg, add_text_json, print_json
-from pepc.diagnostics import ExitCode, PolicyError
+from pepc.policy.diagnostics import ExitCode, PolicyError
 from pepc.loader import load_config, load_policy
-from pepc.model import Location
+from pepc.policy.model import Location
 from pepc.reconcile.apply import ApplyResult, apply_policy, record_refusal
-from pepc.revisions import Checkout, RevisionProblem, checkout, directory, located, repo_top
+from pepc.loader.revisions import Checkout, RevisionProblem, checkout, directory, located, repo_top
 
 NAME = "apply"
 HELP = "apply a policy directory to this host's XDP maps (minimal, atomic, crash-safe)"

@@ -12,9 +12,9 @@ import sys
 from pepc.checker import analyze
 from pepc.commands._common import add_format_arg, add_output_arg, add_policy_args, load_what_loads, now_of, write_output
 from pepc.compiler import capacity_findings
-from pepc.diagnostics import ExitCode, Finding, Severity
+from pepc.policy.diagnostics import ExitCode, Finding, Severity
 from pepc.loader import lifecycle_findings
-from pepc.report import DEFAULT_MAX_FINDINGS, render_findings
+from pepc.report.findings import DEFAULT_MAX_FINDINGS, render_findings
 
 NAME = "check"
 HELP = "validate a policy directory and report problems (CI)"

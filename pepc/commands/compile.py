@@ -14,12 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-from pepc.codegen import HEADER_NAME, render_header
+from pepc.compiler.codegen import HEADER_NAME, render_header
 from pepc.commands._common import add_policy_args, load_all, now_of
 from pepc.compiler import Assignments, compile_program, rule_stats
-from pepc.diagnostics import EnvironmentProblem, ExitCode, Finding, PolicyError
-from pepc.model import Location
-from pepc.plan import load_plan, plan_json
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode, Finding, PolicyError
+from pepc.policy.model import Location
+from pepc.compiler.plan import load_plan, plan_json
 
 NAME = "compile"
 HELP = "compile a policy directory into pepc_policy.h, plan.json (and the XDP object)"
@@ -67,9 +67,9 @@ def write_atomic(path: Path, text: str) -> None:
 def _objbuild():
     """H3's object builder, if this tree has it."""
     try:
-        return importlib.import_module("pepc.objbuild")
+        return importlib.import_module("pepc.compiler.objbuild")
     except ModuleNotFoundError as err:
-        if err.name != "pepc.objbuild":
+        if err.name != "pepc.compiler.objbuild":
             raise
         return None
 

@@ -18,15 +18,15 @@ from typing import Any
 
 from pepc.commands._common import add_output_arg, now_of, parse_now, write_output
 from pepc.compiler import compile_program
-from pepc.config import Config
-from pepc.diagnostics import ExitCode, Finding, PolicyError
-from pepc.diffreport import DEFAULT_MAX_REGIONS, RENDERERS, Side
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import ExitCode, Finding, PolicyError
+from pepc.diff.render import DEFAULT_MAX_REGIONS, RENDERERS, Side
 from pepc.loader import load_config, load_policy
-from pepc.model import Location, Policy
-from pepc.policydiff import Kind, PolicyDiff, diff_policies
-from pepc.revisions import Checkout, RevisionProblem, directory, located, open_side, split_spec
-from pepc.semantics import no_match_action
-from pepc.simulate import Index
+from pepc.policy.model import Location, Policy
+from pepc.diff.semantic import Kind, PolicyDiff, diff_policies
+from pepc.loader.revisions import Checkout, RevisionProblem, directory, located, open_side, split_spec
+from pepc.policy.semantics import no_match_action
+from pepc.simulate.evaluate import Index
 
 NAME = "diff"
 HELP = "show the packets whose verdict or action changes between two policy directories or git revisions"

@@ -21,7 +21,7 @@ import signal
 import sys
 
 from pepc.commands._host import add_config_arg, add_instance_arg, host_config
-from pepc.diagnostics import EnvironmentProblem, ExitCode
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode
 
 NAME = "events"
 HELP = "print LOG_ONLY events from the ring buffer (rule, 5-tuple, length, time)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from pepc.commands._host import add_config_arg, add_instance_arg, add_text_json, host_config, print_json
-from pepc.diagnostics import ExitCode
+from pepc.policy.diagnostics import ExitCode
 from pepc.reconcile import audit
 
 NAME = "history"

@@ -12,7 +12,7 @@ import argparse
 
 from pepc.commands._common import add_policy_args, load_all, now_of
 from pepc.commands._host import add_iface_arg, add_instance_arg, add_text_json, print_json
-from pepc.diagnostics import ExitCode, PolicyError
+from pepc.policy.diagnostics import ExitCode, PolicyError
 from pepc.reconcile.apply import apply_gate_errors, pin_dir, plan_policy
 from pepc.reconcile.render import render_plan
 

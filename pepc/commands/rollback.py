@@ -19,10 +19,10 @@ import time
 from pepc.commands._common import parse_now
 from pepc.commands._host import add_config_arg, add_iface_arg, add_instance_arg, add_text_json, host_config, print_json
 from pepc.commands.apply import apply_checkout, open_revision, render_result
-from pepc.diagnostics import ExitCode, Finding, PolicyError
-from pepc.model import Location
+from pepc.policy.diagnostics import ExitCode, Finding, PolicyError
+from pepc.policy.model import Location
 from pepc.reconcile import audit
-from pepc.revisions import RevisionProblem, resolve_commit
+from pepc.loader.revisions import RevisionProblem, resolve_commit
 
 NAME = "rollback"
 HELP = "re-apply a policy revision this instance applied before (same gate, lock and audit as apply)"

@@ -14,9 +14,9 @@ import sys
 
 from pepc.commands._common import add_policy_args, load_all, now_of
 from pepc.compiler import compile_program
-from pepc.diagnostics import EnvironmentProblem, ExitCode
-from pepc.model import Location
-from pepc.simulate import (
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode
+from pepc.policy.model import Location
+from pepc.simulate.evaluate import (
     PacketSyntaxError,
     decision_json,
     decision_text,
@@ -26,7 +26,7 @@ from pepc.simulate import (
     parse_packet,
     parse_packet_lines,
 )
-from pepc.sources import relative_file
+from pepc.policy.sources import relative_file
 
 NAME = "simulate"
 HELP = "show the action and verdict for packets, evaluated over the compiled program"

@@ -14,7 +14,7 @@ import sys
 import time
 
 from pepc.commands._host import add_config_arg, add_instance_arg, add_text_json, host_config
-from pepc.diagnostics import EnvironmentProblem, ExitCode
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode
 from pepc.reconcile import diff
 from pepc.reconcile.apply import pin_dir
 

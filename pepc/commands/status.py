@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.commands._host import add_config_arg, add_instance_arg, add_text_json, host_config, print_json
-from pepc.diagnostics import ExitCode
+from pepc.policy.diagnostics import ExitCode
 from pepc.reconcile.status import collect
 
 NAME = "status"

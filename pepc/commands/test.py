@@ -2,7 +2,7 @@
 
 Each case names a packet and the expected outcome; cases run over the
 compiled program, like `pepc simulate`. The file format is documented in
-pepc/policytest.py and the README.
+pepc/simulate/policytest.py and the README.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 
 from pepc.commands._common import add_policy_args, load_all, now_of
 from pepc.commands.simulate import allow_intermixed
-from pepc.diagnostics import EnvironmentProblem, ExitCode
-from pepc.policytest import default_test_dir, junit_xml, load_cases, run_cases
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode
+from pepc.simulate.policytest import default_test_dir, junit_xml, load_cases, run_cases
 
 NAME = "test"
 HELP = "run policy unit tests (packets with expected actions) for CI"

@@ -11,7 +11,7 @@ import argparse
 import time
 
 from pepc.commands._host import add_config_arg, add_instance_arg, host_config
-from pepc.diagnostics import ExitCode
+from pepc.policy.diagnostics import ExitCode
 from pepc.reconcile.apply import unload_instance
 
 NAME = "unload"

@@ -27,9 +27,9 @@ import argparse
 import logging
 import os
 
-from pepc import log as pepclog
+from pepc.report import log as pepclog
 from pepc.commands._host import add_iface_arg, add_instance_arg
-from pepc.diagnostics import EnvironmentProblem, ExitCode
+from pepc.policy.diagnostics import EnvironmentProblem, ExitCode
 
 NAME = "watch"
 HELP = "keep the live XDP maps equal to a policy directory, as a service (metrics, health, events)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from pepc.layout import ORDER_KEY_BITS
+from pepc.compiler.layout import ORDER_KEY_BITS
 
 KEY_SPACE = 1 << ORDER_KEY_BITS  # keys live in [1, KEY_SPACE - 1]
 

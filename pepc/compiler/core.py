@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from pepc import gcpause, layout
+from pepc.compiler import layout
+from pepc.policy import gcpause
 from pepc.compiler import pack
 from pepc.compiler.assign import KEY_SPACE, _fits, _spread, assign_order_keys, assign_slots
 from pepc.compiler.ports import port_prefixes
-from pepc.config import Config
-from pepc.diagnostics import Finding, PolicyError, Related
-from pepc.model import Action, Location, Policy, Protocol, Rule, rule_changes
-from pepc.program import KEY6_SIZE, Mask, MaskShape, Program, ProgramDelta, SlotInfo
-from pepc.semantics import SPEC_PROTOCOL, SPEC_SINGLE_PORT
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import Finding, PolicyError, Related
+from pepc.policy.model import Action, Location, Policy, Protocol, Rule, rule_changes
+from pepc.compiler.program import KEY6_SIZE, Mask, MaskShape, Program, ProgramDelta, SlotInfo
+from pepc.policy.semantics import SPEC_PROTOCOL, SPEC_SINGLE_PORT
 
 _TCP, _UDP, _ANY = Protocol.TCP.value, Protocol.UDP.value, Protocol.ANY
 

@@ -13,8 +13,8 @@ import struct
 from functools import lru_cache
 from typing import Iterable
 
-from pepc import layout
-from pepc.program import Mask, Program, SlotInfo
+from pepc.compiler import layout
+from pepc.compiler.program import Mask, Program, SlotInfo
 
 def compiled(s: layout.Struct) -> struct.Struct:
     """The struct.Struct of `s` (layout.Struct.packer): values in field

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pepc.model import PortRange
+from pepc.policy.model import PortRange
 
 PORT_BITS = 16
 

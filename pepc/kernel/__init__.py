@@ -62,7 +62,7 @@ pepc.kernel.dataplane (whole-generation helpers)
                                      the prefilter pepc_bloom_<gen> and the direct table pepc_direct_<gen>,
                                      and their IPv6 twins pepc_masks6/rules6/bloom6/direct6_<gen>)
     write_derived(array, elements)   a whole marker-guarded array, the marker last: the prefilter
-                                     (pepc.bloom.contents) or the direct table (pepc.direct.contents)
+                                     (pepc.compiler.bloom.contents) or the direct table (pepc.compiler.direct.contents)
     set_active(inst, gen)            one write of pepc_ctrl[0] (only active_gen changes)
     load_program(inst, program)      write the inactive generation, then flip
     init_ctrl(inst, layout_digest), read_ctrl(inst), active_gen(inst)

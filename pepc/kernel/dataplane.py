@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import struct
 
-from pepc import bloom, direct, layout
+from pepc.compiler import bloom, direct, layout
 from pepc.compiler import pack
 from pepc.kernel.loader import Instance
-from pepc.program import Program
+from pepc.compiler.program import Program
 
 _U32 = struct.Struct("<I").pack  # layout.U32_KEY, without the per-call field lookup
 assert layout.U32_KEY.size == 4
@@ -52,7 +52,7 @@ def set_active(inst: Instance, gen: int) -> None:
 
 def write_generation(inst: Instance, gen: int, program: Program) -> None:
     """Make generation `gen` hold exactly `program` (full rewrite), mask
-    prefilter (pepc.bloom) and direct table (pepc.direct) included when the
+    prefilter (pepc.compiler.bloom) and direct table (pepc.compiler.direct) included when the
     loaded program has them."""
     if gen not in (0, 1):
         raise ValueError("a generation is 0 or 1")
@@ -114,8 +114,8 @@ def write_generation(inst: Instance, gen: int, program: Program) -> None:
 
 
 def write_derived(array_map, elements: dict[bytes, bytes]) -> None:
-    """Write a whole marker-guarded array (pepc.bloom.contents,
-    pepc.direct.contents): every element, absent ones as zeros, and the
+    """Write a whole marker-guarded array (pepc.compiler.bloom.contents,
+    pepc.compiler.direct.contents): every element, absent ones as zeros, and the
     marker (the last element) last."""
     n = array_map.max_entries - 1
     marker_key = u32(n)

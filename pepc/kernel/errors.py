@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pepc.diagnostics import EnvironmentProblem
+from pepc.policy.diagnostics import EnvironmentProblem
 
 _PERM_HINT = "run as root, or grant CAP_BPF+CAP_NET_ADMIN (and CAP_PERFMON for test runs)"
 

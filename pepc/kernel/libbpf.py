@@ -25,7 +25,7 @@ from ctypes import (
 )
 from functools import lru_cache
 
-from pepc.diagnostics import EnvironmentProblem
+from pepc.policy.diagnostics import EnvironmentProblem
 
 # ---------------------------------------------------------------- structs
 

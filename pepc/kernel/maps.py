@@ -25,7 +25,7 @@ def _round8(n: int) -> int:
 
 class BpfMap:
     """One open map. Keys and values are bytes in the map's own layout
-    (pack/unpack them with pepc.layout). Owns its fd: call close()."""
+    (pack/unpack them with pepc.compiler.layout). Owns its fd: call close()."""
 
     def __init__(self, fd: int, name: str | None = None):
         info = BpfMapInfo()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pepc.config import XdpMode
+from pepc.policy.config import XdpMode
 from pepc.kernel.errors import KernelError, kernel_error
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0

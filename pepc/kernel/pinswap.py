@@ -30,8 +30,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pepc import layout
-from pepc.config import XdpMode
+from pepc.compiler import layout
+from pepc.policy.config import XdpMode
 from pepc.kernel import links, netlink
 from pepc.kernel.loader import PROG_PIN, Instance, open_instance, unpin
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 from typing import Iterator
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.kernel.errors import kernel_error
 from pepc.kernel.libbpf import RINGBUF_SAMPLE_FN, last_errno, lib
 from pepc.kernel.maps import BpfMap

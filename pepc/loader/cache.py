@@ -35,11 +35,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pepc.diagnostics import Finding, PolicyError
+from pepc.policy.diagnostics import Finding, PolicyError
 from pepc.loader import policy as _policy
 from pepc.loader.files import SourceFile, decode_source, read_bytes
 from pepc.loader.reader import Marks, ParsedFile, parse_text
-from pepc.model import Policy
+from pepc.policy.model import Policy
 
 #: Entries read within this long of their mtime are re-verified by hash.
 RACY_NS = 2_000_000_000

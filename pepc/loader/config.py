@@ -13,12 +13,12 @@ import ipaddress
 import os
 from pathlib import Path
 
-from pepc.config import Config, Interface, XdpMode
-from pepc.diagnostics import CODES, Finding, PolicyError, Severity
-from pepc.config import Capacities
+from pepc.policy.config import Config, Interface, XdpMode
+from pepc.policy.diagnostics import CODES, Finding, PolicyError, Severity
+from pepc.policy.config import Capacities
 from pepc.loader.files import read_and_parse
 from pepc.loader.schema import did_you_mean, findings_for
-from pepc.model import Action, Location
+from pepc.policy.model import Action, Location
 
 CONFIG_NAME = "pepc.yaml"
 

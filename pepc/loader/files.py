@@ -15,8 +15,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from pepc.diagnostics import Finding
-from pepc.model import Location
+from pepc.policy.diagnostics import Finding
+from pepc.policy.model import Location
 from pepc.loader.reader import DEFAULT_MAX_FILE_BYTES, ParsedFile, _offset_to_pos, parse_text
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")

@@ -25,8 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pepc import gcpause
-from pepc.diagnostics import CODES, Finding, PolicyError, Related
+from pepc.policy import gcpause
+from pepc.policy.diagnostics import CODES, Finding, PolicyError, Related
 from pepc.loader.files import discover, read_and_parse
 from pepc.loader.reader import DEFAULT_MAX_FILE_BYTES, Marks, ParsedFile, Pos
 from pepc.loader.schema import did_you_mean, findings_for
@@ -40,7 +40,7 @@ from pepc.loader.values import (
     parse_protocol,
     parse_time,
 )
-from pepc.model import (
+from pepc.policy.model import (
     ANY_PORT,
     Action,
     Location,

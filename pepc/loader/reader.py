@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from pepc.diagnostics import Finding, Related
-from pepc.model import Location
+from pepc.policy.diagnostics import Finding, Related
+from pepc.policy.model import Location
 
 try:  # libyaml: much faster, and its parser does not recurse
     _LOADER: type = yaml.CSafeLoader

@@ -19,10 +19,10 @@ import jsonschema
 import jsonschema.exceptions
 from referencing import Registry, Resource
 
-from pepc.diagnostics import Finding
+from pepc.policy.diagnostics import Finding
 from pepc.loader.reader import Marks, Pos
 
-from pepc.resources import SCHEMA_DIR  # noqa: E402
+from pepc.policy.resources import SCHEMA_DIR  # noqa: E402
 SCHEMA_FILES = ("policy-set.schema.json", "legacy-policy.schema.json", "config.schema.json")
 
 

@@ -10,7 +10,7 @@ import math
 import re
 from datetime import datetime, timezone
 
-from pepc.model import ANY_BOTH, ANY_PORT, Action, PortRange, Prefix, Protocol
+from pepc.policy.model import ANY_BOTH, ANY_PORT, Action, PortRange, Prefix, Protocol
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _DOTTED = re.compile(r"[0-9./]+\Z")

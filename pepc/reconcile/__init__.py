@@ -72,8 +72,8 @@ died between its flip and its barrier.
 
 The mask prefilter and the direct table
 ---------------------------------------
-``pepc_bloom_<gen>`` (pepc/bloom.py) and ``pepc_direct_<gen>``
-(pepc/direct.py) are derived from a generation's rule map and policy
+``pepc_bloom_<gen>`` (pepc/compiler/bloom.py) and ``pepc_direct_<gen>``
+(pepc/compiler/direct.py) are derived from a generation's rule map and policy
 digest (``pepc_bloom6_<gen>`` and ``pepc_direct6_<gen>`` from its IPv6 rule
 map ``pepc_rules6_<gen>``). The reconciler treats them as two more generation maps (in
 diff.GEN_MAPS): recomputed for the desired contents, diffed element by
@@ -93,7 +93,7 @@ Layout change or no instance: the load path
 -------------------------------------------
 The layout digest in ``pepc_ctrl`` differs from the compiled one (or there
 is no instance): render the header into a temp dir, build the object
-(pepc.objbuild), load it, fill BOTH generations fully (batch), set ctrl
+(pepc.compiler.objbuild), load it, fill BOTH generations fully (batch), set ctrl
 (active_gen 0, layout digest), copy the per-rule counters of surviving rules
 from the old maps (when their value shapes are compatible), then:
 

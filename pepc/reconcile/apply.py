@@ -19,11 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from pepc import layout, prebuilt
-from pepc.config import Config, Interface, XdpMode
-from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError
-from pepc.model import Policy
-from pepc.program import Program
+from pepc.compiler import layout, prebuilt
+from pepc.policy.config import Config, Interface, XdpMode
+from pepc.policy.diagnostics import EnvironmentProblem, Finding, PolicyError
+from pepc.policy.model import Policy
+from pepc.compiler.program import Program
 from pepc.reconcile import audit, diff
 from pepc.reconcile.live import compatible, read_live
 from pepc.reconcile.lock import InstanceLock
@@ -115,7 +115,7 @@ def apply_gate_errors(policy: Policy, config: Config, now: datetime, *, capacity
     `apply_gate` lists (default: capacity), whatever their severity in
     `check`. A shadowed rule in a long block list is a CI error, not a
     reason to keep an urgent block from going live."""
-    from pepc.config import gate_config
+    from pepc.policy.config import gate_config
 
     return check_errors(policy, gate_config(config), now, capacity=capacity)
 
@@ -364,7 +364,7 @@ def compile_desired(policy: Policy, config: Config, now: datetime, live: LiveSta
     """The program and the contents of one generation, the mask prefilter
     and the direct table included (sized for the live maps, or for a fresh
     load of this layout)."""
-    from pepc import bloom, direct
+    from pepc.compiler import bloom, direct
     from pepc.compiler import compile_program
     from pepc.compiler.pack import map_contents
 
@@ -385,7 +385,7 @@ def derived_sizes(program: Program, live: LiveState | None) -> tuple[int | None,
     """(prefilter words, direct-table homes) of the maps the contents go to:
     the live ones when the layout stays, else those of a fresh load (the
     object this pepc builds has both). None: the live program lacks them."""
-    from pepc import bloom, direct
+    from pepc.compiler import bloom, direct
 
     if live is not None and live.layout_digest == program.layout_digest:
         return live.bloom_words, live.direct_homes

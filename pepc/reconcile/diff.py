@@ -15,12 +15,12 @@ from operator import itemgetter, ne
 from collections import abc
 from typing import Any, Iterable, Iterator, Mapping
 
-from pepc import layout
-from pepc.model import Action
+from pepc.compiler import layout
+from pepc.policy.model import Action
 
 #: The maps that exist once per generation, in the order apply writes them.
-#: `pepc_bloom` (the mask prefilter, pepc/bloom.py) and `pepc_direct` (the
-#: direct table, pepc/direct.py) are derived from the rules and the policy
+#: `pepc_bloom` (the mask prefilter, pepc/compiler/bloom.py) and `pepc_direct` (the
+#: direct table, pepc/compiler/direct.py) are derived from the rules and the policy
 #: digest rather than carried by Program, and tolerated as absent so that an
 #: instance loaded by an older pepc still reads. IPv6 has its own rule and
 #: mask maps and its own prefilter and direct table (`pepc_bloom6`,

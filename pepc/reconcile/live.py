@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.reconcile import diff
 from pepc.reconcile.state import Attachment, LiveState
 
@@ -101,7 +101,7 @@ def bloom_words(maps: Mapping[str, Any]) -> int | None:
 
 def direct_homes(maps: Mapping[str, Any]) -> int | None:
     """Homes of the direct-table maps (both generations), None without them."""
-    from pepc import direct
+    from pepc.compiler import direct
 
     d0, d1 = maps.get(f"{diff.DIRECT}_0"), maps.get(f"{diff.DIRECT}_1")
     if d0 is None or d1 is None or d0.max_entries != d1.max_entries or d0.value_size != layout.DIRECT.size:

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from pepc.diagnostics import EnvironmentProblem
+from pepc.policy.diagnostics import EnvironmentProblem
 
 
 class InstanceLock:

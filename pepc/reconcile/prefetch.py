@@ -28,9 +28,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pepc import layout
-from pepc.config import Config
-from pepc.model import Action
+from pepc.compiler import layout
+from pepc.policy.config import Config
+from pepc.policy.model import Action
 
 
 def prefetch_dir(config: Config, instance: str) -> Path:
@@ -96,7 +96,7 @@ class Prefetch:
 def _main(argv: list[str]) -> int:
     from pepc.compiler import pack
     from pepc.kernel import loader
-    from pepc.prebuilt import layout_object
+    from pepc.compiler.prebuilt import layout_object
 
     spec = json.loads(argv[0])
     caps = layout.Capacities(*spec["caps"])

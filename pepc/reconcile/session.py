@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from pepc.config import Config
-from pepc.diagnostics import Finding
-from pepc.model import Policy, Rule, rule_changes
-from pepc.program import Program
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import Finding
+from pepc.policy.model import Policy, Rule, rule_changes
+from pepc.compiler.program import Program
 from pepc.reconcile import apply as _apply
 from pepc.reconcile import diff
 from pepc.reconcile.state import LiveState
@@ -161,7 +161,7 @@ class IncrementalContents:
         self._unfed: set[str] = set()
         #: (words, members per word) of each prefilter, by its map name
         self._blooms: dict[str, tuple[int, dict[int, dict[bytes, int]]] | None] = {}
-        self._tables: dict[str, Any] = {}  # pepc.direct.Table of the last direct() call, by map name
+        self._tables: dict[str, Any] = {}  # pepc.compiler.direct.Table of the last direct() call, by map name
 
     def _edit(self, name: str, changes: Mapping[bytes, bytes | None]) -> diff.Derived:
         cur = self._cur[name]
@@ -249,7 +249,7 @@ class IncrementalContents:
 
     def bloom(self, contents: Mapping[str, Mapping[bytes, bytes]], n_words: int, v6: bool = False) -> dict[bytes, bytes]:
         """The prefilter (with v6, the IPv6 one over pepc_rules6)."""
-        from pepc import bloom
+        from pepc.compiler import bloom
 
         name = diff.BLOOM6 if v6 else diff.BLOOM
         rules = contents["pepc_rules6" if v6 else "pepc_rules"]
@@ -288,7 +288,7 @@ class IncrementalContents:
 
     def direct(self, contents: Mapping[str, Mapping[bytes, bytes]], n_homes: int, v6: bool = False) -> dict[bytes, bytes]:
         """The direct table (with v6, the IPv6 one over pepc_rules6)."""
-        from pepc import direct
+        from pepc.compiler import direct
 
         name = diff.DIRECT6 if v6 else diff.DIRECT
         rules = contents["pepc_rules6" if v6 else "pepc_rules"]
@@ -373,7 +373,7 @@ class ReconcileSession:
     @staticmethod
     def _new_checker(config: Config) -> Any:
         from pepc.checker.incremental import IncrementalChecker
-        from pepc.config import gate_config
+        from pepc.policy.config import gate_config
 
         return IncrementalChecker(gate_config(config))  # the codes of apply_gate, see apply.apply_gate_errors
 

@@ -32,10 +32,10 @@ class LiveState:
     prog_id: int | None = None
     capacities: Mapping[str, int] = field(default_factory=dict)  # max_entries by logical map name
     attachments: tuple[Attachment, ...] = ()  # interfaces where this instance's program is attached
-    #: words of the mask prefilter (pepc.bloom) of each generation; None when
+    #: words of the mask prefilter (pepc.compiler.bloom) of each generation; None when
     #: the loaded program has no prefilter maps
     bloom_words: int | None = None
-    #: homes of the direct table (pepc.direct) of each generation; None when
+    #: homes of the direct table (pepc.compiler.direct) of each generation; None when
     #: the loaded program has no direct-table maps
     direct_homes: int | None = None
 

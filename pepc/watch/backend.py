@@ -18,8 +18,8 @@ import time
 from datetime import datetime
 from typing import Hashable, Sequence
 
-from pepc.config import Config
-from pepc.diagnostics import PolicyError
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import PolicyError
 from pepc.watch import fs
 from pepc.watch.schedule import Reason
 from pepc.watch.service import Loaded, Outcome
@@ -137,7 +137,7 @@ class PepcBackend:
         return [i.name for i in desired_interfaces(self.config, self.iface_names)]
 
     def status(self) -> dict:
-        from pepc import layout
+        from pepc.compiler import layout
         from pepc.reconcile import status
 
         st = status.collect(self.config, self.instance)

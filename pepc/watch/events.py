@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pepc import layout
-from pepc.model import Action, Protocol
+from pepc.compiler import layout
+from pepc.policy.model import Action, Protocol
 
 
 def _mono_to_wall(ts_ns: int) -> float:

@@ -46,7 +46,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from pepc import log as pepclog
+from pepc.report import log as pepclog
 
 LOG = pepclog.get("fs")
 

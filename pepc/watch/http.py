@@ -18,7 +18,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from pepc import log as pepclog
+from pepc.report import log as pepclog
 from pepc.watch.service import State
 
 LOG = pepclog.get("http")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.watch.events import slot_rule_id
 from pepc.watch.metrics import LiveSnapshot, RuleCounters
 

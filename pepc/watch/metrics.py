@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pepc import log as pepclog
+from pepc.report import log as pepclog
 from pepc.watch.schedule import Reason
 from pepc.watch.service import Outcome, Result, State
 

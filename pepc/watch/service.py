@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Hashable, Protocol
 
-from pepc import log as pepclog
-from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError, Severity
+from pepc.report import log as pepclog
+from pepc.policy.diagnostics import EnvironmentProblem, Finding, PolicyError, Severity
 from pepc.watch.schedule import Reason, Scheduler
 
 LOG = pepclog.get("watch")
@@ -47,8 +47,8 @@ class SystemClock:
 class Loaded:
     """A policy directory (and host config) that loaded and checked clean."""
 
-    policy: Any  # pepc.model.Policy
-    config: Any  # pepc.config.Config
+    policy: Any  # pepc.policy.model.Policy
+    config: Any  # pepc.policy.config.Config
     digest: str = ""  # identifies the desired policy in logs and /status
 
     def next_expiry(self, now: datetime) -> datetime | None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pepc.loader.config import CONFIG_NAME
-from pepc.diagnostics import EnvironmentProblem, Finding, PolicyError
-from pepc.model import Location
+from pepc.policy.diagnostics import EnvironmentProblem, Finding, PolicyError
+from pepc.policy.model import Location
 
 _GIT_TIMEOUT = 60
 

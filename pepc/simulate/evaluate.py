@@ -19,13 +19,13 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.compiler import pack
-from pepc.diagnostics import Finding, PolicyError
-from pepc.model import Action, Location, Policy, Protocol
-from pepc.program import Program, SlotInfo
-from pepc.semantics import PORT_PROTOCOLS, Atom, Packet, atom_matches, atoms_of, no_match_action, rank_key, specificity, verdict_of
-from pepc.sources import display_location, relative_file
+from pepc.policy.diagnostics import Finding, PolicyError
+from pepc.policy.model import Action, Location, Policy, Protocol
+from pepc.compiler.program import Program, SlotInfo
+from pepc.policy.semantics import PORT_PROTOCOLS, Atom, Packet, atom_matches, atoms_of, no_match_action, rank_key, specificity, verdict_of
+from pepc.policy.sources import display_location, relative_file
 
 
 # --------------------------------------------------------------------------

@@ -36,8 +36,8 @@ from pepc.checker.geometry import (
     pick_point,
 )
 from pepc.checker.regions import _cut, _meet, _split
-from pepc.model import Action, Policy, Rule
-from pepc.semantics import Packet, atoms_of, rank_key, verdict_of
+from pepc.policy.model import Action, Policy, Rule
+from pepc.policy.semantics import Packet, atoms_of, rank_key, verdict_of
 
 
 class Kind(enum.IntEnum):

@@ -1,6 +1,6 @@
 """Render the generated C header (`pepc_policy.h`) from templates/.
 
-Struct layouts come only from pepc/layout.py. Anything that comes from a
+Struct layouts come only from pepc/compiler/layout.py. Anything that comes from a
 policy file (ids, file names, descriptions) goes only into C comments and is
 first reduced by `c_comment_text` to characters that cannot end a comment,
 start one, splice lines or form a trigraph, so no policy can change the code.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import jinja2
 
-from pepc import layout
-from pepc.model import Action, Policy
-from pepc.program import Program
-from pepc.resources import TEMPLATES_DIR
-from pepc.sources import display_location
+from pepc.compiler import layout
+from pepc.policy.model import Action, Policy
+from pepc.compiler.program import Program
+from pepc.policy.resources import TEMPLATES_DIR
+from pepc.policy.sources import display_location
 
 HEADER_TEMPLATE = "pepc_policy.h.j2"
 HEADER_NAME = "pepc_policy.h"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from pepc.diagnostics import Severity
-from pepc.model import Action
+from pepc.policy.diagnostics import Severity
+from pepc.policy.model import Action
 
 
 class XdpMode(enum.Enum):
@@ -71,7 +71,7 @@ class Config:
 def gate_config(config: Config) -> Config:
     """The config whose `check` errors are exactly the findings of the
     codes in `config.apply_gate`: what the apply gate decides with."""
-    from pepc.diagnostics import CODES  # (a cycle at import time otherwise: diagnostics is light, but keep it local)
+    from pepc.policy.diagnostics import CODES  # (a cycle at import time otherwise: diagnostics is light, but keep it local)
 
     gated = set(config.apply_gate)
     sev = tuple((c, Severity.ERROR if c in gated else Severity.INFO) for c, info in CODES.items() if not info.blocks_load)

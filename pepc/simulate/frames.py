@@ -3,7 +3,7 @@
 `parse_frame` is bpf/pepc_xdp.c:parse() in Python, decision for decision
 and counter for counter. With it the simulator can be compared with the
 kernel on raw bytes: parse a frame here, evaluate the Packet with
-pepc.simulate, run the same bytes through BPF_PROG_TEST_RUN, and the two
+pepc.simulate.evaluate, run the same bytes through BPF_PROG_TEST_RUN, and the two
 must agree. Pure: no root, no kernel.
 
 Parse decisions (shared with the C code):
@@ -40,7 +40,7 @@ import struct
 from dataclasses import dataclass
 from typing import Sequence
 
-from pepc.semantics import Packet
+from pepc.policy.semantics import Packet
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806

@@ -14,8 +14,8 @@ from pathlib import PurePath
 from urllib.parse import quote
 
 from pepc import __version__
-from pepc.diagnostics import CODES, Finding, Severity
-from pepc.model import Location
+from pepc.policy.diagnostics import CODES, Finding, Severity
+from pepc.policy.model import Location
 
 FORMATS = ("text", "json", "sarif", "github")
 

@@ -8,7 +8,7 @@ import os
 from functools import lru_cache
 from pathlib import PurePath
 
-from pepc.model import Location
+from pepc.policy.model import Location
 
 
 @lru_cache(maxsize=4096)

@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pepc import layout
+from pepc.compiler import layout
 from pepc.compiler import pack, rule_stats
-from pepc.diagnostics import Finding, PolicyError
-from pepc.model import Location, Policy, Protocol
-from pepc.program import Program
-from pepc.sources import relative_file
+from pepc.policy.diagnostics import Finding, PolicyError
+from pepc.policy.model import Location, Policy, Protocol
+from pepc.compiler.program import Program
+from pepc.policy.sources import relative_file
 
 FORMAT = "pepc-plan/1"
 

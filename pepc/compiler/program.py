@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from pepc import layout
-from pepc.model import Action, Location
+from pepc.compiler import layout
+from pepc.policy.model import Action, Location
 
 
 def prefix_mask(plen: int, bits: int) -> int:

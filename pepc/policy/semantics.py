@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterator
 
-from pepc.model import Action, Prefix, PortRange, Protocol, Rule
+from pepc.policy.model import Action, Prefix, PortRange, Protocol, Rule
 
 #: IP protocol numbers the parser knows to carry ports.
 PORT_PROTOCOLS = (Protocol.TCP.value, Protocol.UDP.value)

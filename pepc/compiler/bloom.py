@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 from typing import Iterable, Mapping
 
-from pepc import layout
+from pepc.compiler import layout
 
 #: Bump when the hash, sizing or marker changes (mirrored in bpf/pepc_xdp.c).
 SCHEME = 0x70657063_626C6D01  # "pepcblm" v1
@@ -61,7 +61,7 @@ def map_entries(caps: layout.Capacities) -> int:
 
 
 def hash64(key: bytes) -> int:
-    """The program's hash of a rule-map key (also the direct table's, pepc/direct.py)."""
+    """The program's hash of a rule-map key (also the direct table's, pepc/compiler/direct.py)."""
     a, b, c = _KEY.unpack(key)
     h = ((a * K1) ^ (b * K2) ^ (c * K3)) & _M64
     h ^= h >> 32

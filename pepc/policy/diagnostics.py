@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from pepc.model import Location
+from pepc.policy.model import Location
 
 
 class Severity(enum.IntEnum):

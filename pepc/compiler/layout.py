@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 # Capacities are a host setting (pepc.yaml `capacities:`); the layout sizes
 # its maps from them, and its callers keep naming them `layout.Capacities`.
-from pepc.config import Capacities
+from pepc.policy.config import Capacities
 
 # ctype name -> (C spelling, struct format char, size)
 CTYPES: dict[str, tuple[str, str, int]] = {
@@ -347,7 +347,7 @@ RULE_VAL = Struct(
     ),
 )
 
-#: entries the program probes past a key's home in the direct table (pepc/direct.py)
+#: entries the program probes past a key's home in the direct table (pepc/compiler/direct.py)
 DIRECT_DEPTH = 3
 
 DIRECT = Struct(
@@ -364,7 +364,7 @@ DIRECT = Struct(
         Field("action", "u8"),
         Field("_pad1", "u8", 3),
     ),
-    "one entry of the direct table (pepc/direct.py): a rule-map key and its value",
+    "one entry of the direct table (pepc/compiler/direct.py): a rule-map key and its value",
 )
 
 DIRECT6 = Struct(
@@ -381,7 +381,7 @@ DIRECT6 = Struct(
         Field("action", "u8"),
         Field("_pad1", "u8", 3),
     ),
-    "one entry of the IPv6 direct table (pepc/direct.py): an IPv6 rule-map key and its value",
+    "one entry of the IPv6 direct table (pepc/compiler/direct.py): an IPv6 rule-map key and its value",
 )
 
 RULE_ID_LEN = 64
@@ -508,7 +508,7 @@ class MapDef:
         if self.max_entries == "bloom":
             return caps.max_entries + 1  # one u64 word per rule entry, then the marker
         if self.max_entries == "direct":
-            return 2 * caps.max_entries + DIRECT_DEPTH + 1  # pepc/direct.py: 2 homes per entry, DEPTH past the last, the marker
+            return 2 * caps.max_entries + DIRECT_DEPTH + 1  # pepc/compiler/direct.py: 2 homes per entry, DEPTH past the last, the marker
         return getattr(caps, self.max_entries)
 
     def kernel_names(self) -> tuple[str, ...]:
@@ -532,7 +532,7 @@ MAPS: tuple[MapDef, ...] = (
         U64_VALUE,
         "bloom",
         True,
-        "mask prefilter: Bloom words over the rule keys, then a marker (contents derived, pepc/bloom.py)",
+        "mask prefilter: Bloom words over the rule keys, then a marker (contents derived, pepc/compiler/bloom.py)",
     ),
     MapDef(
         "pepc_bloom6",
@@ -541,7 +541,7 @@ MAPS: tuple[MapDef, ...] = (
         U64_VALUE,
         "bloom",
         True,
-        "IPv6 mask prefilter over the IPv6 rule keys, then a marker (contents derived, pepc/bloom.py)",
+        "IPv6 mask prefilter over the IPv6 rule keys, then a marker (contents derived, pepc/compiler/bloom.py)",
     ),
     MapDef(
         "pepc_direct",
@@ -550,7 +550,7 @@ MAPS: tuple[MapDef, ...] = (
         DIRECT,
         "direct",
         True,
-        "the rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
+        "the rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/compiler/direct.py)",
     ),
     MapDef(
         "pepc_direct6",
@@ -559,7 +559,7 @@ MAPS: tuple[MapDef, ...] = (
         DIRECT6,
         "direct",
         True,
-        "the IPv6 rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/direct.py)",
+        "the IPv6 rule map as an open-addressing table the program reads inline, then a marker (contents derived, pepc/compiler/direct.py)",
     ),
     MapDef("pepc_stats", "PERCPU_ARRAY", U32_KEY, RULE_STATS, "max_rules", doc="per-rule counters by slot"),
     MapDef("pepc_rl", "ARRAY", U32_KEY, RL_STATE, "max_rules", doc="token buckets by slot"),
@@ -580,7 +580,7 @@ def map_def(name: str) -> MapDef:
 def program_source_digest() -> str:
     """sha256 of the XDP program's source: a changed program must be reloaded
     even when no struct changed, so its source is part of the layout digest."""
-    from pepc.resources import BPF_DIR
+    from pepc.policy.resources import BPF_DIR
 
     try:
         return hashlib.sha256((BPF_DIR / "pepc_xdp.c").read_bytes()).hexdigest()

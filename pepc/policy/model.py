@@ -214,7 +214,7 @@ class Rule:
     is ANY_PORT). "any" address is the /0 of each family the rule applies
     to (ANY4, ANY6): the loader resolves it, so that every later stage sees
     concrete prefixes. A rule's atoms pair only prefixes of one family
-    (`pepc.semantics.atoms_of`); `families` says which. `refs` keeps the names as written, for
+    (`pepc.policy.semantics.atoms_of`); `families` says which. `refs` keeps the names as written, for
     reports; `field_locs` maps a field path such as "dst.port" to where it
     was written so findings can point at the exact field.
     """

@@ -14,11 +14,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pepc import layout
-from pepc.diagnostics import EnvironmentProblem
-from pepc.model import Action, Policy
-from pepc.program import Program
-from pepc.resources import BPF_DIR
+from pepc.compiler import layout
+from pepc.policy.diagnostics import EnvironmentProblem
+from pepc.policy.model import Action, Policy
+from pepc.compiler.program import Program
+from pepc.policy.resources import BPF_DIR
 
 SOURCE = BPF_DIR / "pepc_xdp.c"
 OBJECT_NAME = "pepc_xdp.o"
@@ -99,7 +99,7 @@ def build_layout_object(caps: layout.Capacities, default_action: Action, event_c
     on the layout (rules, the default action and the event cap live in
     maps; the policy digest appears in the header only as text), and a
     100k-rule comment table costs clang seconds."""
-    from pepc.codegen import render_header  # the header renderer pulls in jinja2: only when building
+    from pepc.compiler.codegen import render_header  # the header renderer pulls in jinja2: only when building
 
     shell = Program(
         caps=caps, default_action=default_action, event_cap=event_cap,

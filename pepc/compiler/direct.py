@@ -7,7 +7,7 @@ which calls `memcmp`), and on kernels with costly returns (retpolines, SRSO
 cost of a packet that hits a rule. An array lookup is inlined by the
 verifier. So each generation also has `pepc_direct_<gen>`, an array laid
 out as an open-addressing hash table over the rule-map entries: the program
-hashes the key it built (the same hash as the prefilter, pepc/bloom.py),
+hashes the key it built (the same hash as the prefilter, pepc/compiler/bloom.py),
 looks at the entry's home and up to DEPTH entries after it, and compares
 the stored key word by word. A match is the rule-map value; an empty entry
 means no such key. Keys that do not fit within DEPTH of their home stay
@@ -42,7 +42,7 @@ import struct
 from itertools import repeat
 from typing import Mapping
 
-from pepc import bloom, layout
+from pepc.compiler import bloom, layout
 
 #: Bump when the hash, layout, sizing or marker changes (mirrored in bpf/pepc_xdp.c).
 SCHEME = 0x70657063_64697201  # "pepcdir" v1
@@ -90,7 +90,7 @@ def _fam(v6: bool) -> _Family:
 
 
 def map_entries(caps: layout.Capacities) -> int:
-    """max_entries of each pepc_direct_<gen> array (sized in pepc/layout.py):
+    """max_entries of each pepc_direct_<gen> array (sized in pepc/compiler/layout.py):
     the homes, DEPTH more entries a probe may reach past the last home,
     then the marker."""
     return layout.map_def(MAP_NAME).entries(caps)

@@ -9,7 +9,7 @@ for the layout and the program it was built for. When there is none for
 the layout an apply needs, pepc builds one with clang as usual (and says
 what to prebuild when clang is missing).
 
-    python -m pepc.prebuilt OUTDIR [--config pepc.yaml ...]
+    python -m pepc.compiler.prebuilt OUTDIR [--config pepc.yaml ...]
 
 builds the objects for the capacities of each config (and of the built-in
 defaults), e.g. in a Containerfile's builder stage.
@@ -27,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pepc import layout
-from pepc.diagnostics import EnvironmentProblem
-from pepc.objbuild import build_layout_object
-from pepc.resources import BPF_DIR, TEMPLATES_DIR
+from pepc.compiler import layout
+from pepc.policy.diagnostics import EnvironmentProblem
+from pepc.compiler.objbuild import build_layout_object
+from pepc.policy.resources import BPF_DIR, TEMPLATES_DIR
 
 ENV = "PEPC_OBJECT_DIR"
 
@@ -65,7 +65,7 @@ def missing_hint(caps: layout.Capacities) -> str:
     return (
         f"{d} (${ENV}) holds no object for these capacities ({caps.max_rules} rules, {caps.max_entries} entries, "
         f"{caps.max_masks} masks, {caps.ring_bytes} ring bytes): build the image with this pepc.yaml "
-        f"(python -m pepc.prebuilt {d} --config pepc.yaml) or use the capacities it was built for"
+        f"(python -m pepc.compiler.prebuilt {d} --config pepc.yaml) or use the capacities it was built for"
     )
 
 
@@ -86,7 +86,7 @@ def layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, 
 
 
 def build(outdir: Path, caps: layout.Capacities) -> Path:
-    from pepc.model import Action
+    from pepc.policy.model import Action
 
     outdir.mkdir(parents=True, exist_ok=True)
     dest = outdir / object_name(caps)
@@ -99,11 +99,11 @@ def build(outdir: Path, caps: layout.Capacities) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pepc.config import Config
-    from pepc.diagnostics import PolicyError
+    from pepc.policy.config import Config
+    from pepc.policy.diagnostics import PolicyError
     from pepc.loader import load_config
 
-    ap = argparse.ArgumentParser(prog="python -m pepc.prebuilt", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pepc.compiler.prebuilt", description=__doc__.split("\n\n")[0])
     ap.add_argument("outdir", metavar="OUTDIR")
     ap.add_argument("--config", metavar="FILE", action="append", default=[], help="a pepc.yaml whose capacities to build for (repeatable)")
     args = ap.parse_args(argv)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{f.loc}: error: {f.message} [{f.code}]", file=sys.stderr)
         return 2
     except EnvironmentProblem as err:
-        print(f"pepc.prebuilt: error: {err.message}", file=sys.stderr)
+        print(f"pepc.compiler.prebuilt: error: {err.message}", file=sys.stderr)
         return 3
     return 0
 

@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from pepc.compiler import compile_program
-from pepc.config import Config
-from pepc.diagnostics import Finding, PolicyError
+from pepc.policy.config import Config
+from pepc.policy.diagnostics import Finding, PolicyError
 from pepc.loader.files import read_source
 from pepc.loader.reader import parse_text
 from pepc.loader.schema import did_you_mean
 from pepc.loader.values import ValueProblem, parse_time
-from pepc.model import Location, Policy
-from pepc.simulate import Decision, PacketSyntaxError, index_of, parse_packet
-from pepc.semantics import Packet
+from pepc.policy.model import Location, Policy
+from pepc.simulate.evaluate import Decision, PacketSyntaxError, index_of, parse_packet
+from pepc.policy.semantics import Packet
 
 TEST_SUFFIXES = (".yaml", ".yml")
 ACTION_EXPECTATIONS = ("ALLOW", "BLOCK", "LOG_ONLY", "RATE_LIMIT", "DEFAULT")

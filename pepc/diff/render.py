@@ -15,10 +15,10 @@ from typing import Callable
 from pepc.checker.geometry import (
     ADDR_MAX, ICMP, ICMPV6, ICMPV6_GUARD, OTHER, PORT_MAX, TCP_FRAG, TCP_PORTS, UDP_FRAG, UDP_PORTS, V4_MAX, Box,
 )
-from pepc.model import V6_BASE
-from pepc.model import Location, Rule
-from pepc.policydiff import Kind, Outcome, PolicyDiff, Region, RuleChange
-from pepc.sources import relative_file
+from pepc.policy.model import V6_BASE
+from pepc.policy.model import Location, Rule
+from pepc.diff.semantic import Kind, Outcome, PolicyDiff, Region, RuleChange
+from pepc.policy.sources import relative_file
 
 #: More prefixes than this for one address range are shown as `first-last`.
 _MAX_PREFIXES = 4

@@ -1,0 +1,1 @@
+"""(stage package; its docstring comes in its own commit)"""
