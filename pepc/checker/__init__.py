@@ -1,5 +1,16 @@
 """The conflict checker: every rule anomaly of a policy, exactly.
 
+Takes: a `Policy` and `Config` (pepc.policy), a time, and optionally the
+compiler's capacity check (it runs before the compiler in the pipeline, so
+the caller passes `pepc.compiler.capacity_findings` in).
+Gives: the anomaly findings (shadowed, redundant, conflict, correlation,
+generalization, never-matches, unreachable-default, capacity,
+unused-suppression), sorted; `incremental.py` decides the apply gate's
+errors again only where an edit can change them.
+Start with: anomalies.py (geometry.py: rules as boxes; space.py and
+index.py: finding the boxes that meet; regions.py: exact searches;
+workers.py: the split over CPUs).
+
 `analyze(policy, config, now)` returns the anomaly findings of the rules
 live at `now` (enabled, not expired), sorted. The geometry is exact (see
 geometry.py and regions.py); witnesses are confirmed by `pepc.policy.semantics`.

@@ -1,5 +1,10 @@
 """The kernel layer: the only pepc code that touches bpf(2), netlink and pins.
 
+Takes: compiled objects and map contents from the stages before it.
+Gives: maps, programs, pins, attachments and BPF_PROG_TEST_RUN as Python
+objects, each failure a `KernelError` a user can act on.
+Start with: loader.py (maps.py for map access, netlink.py for attachments).
+
 Everything here raises `KernelError` (a diagnostics.EnvironmentProblem,
 exit code 3) with a message a user can act on: EPERM -> "needs root or
 CAP_BPF+CAP_NET_ADMIN", E2BIG -> "the map is full, raise the capacities",

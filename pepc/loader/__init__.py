@@ -1,5 +1,12 @@
 """Loading policy directories and host configuration, safely.
 
+Takes: a policy directory (or a git revision of one) and pepc.yaml.
+Gives: a validated `Policy` and `Config` (pepc.policy), or a PolicyError
+holding every finding that blocks loading, each at file:line:column.
+Start with: policy.py (reader.py reads YAML safely; schema.py validates;
+values.py parses addresses and ports; cache.py reloads what changed;
+revisions.py reads `REV:PATH`).
+
 Public API (other stages depend on these names):
 
 - `load_policy(path, *, max_file_bytes=...) -> Policy`: raises PolicyError

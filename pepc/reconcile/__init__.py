@@ -1,5 +1,12 @@
 """The reconciler: keep an instance's live XDP maps equal to a policy directory.
 
+Takes: a `Policy` and `Config`, the compiler's `Program`, and the live
+maps of an instance (through pepc.kernel).
+Gives: the writes that make the live maps equal to the program, applied
+atomically (generation flip), under a lock, audited; `pepc plan`'s text;
+the warm session `pepc watch` holds; what an instance runs (status.py).
+Start with: apply.py (converge: the one sequence every apply runs).
+
 Pieces (functional core, imperative shell):
 
 - ``state.py``    LiveState: what the kernel holds, as plain values.
