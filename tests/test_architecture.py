@@ -200,6 +200,7 @@ def test_every_stage_says_what_it_takes_and_gives():
 
 def test_the_architecture_page_lists_the_stages_in_order():
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
-    where = [text.find(f"`pepc/{s}/`" if s != "cli" else "`pepc/cli.py`") for s in STAGES]
+    # the rows of its table of stages
+    where = [text.find(f"| `pepc/{s}/`" if s != "cli" else "| `pepc/cli.py`") for s in STAGES]
     assert -1 not in where, [s for s, w in zip(STAGES, where) if w == -1]
     assert where == sorted(where), "docs/architecture.md names the stages out of order"
