@@ -4,7 +4,7 @@ The oracle knows nothing of boxes, ranks or the checker's code: it cuts
 every dimension at the rules' interval endpoints (coordinate compression),
 takes one packet per elementary cell of every protocol kind, and picks
 the winner of each packet with a deliberately naive function written
-here from DESIGN.md. Inside one cell every rule item matches all packets
+here from docs/semantics.md. Inside one cell every rule item matches all packets
 or none, so the cells decide every question exactly.
 
 Policies mix IPv4 and IPv6: each family's addresses are cut on their own

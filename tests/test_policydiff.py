@@ -3,7 +3,7 @@
 The oracle is the cell enumeration of test_checker_oracle.py: cut every
 dimension at both policies' interval endpoints, take one packet per
 elementary cell and protocol kind, and decide it on each side with the
-naive winner function written from DESIGN.md. Inside a cell both sides'
+naive winner function written from docs/semantics.md. Inside a cell both sides'
 rules match all packets or none, so the cells decide exactly which
 packets change.
 """

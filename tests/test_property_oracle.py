@@ -1,8 +1,8 @@
 """The oracle: simulating packets over the compiled program gives the same
-answer as a deliberately naive reading of DESIGN.md.
+answer as a deliberately naive reading of docs/semantics.md.
 
 The reference below scans every rule and every atom and applies the order
-of DESIGN.md literally. It imports nothing from pepc.policy.semantics: prefix
+of docs/semantics.md literally. It imports nothing from pepc.policy.semantics: prefix
 containment, the port rules, specificity and the tie-breaks are written out
 again here, differently, so that a shared mistake is unlikely.
 """
@@ -59,7 +59,7 @@ def ref_port_item_is_any(lo: int, hi: int) -> bool:
 
 
 def ref_decide(rules, pkt: Packet, now, default: Action):
-    """(winning rule or None, action, verdict) by DESIGN.md, read literally."""
+    """(winning rule or None, action, verdict) by docs/semantics.md, read literally."""
     best = None  # (priority, specificity, id, rule)
     for r in rules:
         if not r.enabled:

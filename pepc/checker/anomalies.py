@@ -1,6 +1,6 @@
 """The anomaly searches.
 
-Definitions (on the rank order of DESIGN.md; only live rules take part):
+Definitions (on the rank order of docs/semantics.md; only live rules take part):
 
 - shadowed: no packet is won by the rule. Related: every rule that wins
   some packet the rule matches.

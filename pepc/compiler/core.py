@@ -847,7 +847,7 @@ def capacity_findings(policy: Policy, config: Config, now: datetime) -> list[Fin
 def _burst(rule: Rule) -> int:
     if rule.action is not Action.RATE_LIMIT:
         return 0
-    # DESIGN.md: burst defaults to one second's worth of the rate
+    # docs/semantics.md: burst defaults to one second's worth of the rate
     return rule.burst_bytes or rule.rate_limit_bps
 
 

@@ -1,4 +1,4 @@
-"""Matching semantics of DESIGN.md, in one place.
+"""Matching semantics (docs/semantics.md), in one place.
 
 A rule is a set of atoms (one source prefix x one destination prefix x one
 source-port item x one destination-port item). Atoms are totally ordered by

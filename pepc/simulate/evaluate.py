@@ -4,7 +4,7 @@ The simulator does not look at rules: it reads the map contents a
 generation would hold (the same bytes the kernel gets), walks the masks in
 order with the same early exit, builds the same hash key and looks it up.
 `explain` is the other view: every rule/atom that matches by the semantics
-of DESIGN.md, and why the winner wins. Tests hold the two to each other.
+of docs/semantics.md, and why the winner wins. Tests hold the two to each other.
 
 RATE_LIMIT is reported with verdict PASS: the simulator shows what happens
 to a packet while the rule's traffic is within its rate (above the rate the
@@ -453,7 +453,7 @@ def _why(win: Match, lose: Match) -> str:
 
 def explain(policy: Policy, program: Program, packet: Packet, now=None) -> Explanation:
     """Every live rule that matches `packet` (its best matching atom), in the
-    total order of DESIGN.md, with the program's decision. `now` selects
+    total order of docs/semantics.md, with the program's decision. `now` selects
     the live rules; by default those that compiled into `program`."""
     live_ids = {s.rule_id for s in program.slots}
     rules = [r for r in policy.rules if r.id in live_ids] if now is None else list(policy.live_rules(now))
