@@ -41,7 +41,7 @@
 
 /*
  * Token-bucket arithmetic stays exact in u64 (no 128-bit math) for rates
- * and bursts up to 2^40 bytes, the language's cap (README: Decisions);
+ * and bursts up to 2^40 bytes, the language's cap (docs/decisions.md);
  * larger values in a map behave as 2^40.
  */
 #define PEPC_RATE_MAX (1ULL << 40)
@@ -265,7 +265,7 @@ struct pepc_pkt {
  * destination options, routing, fragment, AH, destination options, each
  * once); a longer or truncated chain is dropped (err_ip6_ext), because
  * passing or evaluating it without its upper layer would let an attacker
- * hide a blocked TCP port behind padding headers (README: Decisions).
+ * hide a blocked TCP port behind padding headers (docs/decisions.md).
  */
 #define PEPC_IP6_MAX_EXT 6
 #define PEPC_IP6_HLEN 40

@@ -687,25 +687,40 @@ def test_explicit_config_must_exist(tmp_path):
     assert info.value.findings[0].code == "bad-config"
 
 
-def test_readme_examples_load(tmp_path):
-    """The README's policy and pepc.yaml examples are real."""
+def test_docs_examples_load(tmp_path):
+    """The policy and pepc.yaml examples of the docs are real: every ```yaml
+    and ```json block of README.md and docs/*.md loads (a page's policy
+    blocks together, as one directory; a block starting with
+    `default_action` as pepc.yaml). Blocks with a title (```yaml
+    title=...: CI workflows) are not policy."""
     import re
 
     from conftest import ROOT
 
-    blocks = re.findall(r"```(yaml|json)\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) >= 3
-    d = tmp_path / "policies.d"
-    d.mkdir()
-    n = 0
-    for i, (kind, text) in enumerate(blocks):
-        if text.startswith("default_action"):
-            (tmp_path / "pepc.yaml").write_text(text)
-            assert load_config(None, d).default_action is Action.BLOCK
-        else:
-            (d / f"{i}.{kind}").write_text(text)
-            n += 1
-    assert n >= 2 and len(load_policy(d).rules) >= 4
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    rules: dict[str, list] = {}
+    configs = []
+    for page in pages:
+        blocks = re.findall(r"^```(yaml|json)\n(.*?)^```", page.read_text(), re.S | re.M)
+        d = tmp_path / page.stem / "policies.d"
+        d.mkdir(parents=True)
+        n = 0
+        for i, (kind, text) in enumerate(blocks):
+            if text.startswith("default_action"):
+                (d.parent / "pepc.yaml").write_text(text)
+                configs.append((page.name, load_config(None, d)))
+            else:
+                (d / f"{i}.{kind}").write_text(text)
+                n += 1
+        if n:
+            rules[page.name] = list(load_policy(d).rules)
+    # the language reference shows both forms, the semantics page its worked example
+    assert len(rules["language.md"]) >= 6
+    assert any(r.legacy for r in rules["language.md"]) and any(not r.legacy for r in rules["language.md"])
+    assert len(rules["semantics.md"]) >= 4
+    # the host settings page shows a full pepc.yaml
+    assert [name for name, _ in configs] == ["configuration.md"]
+    assert configs[0][1].default_action is Action.BLOCK and configs[0][1].apply_gate == ("capacity",)
 
 
 # --- the fast validity check agrees with jsonschema ---------------------------------

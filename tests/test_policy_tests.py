@@ -239,12 +239,14 @@ def test_default_directory_is_beside_the_policy(capsys, tmp_path):
     assert (rc, out.splitlines()[-1]) == (0, "1 passed, 0 failed")
 
 
-def test_readme_test_file_example_passes(capsys, examples, tmp_path):
-    """The README's `pepc test` file example (the ```yml block) is real."""
+def test_docs_test_file_example_passes(capsys, examples, tmp_path):
+    """The `pepc test` file example of the CLI reference (the only ```yml
+    block of the docs) is real: it passes on the example policies."""
     import re
 
-    blocks = re.findall(r"```yml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 1
-    d = _tests(tmp_path, blocks[0])
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [(p.name, b) for p in pages for b in re.findall(r"^```yml\n(.*?)^```", p.read_text(), re.S | re.M)]
+    assert [name for name, _ in blocks] == ["cli.md"]
+    d = _tests(tmp_path, blocks[0][1])
     rc, out, _ = run(capsys, "test", str(examples), str(d))
     assert (rc, out.splitlines()[-1]) == (0, "4 passed, 0 failed")

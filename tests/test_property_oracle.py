@@ -26,7 +26,7 @@ from pepc.simulate.evaluate import evaluate
 # --- the naive reference ---------------------------------------------------------------
 
 TCP, UDP, ICMPV6 = 6, 17, 58
-#: ICMPv6 types a default-BLOCK host must still receive (README: the lockout guard)
+#: ICMPv6 types a default-BLOCK host must still receive (docs/semantics.md: the lockout guard)
 REF_GUARDED_TYPES = {2, 130, 131, 132, 133, 134, 135, 136, 137, 143}
 
 

@@ -36,7 +36,7 @@ DESCRIPTION = (
     "Packet syntax: 'tcp 10.0.0.1:1234 > 192.168.1.100:80', 'udp A:P > B:P', 'icmp A > B', "
     "'proto 47 A > B'; IPv6 with brackets around an address with a port: "
     "'tcp [2001:db8::1]:40000 > [2001:db8::10]:443', 'icmpv6 A > B type=135' (the ICMPv6 type; "
-    "neighbour discovery and similar types are guarded, see README); optionally followed by "
+    "neighbour discovery and similar types are guarded, see docs/semantics.md); optionally followed by "
     "'len=N' (frame length) and 'frag' (a non-first fragment, which carries no ports). "
     "RATE_LIMIT is reported as PASS: within the rule's rate."
 )

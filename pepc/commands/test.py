@@ -2,7 +2,7 @@
 
 Each case names a packet and the expected outcome; cases run over the
 compiled program, like `pepc simulate`. The file format is documented in
-pepc/simulate/policytest.py and the README.
+pepc/simulate/policytest.py and docs/cli.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ possible decider is the same on both sides are dropped without splitting
 further. Adjacent changed pieces with the same old and new decision are
 merged back into larger boxes, so the regions read like rules.
 
-What counts as a change (README, Decisions): the *outcome* of a packet is
+What counts as a change (docs/decisions.md): the *outcome* of a packet is
 its deciding rule (or the default) and that rule's action with its rate.
 A region's `kind` is the coarsest thing that changed:
 

@@ -202,7 +202,7 @@ def _classify(parsed: ParsedFile, st: _State) -> None:
                     "this document is not a policy: expected a policy set (networks, services, policies) "
                     "or a legacy policy object (id, action, src, dst)",
                     here,
-                    help=hint + "see README: the policy language",
+                    help=hint + "see docs/language.md",
                 )
         elif isinstance(value, list):
             for i, item in enumerate(value):
@@ -603,7 +603,7 @@ def _resolve_rule(raw: _RawRule, st: _State, networks: dict, services: dict) -> 
                 f"suppress: {code!r} is not a finding code" + (f"; did you mean {guess!r}?" if guess else ""),
                 marks.loc(marks.item_pos(suppress, i, spos)),
                 rule=rid,
-                help="the codes are listed in the README (pepc check --format json shows them too)",
+                help="the codes are listed in docs/cli.md (pepc check --format json shows them too)",
             )
         elif CODES[code].blocks_load:
             ok = False

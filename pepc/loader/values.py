@@ -63,7 +63,7 @@ def _parse_address(text: str) -> Address | ValueProblem:
     t = text.strip()
     # 0.0.0.0 is the legacy format's "any" and has always meant "any" here:
     # now that rules match IPv6 too it is any address of either family
-    # (README: Decisions). 0.0.0.0/0 and ::/0 name one family's whole space.
+    # (docs/decisions.md). 0.0.0.0/0 and ::/0 name one family's whole space.
     if t.lower() == "any" or t == "0.0.0.0":
         return ANY_ADDRESS
     if _DOTTED.match(t):

@@ -85,7 +85,7 @@ CODES: dict[str, CodeInfo] = {
         _c("bad-plan", E, "a previous plan (--previous) is not a plan.json pepc wrote", "pass the plan.json of an earlier `pepc compile`", True),
         _c("bad-packet", E, "a packet for `pepc simulate`/`pepc test` is not valid", "write e.g. `tcp 10.0.0.1:1234 > 192.168.1.100:80`, `tcp [2001:db8::1]:40000 > [2001:db8::10]:443`, `icmp A > B`, `icmpv6 A > B type=135`, `proto 47 A > B`, optional `len=N` and `frag`", True),
         _c("bad-revision", E, "a git revision form (REV:PATH, --revision, rollback --to) cannot be resolved", "name a commit of the repository holding the policy directory", True),
-        _c("bad-test", E, "a policy test file is not valid", "see README: Compile, simulate, test", True),
+        _c("bad-test", E, "a policy test file is not valid", "see docs/cli.md: pepc test", True),
         # --- lifecycle (info) ---------------------------------------------
         _c("expired", I, "the rule has expired and is not in the data plane", "remove the rule or move expires_at"),
         _c("disabled", I, "the rule is disabled and is not in the data plane", ""),

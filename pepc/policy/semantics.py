@@ -31,7 +31,7 @@ MAX_SPECIFICITY = 128 + 128 + 2 * SPEC_SINGLE_PORT + SPEC_PROTOCOL
 #: (133-137: router/neighbour solicitation and advertisement, redirect).
 #: The lockout guard: such a packet is matched only by rules that name
 #: protocol ICMPV6; when none does it passes, whatever the default action or
-#: a catch-all rule says (README: Decisions).
+#: a catch-all rule says (docs/decisions.md).
 GUARDED_ICMPV6_TYPES = frozenset((2, 130, 131, 132, 133, 134, 135, 136, 137, 143))
 
 
