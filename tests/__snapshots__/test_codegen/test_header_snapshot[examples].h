@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 6dbac450e87cf6e0684aaa9ab1bcd785
+ * layout digest: 9d95888bf65c5250fcf387d5dedd8a58
  * policy digest: 35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "6dbac450e87cf6e0684aaa9ab1bcd785"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x6d, 0xba, 0xc4, 0x50, 0xe8, 0x7c, 0xf6, 0xe0, 0x68, 0x4a, 0xaa, 0x9a, 0xb1, 0xbc, 0xd7, 0x85 }
+#define PEPC_LAYOUT_DIGEST "9d95888bf65c5250fcf387d5dedd8a58"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x9d, 0x95, 0x88, 0x8b, 0xf6, 0x5c, 0x52, 0x50, 0xfc, 0xf3, 0x87, 0xd5, 0xde, 0xdd, 0x8a, 0x58 }
 #define PEPC_POLICY_DIGEST "35627b0553d60c6061db5ddae5bd252c555e4a9fd13f0baf3d000feca4aac1eb"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

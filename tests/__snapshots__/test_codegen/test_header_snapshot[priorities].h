@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: 9f72ce286f0c2268f103ae89e9c1980f
+ * layout digest: 972a3069c332ad683ef8076ddcf054bc
  * policy digest: 84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_BLOCK
 #define PEPC_EVENT_CAP 10
 
-#define PEPC_LAYOUT_DIGEST "9f72ce286f0c2268f103ae89e9c1980f"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0x9f, 0x72, 0xce, 0x28, 0x6f, 0x0c, 0x22, 0x68, 0xf1, 0x03, 0xae, 0x89, 0xe9, 0xc1, 0x98, 0x0f }
+#define PEPC_LAYOUT_DIGEST "972a3069c332ad683ef8076ddcf054bc"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x97, 0x2a, 0x30, 0x69, 0xc3, 0x32, 0xad, 0x68, 0x3e, 0xf8, 0x07, 0x6d, 0xdc, 0xf0, 0x54, 0xbc }
 #define PEPC_POLICY_DIGEST "84aee4f34e1b5a8899c2058547dc6f874cee92f577bd5a30e4df5e3c19c7006a"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as

@@ -8,7 +8,7 @@
  * Text taken from policy files appears only inside comments, reduced to a
  * safe ASCII subset (anything else is written as %XX).
  *
- * layout digest: d7c845372d5d18048e32e6ea5e3cbf07
+ * layout digest: 2301ddf2a76af4705964fee3f18441d6
  * policy digest: 87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d
  */
 #ifndef PEPC_POLICY_H
@@ -82,8 +82,8 @@ enum pepc_counter {
 #define PEPC_DEFAULT_ACTION PEPC_ACTION_ALLOW
 #define PEPC_EVENT_CAP 100
 
-#define PEPC_LAYOUT_DIGEST "d7c845372d5d18048e32e6ea5e3cbf07"
-#define PEPC_LAYOUT_DIGEST_BYTES { 0xd7, 0xc8, 0x45, 0x37, 0x2d, 0x5d, 0x18, 0x04, 0x8e, 0x32, 0xe6, 0xea, 0x5e, 0x3c, 0xbf, 0x07 }
+#define PEPC_LAYOUT_DIGEST "2301ddf2a76af4705964fee3f18441d6"
+#define PEPC_LAYOUT_DIGEST_BYTES { 0x23, 0x01, 0xdd, 0xf2, 0xa7, 0x6a, 0xf4, 0x70, 0x59, 0x64, 0xfe, 0xe3, 0xf1, 0x84, 0x41, 0xd6 }
 #define PEPC_POLICY_DIGEST "87e118790fb0c486121a4732330381ca560f13cab396b11eb3d487b23faec68d"
 
 /* Maps (name, type, key, value, max_entries; per-generation maps exist as
