@@ -9,12 +9,13 @@ OUTDIR/pepc_xdp.o built against that header.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
 
-from pepc.compiler.codegen import HEADER_NAME, render_header
+from pepc.compiler import objbuild
+from pepc.compiler.codegen import render_header
+from pepc.compiler.objbuild import HEADER_NAME, OBJECT_NAME
 from pepc.commands._common import add_policy_args, load_all, now_of
 from pepc.compiler import Assignments, compile_program, rule_stats
 from pepc.policy.diagnostics import EnvironmentProblem, ExitCode, Finding, PolicyError
@@ -31,7 +32,6 @@ DESCRIPTION = (
     "With --previous, rules present in that plan keep their slots and order keys."
 )
 PLAN_NAME = "plan.json"
-OBJECT_NAME = "pepc_xdp.o"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -64,16 +64,6 @@ def write_atomic(path: Path, text: str) -> None:
         raise EnvironmentProblem(f"cannot write {path}: {err.strerror or err}", "check the output directory and its permissions") from None
 
 
-def _objbuild():
-    """H3's object builder, if this tree has it."""
-    try:
-        return importlib.import_module("pepc.compiler.objbuild")
-    except ModuleNotFoundError as err:
-        if err.name != "pepc.compiler.objbuild":
-            raise
-        return None
-
-
 def run(args: argparse.Namespace) -> int:
     policy, config = load_all(args)
     now = now_of(args)
@@ -92,13 +82,10 @@ def run(args: argparse.Namespace) -> int:
     written = [str(header), str(plan)]
 
     if not args.no_object:
-        builder = _objbuild()
-        if builder is None:
-            print("pepc: note: this pepc has no XDP object builder; skipped pepc_xdp.o", file=sys.stderr)
-        elif not builder.clang_path():
+        if not objbuild.clang_path():
             print("pepc: note: clang is not installed; skipped pepc_xdp.o (use --no-object to silence)", file=sys.stderr)
         else:
-            builder.build_object(out, out / OBJECT_NAME)
+            objbuild.build_object(out, out / OBJECT_NAME)
             written.append(str(out / OBJECT_NAME))
 
     stats = rule_stats(policy, program)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import jinja2
 
 from pepc.compiler import layout
+from pepc.compiler.objbuild import HEADER_NAME
 from pepc.policy.model import Action, Policy
 from pepc.compiler.program import Program
 from pepc.policy.resources import TEMPLATES_DIR
 from pepc.policy.sources import display_location
 
 HEADER_TEMPLATE = "pepc_policy.h.j2"
-HEADER_NAME = "pepc_policy.h"
 
 # Printable ASCII that is inert inside a /* */ comment whatever it is next
 # to: no '*' (so no "*/" or "/*"), no '\' (line splicing), no '?' (the "??/"

@@ -1,9 +1,8 @@
 """Build the XDP object: clang -target bpf on bpf/pepc_xdp.c + the generated header.
 
 Pure with respect to the kernel (needs clang and the UAPI/libbpf headers,
-not root). `pepc compile` calls `build_object` to write OUTDIR/pepc_xdp.o;
-the reconciler and the prebuilt-object builder take `build_layout_object`
-(through prebuilt.layout_object, which prefers an object built ahead).
+not root). `pepc compile` calls it to write OUTDIR/pepc_xdp.o;
+prebuilt.py calls it to build the object of a layout.
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pepc.compiler import layout
 from pepc.policy.diagnostics import EnvironmentProblem
-from pepc.policy.model import Action, Policy
-from pepc.compiler.program import Program
 from pepc.policy.resources import BPF_DIR
 
 SOURCE = BPF_DIR / "pepc_xdp.c"
@@ -92,20 +88,3 @@ def build_object(header_dir: Path, out: Path, source: Path = SOURCE) -> None:
         )
     os.replace(tmp, out)
 
-
-def build_layout_object(caps: layout.Capacities, default_action: Action, event_cap: int, root: str, workdir: Path) -> Path:
-    """The object for a layout, built with clang in `workdir`. The header is
-    rendered for an empty program of that layout: the object depends only
-    on the layout (rules, the default action and the event cap live in
-    maps; the policy digest appears in the header only as text), and a
-    100k-rule comment table costs clang seconds."""
-    from pepc.compiler.codegen import render_header  # the header renderer pulls in jinja2: only when building
-
-    shell = Program(
-        caps=caps, default_action=default_action, event_cap=event_cap,
-        masks=(), entries=(), slots=(), policy_digest="", layout_digest=layout.layout_digest(caps),
-    )
-    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
-    out = workdir / OBJECT_NAME
-    build_object(workdir, out)
-    return out

@@ -25,11 +25,12 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-from pepc.compiler import layout
+from pepc.compiler import layout, pack
+from pepc.compiler.objbuild import HEADER_NAME, OBJECT_NAME, build_object
+from pepc.compiler.program import Program
 from pepc.policy.diagnostics import EnvironmentProblem
-from pepc.compiler.objbuild import build_layout_object
+from pepc.policy.model import Action, Policy
 from pepc.policy.resources import BPF_DIR, TEMPLATES_DIR
 
 ENV = "PEPC_OBJECT_DIR"
@@ -69,7 +70,25 @@ def missing_hint(caps: layout.Capacities) -> str:
     )
 
 
-def layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, root: str, workdir: Path) -> Path:
+def build_layout_object(caps: layout.Capacities, default_action: Action, event_cap: int, root: str, workdir: Path) -> Path:
+    """The object for a layout, built with clang in `workdir`. The header is
+    rendered for an empty program of that layout: the object depends only
+    on the layout (rules, the default action and the event cap live in
+    maps; the policy digest appears in the header only as text), and a
+    100k-rule comment table costs clang seconds."""
+    from pepc.compiler.codegen import render_header  # jinja2: only when an object is built
+
+    shell = Program(
+        caps=caps, default_action=default_action, event_cap=event_cap,
+        masks=(), entries=(), slots=(), policy_digest="", layout_digest=pack.layout_digest(caps),
+    )
+    (workdir / HEADER_NAME).write_text(render_header(shell, Policy(root, ())), encoding="utf-8")
+    out = workdir / OBJECT_NAME
+    build_object(workdir, out)
+    return out
+
+
+def layout_object(caps: layout.Capacities, default_action: Action, event_cap: int, root: str, workdir: Path) -> Path:
     """The object for a layout: the prebuilt one in $PEPC_OBJECT_DIR as it
     is (no clang), else one built with clang in `workdir`; when clang is
     missing, the error says what to prebuild."""
@@ -86,8 +105,6 @@ def layout_object(caps: layout.Capacities, default_action: Any, event_cap: int, 
 
 
 def build(outdir: Path, caps: layout.Capacities) -> Path:
-    from pepc.policy.model import Action
-
     outdir.mkdir(parents=True, exist_ok=True)
     dest = outdir / object_name(caps)
     with tempfile.TemporaryDirectory(prefix="pepc-prebuild-") as tmp:
