@@ -96,12 +96,11 @@ def _analyze(policy: Policy, config: Config, now: datetime, capacity: CapacityCh
     raws += an.never_matches()
     raws += workers.split(an, an.coverage, jobs)
     raws += an.unreachable_default()
-    ran_capacity = capacity is not None
     if capacity is not None:
         raws += [Raw(f, on=(f.rule,) if f.rule else ()) for f in capacity(policy, config, now)]
     findings = [r.finding for r in raws if not sup.silence(r)]
     findings += workers.split(an, an.pairs, jobs)
-    findings += _unused(an, sup, live, ran_capacity)
+    findings += _unused(an, sup, live, ran_capacity=capacity is not None)
     findings = [_with_severity(f, config) for f in findings]
     return sorted(findings, key=Finding.sort_key)
 

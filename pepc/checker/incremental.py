@@ -209,21 +209,19 @@ def gate_errors(policy: Policy, config: Config, now: datetime, *, capacity: Capa
     capacity check, None when the caller compiled this policy with this
     config already (the compiler raises capacity errors itself)."""
     gate = _Gate(config)
+    if not gate.nothing and not gate.local:
+        return _full_errors(policy, config, now, capacity=capacity)
     if gate.nothing:
         errors = _decide_nothing(policy, config, now, gate)
-        if capacity is not None:
-            errors += _errors(capacity(policy, config, now), config)
-        return errors
-    if not gate.local:
-        return _full_errors(policy, config, now, capacity=capacity)
-    with gcpause.paused():
-        live = list(policy.live_rules(now))
-        space = Space.build(live)
-        rule_idx = {r.id: i for i, r in enumerate(live)}
-        errors = _decide(space, rule_idx, {r.id: r for r in live}, list(range(len(live))), policy, config, now, gate)
-        if capacity is not None:
-            errors += _errors(capacity(policy, config, now), config)
-        return errors
+    else:
+        with gcpause.paused():
+            live = list(policy.live_rules(now))
+            space = Space.build(live)
+            rule_idx = {r.id: i for i, r in enumerate(live)}
+            errors = _decide(space, rule_idx, {r.id: r for r in live}, list(range(len(live))), policy, config, now, gate)
+    if capacity is not None:
+        errors += _errors(capacity(policy, config, now), config)
+    return errors
 
 
 def _errors(findings: Iterable[Finding], config: Config) -> list[Finding]:

@@ -53,10 +53,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_output_arg(parser)
 
 
-def _analyze(policy, config, now, jobs=None) -> list[Finding]:
-    return analyze(policy, config, now, capacity=capacity_findings, jobs=jobs)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.max_findings < 0:
         print("pepc check: error: --max-findings must be 0 (all) or more", file=sys.stderr)
@@ -72,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         # Also when some files failed to load: an error in one file must not
         # hide the anomalies of the others (the summary says what was left out).
         now = now_of(args)
-        analysis = lifecycle_findings(policy, now) + _analyze(policy, config, now, args.jobs)
+        analysis = lifecycle_findings(policy, now) + analyze(policy, config, now, capacity=capacity_findings, jobs=args.jobs)
         findings += [
             f if (sev := config.severity_of(f.code, f.severity)) == f.severity else dataclasses.replace(f, severity=sev)
             for f in analysis

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from pepc.compiler import layout, prebuilt
+from pepc.compiler import capacity_findings, layout, prebuilt
 from pepc.policy.config import Config, Interface, XdpMode
 from pepc.policy.diagnostics import EnvironmentProblem, Finding, PolicyError
 from pepc.policy.model import Policy
@@ -105,7 +105,6 @@ def check_errors(policy: Policy, config: Config, now: datetime, *, capacity: boo
     allows); `capacity=False` when the caller compiled this policy with
     this config (the compiler raises capacity errors itself)."""
     from pepc.checker.incremental import gate_errors
-    from pepc.compiler import capacity_findings
 
     return gate_errors(policy, config, now, capacity=capacity_findings if capacity else None)
 
