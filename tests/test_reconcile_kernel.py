@@ -711,6 +711,13 @@ def test_real_traffic_status_stats_history_unload(tmp_path, capsys):
         assert s["loaded"] and s["interfaces"] == [{"ifname": v.host, "ifindex": s["interfaces"][0]["ifindex"], "mode": "native"}]
         assert s["usage"]["rules"] == {"used": 2, "capacity": SMALL_CAPS.max_rules}
         assert s["drift"] is False and s["generations_in_sync"] and s["last_apply"]["applied_at"]
+        # the loaded layout is compared with the capacities of a pepc.yaml only when one is named
+        assert s["layout_matches_this_pepc"] is True
+        from pepc.reconcile.status import collect
+
+        assert collect(h.config, h.instance)["layout_matches_this_pepc"] is None
+        bigger = dataclasses.replace(h.config, capacities=dataclasses.replace(SMALL_CAPS, max_rules=2 * SMALL_CAPS.max_rules))
+        assert collect(bigger, h.instance, compare_layout=True)["layout_matches_this_pepc"] is False
         assert main(h.cli("status")) == 0
         assert f"{v.host} (native)" in capsys.readouterr().out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from pepc.compiler import layout
 from pepc.commands._host import add_config_arg, add_instance_arg, add_text_json, host_config, print_json
 from pepc.policy.diagnostics import ExitCode
 from pepc.reconcile.status import collect
@@ -30,9 +29,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = host_config(args)
-    st = collect(config, args.instance)
-    if st["loaded"] and args.config:  # only a given pepc.yaml says which capacities are wanted
-        st["layout_matches_this_pepc"] = st["layout_digest"] == layout.layout_digest(config.capacities)
+    # only a given pepc.yaml says which capacities are wanted
+    st = collect(config, args.instance, compare_layout=bool(args.config))
     if args.format == "json":
         print_json(st)
         return ExitCode.OK

@@ -9,11 +9,15 @@ last apply come from the audit trail.
 
 from __future__ import annotations
 
+from pepc.compiler import layout
 from pepc.reconcile import audit, diff
 from pepc.reconcile.apply import open_live, pin_dir
 
 
-def collect(config, instance: str) -> dict:
+def collect(config, instance: str, *, compare_layout: bool = False) -> dict:
+    """The status dict. `compare_layout`: say whether the loaded layout is
+    the one `config.capacities` asks for (only when the caller knows the
+    config is the host's real pepc.yaml; None otherwise)."""
     d = pin_dir(config, instance)
     inst, live = open_live(config, instance)
     last = audit.last(config.state_dir, instance, "applied") or None
@@ -44,7 +48,7 @@ def collect(config, instance: str) -> dict:
             "prog_id": live.prog_id,
             "interfaces": [{"ifname": a.ifname, "ifindex": a.ifindex, "mode": a.mode} for a in live.attachments],
             "layout_digest": live.layout_digest,
-            "layout_matches_this_pepc": None,
+            "layout_matches_this_pepc": live.layout_digest == layout.layout_digest(config.capacities) if compare_layout else None,
             "active_gen": live.active_gen,
             "policy_digest": info.get("policy_digest"),
             "default_action": info.get("default_action"),

@@ -137,10 +137,6 @@ class PepcBackend:
         return [i.name for i in desired_interfaces(self.config, self.iface_names)]
 
     def status(self) -> dict:
-        from pepc.compiler import layout
         from pepc.reconcile import status
 
-        st = status.collect(self.config, self.instance)
-        if st.get("loaded"):
-            st["layout_matches_this_pepc"] = st["layout_digest"] == layout.layout_digest(self.config.capacities)
-        return st
+        return status.collect(self.config, self.instance, compare_layout=True)
