@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "policies.d"
 
 
+def doc_pages() -> list[Path]:
+    """The user-facing docs: README.md, then docs/*.md."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def _kernel_problem() -> str | None:
     if os.geteuid() != 0:
         return "needs root (CAP_BPF, CAP_NET_ADMIN)"

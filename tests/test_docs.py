@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, doc_pages
 
 DOCS = ROOT / "docs"
-
-
-def user_docs(root: Path = ROOT) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
 # --- Markdown, as far as links and headings need it ----------------------------
@@ -173,7 +169,7 @@ def test_checker_reports_broken_links_and_anchors(tmp_path):
 
 
 def test_every_link_and_anchor_resolves():
-    problems = [p for page in user_docs() for p in broken_links(page, ROOT)]
+    problems = [p for page in doc_pages() for p in broken_links(page, ROOT)]
     assert not problems, "\n".join(problems)
 
 
@@ -194,7 +190,7 @@ _FORBIDDEN = [
 ]
 
 
-@pytest.mark.parametrize("page", user_docs(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_stand_on_their_own(page):
     text = page.read_text(encoding="utf-8")
     found = [

@@ -695,12 +695,11 @@ def test_docs_examples_load(tmp_path):
     title=...: CI workflows) are not policy."""
     import re
 
-    from conftest import ROOT
+    from conftest import doc_pages
 
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     rules: dict[str, list] = {}
     configs = []
-    for page in pages:
+    for page in doc_pages():
         blocks = re.findall(r"^```(yaml|json)\n(.*?)^```", page.read_text(), re.S | re.M)
         d = tmp_path / page.stem / "policies.d"
         d.mkdir(parents=True)

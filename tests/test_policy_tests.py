@@ -12,7 +12,7 @@ import xmlschema
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ROOT
+from conftest import ROOT, doc_pages
 from pepc.cli import main
 from pepc.simulate.policytest import unique_names
 
@@ -244,8 +244,7 @@ def test_docs_test_file_example_passes(capsys, examples, tmp_path):
     block of the docs) is real: it passes on the example policies."""
     import re
 
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    blocks = [(p.name, b) for p in pages for b in re.findall(r"^```yml\n(.*?)^```", p.read_text(), re.S | re.M)]
+    blocks = [(p.name, b) for p in doc_pages() for b in re.findall(r"^```yml\n(.*?)^```", p.read_text(), re.S | re.M)]
     assert [name for name, _ in blocks] == ["cli.md"]
     d = _tests(tmp_path, blocks[0][1])
     rc, out, _ = run(capsys, "test", str(examples), str(d))
